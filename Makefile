@@ -1,0 +1,45 @@
+# One entry point for users and CI. Everything a target needs is installed by it.
+PYTHON      ?= python3
+VENV        := .venv
+BIN         := $(VENV)/bin
+JARS_DIR    := .cache/jars
+RUN_DATE    ?= $(shell date -u +%F)
+DEMO_ROOT   ?= lakehouse
+DEMO_PROFILES ?= 20000
+DEMO_DAYS   ?= 365
+SEED        ?= 7
+
+SETUP_STAMP := $(VENV)/.setup-done
+JARS_STAMP  := $(JARS_DIR)/.fetched
+
+.PHONY: setup jars demo test lint clean-lakehouse
+
+setup: $(SETUP_STAMP) $(JARS_STAMP)
+
+$(SETUP_STAMP): setup.cfg deps/constraints.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -c deps/constraints.txt -e '.[test]'
+	touch $@
+
+# Delta jars come from Maven Central once; runs and tests use the cache offline.
+jars: $(JARS_STAMP)
+
+$(JARS_STAMP): deps/pom.xml
+	mvn --batch-mode --quiet -f deps/pom.xml dependency:copy-dependencies \
+	    -DincludeGroupIds=io.delta -DoutputDirectory=$(abspath $(JARS_DIR))
+	touch $@
+
+demo: setup
+	$(BIN)/enrich generate --run-date $(RUN_DATE) --profiles $(DEMO_PROFILES) --days $(DEMO_DAYS) \
+	    --seed $(SEED) --set lakehouse.root=$(DEMO_ROOT)
+	$(BIN)/enrich nightly --run-date $(RUN_DATE) --set lakehouse.root=$(DEMO_ROOT)
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+lint: setup
+	$(BIN)/ruff check pipelines jobs tests
+
+clean-lakehouse:
+	rm -rf $(DEMO_ROOT)

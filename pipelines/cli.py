@@ -1,0 +1,191 @@
+"""`enrich`: one command per pipeline step, plus `nightly`. The jobs/ scripts call `main` too.
+
+    enrich generate --profiles 20000 --days 365 --seed 7
+    enrich nightly --run-date 2026-11-27 --env local --set lakehouse.root=/data/lake
+
+Exit codes: 0 done; 2 bad input or configuration; 3 blocked by a quality gate; 1 unexpected.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import traceback
+from datetime import date, datetime, timezone
+from typing import Callable, Sequence
+
+from pipelines.errors import BadInputError, EnrichError
+
+STEP_ORDER = ("ingest", "validate", "features", "train", "score", "publish")
+COMMANDS = ("generate",) + STEP_ORDER + ("nightly",)
+
+log = logging.getLogger("enrich")
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse that reports a bad option in one line and exits with code 2."""
+
+    def error(self, message: str):  # noqa: D401 - argparse's signature
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _run_date(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--run-date must be YYYY-MM-DD, got {text!r}") from None
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--env", default="local", choices=["local", "cluster"],
+                        help="configuration overlay (conf/<env>.yaml); default local")
+    common.add_argument("--conf", action="append", default=[], metavar="FILE",
+                        help="extra YAML overlay, applied in order (repeatable)")
+    common.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                        help="override one setting, e.g. --set lakehouse.root=/data/lake (repeatable)")
+    common.add_argument("--run-date", type=_run_date, default=None, metavar="YYYY-MM-DD",
+                        help="the nightly run's date; events before it are used (default: today, UTC)")
+    common.add_argument("--verbose", action="store_true", help="show tracebacks and Spark's own logs")
+
+    parser = _OneLineParser(prog="enrich", description="Nightly profile enrichment on Spark and Delta Lake.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                parser_class=_OneLineParser)
+    gen = sub.add_parser("generate", parents=[common], help="write sample XDM data into the landing folder")
+    gen.add_argument("--profiles", type=_positive_int, default=None, help="people to simulate")
+    gen.add_argument("--days", type=_positive_int, default=None, help="days of history before the run date")
+    gen.add_argument("--seed", type=int, default=None, help="random seed; same seed, same bytes")
+    helps = {
+        "ingest": "landing XDM files -> bronze tables and quarantine -> silver identity graph and events",
+        "validate": "Great Expectations suite on the events ingested for the run date",
+        "features": "point-in-time person features as of the run date -> gold/features",
+        "train": "train, evaluate and register the propensity model (MLflow)",
+        "score": "score every eligible person with the champion -> gold/scores",
+        "publish": "MERGE the run date's scores into gold/profile_enrichment",
+        "nightly": "ingest, validate, features, train, score, publish, in order",
+    }
+    for name in STEP_ORDER + ("nightly",):
+        sub.add_parser(name, parents=[common], help=helps[name])
+    return parser
+
+
+def _configure_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
+                        format="%(message)s", force=True)
+    for noisy in ("py4j", "mlflow", "great_expectations", "alembic", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.INFO if verbose else logging.ERROR)
+
+
+def _step_functions() -> dict[str, Callable]:
+    # Imported here so `enrich --help` and option errors answer without starting Spark.
+    from pipelines.features import run as features
+    from pipelines.ingest import run as ingest
+    from pipelines.models import run as train
+    from pipelines.publish import run as publish
+    from pipelines.quality import run as validate
+    from pipelines.scoring import run as score
+    return {"ingest": ingest.run, "validate": validate.run, "features": features.run,
+            "train": train.run, "score": score.run, "publish": publish.run}
+
+
+def _generate(args, cfg) -> int:
+    import os
+
+    from pipelines.generate.synthetic import GenerateOptions, generate
+
+    if "://" in cfg.root:
+        raise BadInputError(f"generate writes local files; lakehouse.root is {cfg.root}")
+    try:
+        opts = GenerateOptions(
+            run_date=args.run_date,
+            profiles=args.profiles or int(cfg.get("generate.profiles")),
+            days=args.days or int(cfg.get("generate.days")),
+            seed=args.seed if args.seed is not None else int(cfg.get("generate.seed")),
+            files=int(cfg.get("generate.files")),
+        )
+    except ValueError as err:
+        raise BadInputError(str(err)) from err
+    log.info("generating %d people over %d days ending %s (seed %d)", opts.profiles, opts.days,
+             args.run_date, opts.seed)
+    result = generate(cfg.landing("events"), cfg.landing("profiles"), cfg.landing("ground_truth"), opts,
+                      progress=lambda done, total, events: log.info("  %d/%d people, %d events", done, total,
+                                                                    events))
+    print(f"generated {result.events} events ({result.duplicates} repeated deliveries, "
+          f"{result.bad_records} malformed) and {result.profiles} profiles for {result.people} people")
+    print(f"landing: {os.path.dirname(cfg.landing('events'))}")
+    return 0
+
+
+def _run_steps(args, cfg, steps: Sequence[str]) -> int:
+    from pipelines.ops import ledger
+    from pipelines.ops.context import RunContext
+    from pipelines.ops.summary import print_summary
+    from pipelines.session import build_session
+
+    spark = build_session(cfg)
+    if not args.verbose:
+        spark.sparkContext.setLogLevel("ERROR")
+    functions = _step_functions()
+    now = ledger.utc_now()
+    clock = ledger.run_clock(spark, cfg, args.run_date, now)
+    ctx = RunContext(spark=spark, cfg=cfg, run_date=args.run_date,
+                     run_id=ledger.new_run_id(args.run_date, clock), clock=clock)
+    outputs: dict[str, dict] = {}
+    for position, step in enumerate(steps, start=1):
+        ctx.step = step
+        log.info("== %s (%d/%d) run date %s", step, position, len(steps), args.run_date)
+        started = ledger.utc_now()
+        try:
+            outputs[step] = functions[step](ctx) or {}
+        except Exception as err:
+            ledger.record_step(spark, cfg, ctx.run_id, args.run_date, step, "failed", started,
+                               ledger.utc_now(), message=str(err).splitlines()[0] if str(err) else repr(err))
+            raise
+        ledger.record_step(spark, cfg, ctx.run_id, args.run_date, step, "succeeded", started,
+                           ledger.utc_now(), outputs[step])
+    if len(steps) > 1:
+        print_summary(ctx, outputs)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _configure_logging(args.verbose)
+    if args.run_date is None:
+        args.run_date = datetime.now(timezone.utc).date()
+    try:
+        from pipelines.config import load_config
+
+        cfg = load_config(args.env, args.conf, args.overrides)
+        if args.command == "generate":
+            return _generate(args, cfg)
+        steps = STEP_ORDER if args.command == "nightly" else (args.command,)
+        return _run_steps(args, cfg, steps)
+    except EnrichError as err:
+        if args.verbose:
+            traceback.print_exc()
+        print(f"enrich {args.command}: {'blocked' if err.exit_code == 3 else 'error'}: {err}", file=sys.stderr)
+        return err.exit_code
+    except Exception as err:  # the last line of defence: one line, code 1, traceback on request
+        if args.verbose:
+            traceback.print_exc()
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        print(f"enrich {args.command}: unexpected {type(err).__name__}: {first} "
+              "(rerun with --verbose for the traceback)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,142 @@
+"""Layered configuration: base.yaml, an environment overlay, extra files, --set pairs.
+
+    cfg = load_config(env="local", files=["my.yaml"], overrides=["models.convert_propensity.horizon_days=14"])
+    cfg.get("features.windows_days")      # [7, 30, 90, 365]
+    cfg.table("scores")                   # '/abs/lakehouse/gold/scores'
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import Any, Iterable
+
+import yaml
+
+from pipelines.errors import BadInputError
+
+PROJECT_ROOT = Path(os.environ.get("ENRICH_HOME", Path(__file__).resolve().parents[1]))
+CONF_DIR = PROJECT_ROOT / "conf"
+ENVIRONMENTS = ("local", "cluster")
+
+
+def _read_yaml(path: Path) -> dict:
+    if not path.is_file():
+        raise BadInputError(f"configuration file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        first_line = str(err).splitlines()[0]
+        raise BadInputError(f"configuration file {path} is not valid YAML: {first_line}") from err
+    if not isinstance(data, dict):
+        raise BadInputError(f"configuration file {path} must hold a mapping at the top level")
+    return data
+
+
+def deep_merge(base: dict, overlay: dict) -> dict:
+    """Return `base` with `overlay` merged in; nested mappings merge, everything else replaces."""
+    merged = copy.deepcopy(base)
+    for key, value in overlay.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def _parse_override(pair: str) -> tuple[list[str], Any]:
+    if "=" not in pair:
+        raise BadInputError(f"--set expects dotted.key=value, got {pair!r}")
+    key, raw = pair.split("=", 1)
+    if not key or any(not part for part in key.split(".")):
+        raise BadInputError(f"--set has an empty key part in {pair!r}")
+    try:
+        value = yaml.safe_load(raw) if raw != "" else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.split("."), value
+
+
+def _set_dotted(data: dict, parts: list[str], value: Any) -> None:
+    node = data
+    for part in parts[:-1]:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise BadInputError(f"--set {'.'.join(parts)}: {part!r} is a value, not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def _join(root: str, relative: str) -> str:
+    if "://" in relative or relative.startswith("/"):
+        return relative
+    return root.rstrip("/") + "/" + relative
+
+
+class Config:
+    """Read-only view of the merged configuration with path helpers."""
+
+    def __init__(self, data: dict, env: str):
+        self._data = data
+        self.env = env
+        root = str(self.get("lakehouse.root"))
+        # Local relative roots become absolute so Spark, MLflow and the report agree.
+        self.root = root if "://" in root else os.path.abspath(root)
+
+    def get(self, dotted: str, default: Any = ...) -> Any:
+        node: Any = self._data
+        for part in dotted.split("."):
+            if not isinstance(node, dict) or part not in node:
+                if default is ...:
+                    raise BadInputError(f"configuration key {dotted!r} is missing")
+                return default
+            node = node[part]
+        return node
+
+    def as_dict(self) -> dict:
+        return copy.deepcopy(self._data)
+
+    def table(self, name: str) -> str:
+        """Location of a Delta table by its logical name (a key of lakehouse.tables)."""
+        tables = self.get("lakehouse.tables")
+        if name not in tables:
+            raise BadInputError(f"unknown table {name!r}; known: {', '.join(sorted(tables))}")
+        return _join(self.root, tables[name])
+
+    def landing(self, kind: str) -> str:
+        return _join(self.root, self.get(f"lakehouse.landing.{kind}"))
+
+    def reports_dir(self) -> str:
+        return _join(self.root, self.get("lakehouse.reports"))
+
+    def project_path(self, relative: str) -> Path:
+        path = Path(relative)
+        return path if path.is_absolute() else PROJECT_ROOT / path
+
+    def mlflow_tracking_uri(self) -> str:
+        uri = self.get("mlflow.tracking_uri", None)
+        if uri:
+            return uri
+        if "://" in self.root:
+            raise BadInputError("mlflow.tracking_uri must be set when lakehouse.root is a URI")
+        return f"sqlite:///{self.root}/mlflow/mlflow.db"
+
+    def mlflow_artifact_location(self) -> str:
+        return self.get("mlflow.artifact_location", None) or _join(self.root, "mlflow/artifacts")
+
+
+def load_config(env: str = "local", files: Iterable[str] = (), overrides: Iterable[str] = ()) -> Config:
+    """Merge base.yaml, conf/<env>.yaml, each file in `files`, then each `key=value`."""
+    if env not in ENVIRONMENTS:
+        raise BadInputError(f"--env must be one of {', '.join(ENVIRONMENTS)}, got {env!r}")
+    data = _read_yaml(CONF_DIR / "base.yaml")
+    data = deep_merge(data, _read_yaml(CONF_DIR / f"{env}.yaml"))
+    for extra in files:
+        data = deep_merge(data, _read_yaml(Path(extra)))
+    for pair in overrides:
+        parts, value = _parse_override(pair)
+        _set_dotted(data, parts, value)
+    return Config(data, env)

@@ -1,0 +1,1 @@
+"""Point-in-time person features from silver events, and the labels that follow them."""

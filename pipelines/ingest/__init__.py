@@ -1,0 +1,1 @@
+"""Ingest: landing XDM files -> bronze Delta tables (+ quarantine) -> silver identity and events."""

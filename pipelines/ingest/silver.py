@@ -1,0 +1,45 @@
+"""Bronze XDM events -> silver events: one flat commerce/web fact row per event."""
+
+from __future__ import annotations
+
+import pyspark.sql.functions as F
+from pyspark.sql import Column, DataFrame
+
+
+def _measure(column: str) -> Column:
+    return F.coalesce(F.col(column), F.lit(0.0))
+
+
+def flatten_events(events: DataFrame) -> DataFrame:
+    """Events with `person_id` -> the facts features are built from.
+
+    A purchase is an event of type `commerce.purchases` or with `commerce.purchases.value`
+    above zero; its revenue is `commerce.order.priceTotal`, else the sum of its items.
+    """
+    item_total = F.aggregate(
+        F.coalesce(F.col("productListItems"), F.array()), F.lit(0.0),
+        lambda acc, item: acc + F.coalesce(item["priceTotal"], F.lit(0.0)))
+    is_purchase = (F.col("eventType") == "commerce.purchases") | (_measure("commerce.purchases.value") > 0)
+    is_page_view = ((F.col("eventType") == "web.webpagedetails.pageViews")
+                    | (_measure("web.webPageDetails.pageViews.value") > 0))
+    categories = F.array_distinct(F.filter(F.flatten(F.transform(
+        F.coalesce(F.col("productListItems"), F.array()),
+        lambda item: F.transform(F.coalesce(item["productCategories"], F.array()), lambda c: c["name"]))),
+        lambda name: name.isNotNull()))
+    return events.select(
+        "person_id",
+        F.col("_id").alias("event_id"),
+        F.col("timestamp").alias("event_time"),
+        "event_date",
+        F.col("eventType").alias("event_type"),
+        is_purchase.alias("is_purchase"),
+        F.when(is_purchase, F.coalesce(F.col("commerce.order.priceTotal"), item_total))
+         .otherwise(F.lit(0.0)).alias("revenue"),
+        F.col("commerce.order.currencyCode").alias("currency"),
+        F.greatest(_measure("commerce.productViews.value"),
+                   (F.col("eventType") == "commerce.productViews").cast("double")).alias("product_views"),
+        F.greatest(_measure("commerce.productListAdds.value"),
+                   (F.col("eventType") == "commerce.productListAdds").cast("double")).alias("cart_adds"),
+        is_page_view.cast("double").alias("page_views"),
+        categories.alias("categories"),
+    )

@@ -1,0 +1,90 @@
+"""Thin Delta Lake I/O used by every step: read, replace a partition, merge, versions.
+
+Each write is one Delta transaction, so a failed step leaves no partial table behind.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from delta.tables import DeltaTable
+from pyspark.sql import DataFrame, SparkSession
+
+from pipelines.errors import BadInputError
+
+
+def exists(spark: SparkSession, path: str) -> bool:
+    return DeltaTable.isDeltaTable(spark, path)
+
+
+def read(spark: SparkSession, path: str, name: str | None = None) -> DataFrame:
+    """Read a Delta table, or fail with a message that names the step that writes it."""
+    if not exists(spark, path):
+        hint = f" (run `enrich {name}` first)" if name else ""
+        raise BadInputError(f"table not found: {path}{hint}")
+    return spark.read.format("delta").load(path)
+
+
+def version(spark: SparkSession, path: str) -> int | None:
+    """Current Delta version of a table, None when it does not exist yet."""
+    if not exists(spark, path):
+        return None
+    return DeltaTable.forPath(spark, path).history(1).select("version").first()[0]
+
+
+def overwrite(df: DataFrame, path: str, partition_by: Sequence[str] = (),
+              properties: dict[str, str] | None = None) -> None:
+    """Replace the whole table in one transaction (schema follows the frame)."""
+    writer = df.write.format("delta").mode("overwrite").option("overwriteSchema", "true")
+    if partition_by:
+        writer = writer.partitionBy(*partition_by)
+    for key, value in (properties or {}).items():
+        writer = writer.option(key, value)
+    writer.save(path)
+
+
+def replace_where(df: DataFrame, path: str, condition: str, partition_by: Sequence[str] = ()) -> None:
+    """Atomically replace the rows matching `condition` (a partition) and keep the rest."""
+    spark = df.sparkSession
+    if not exists(spark, path):
+        writer = df.write.format("delta").mode("overwrite")
+        if partition_by:
+            writer = writer.partitionBy(*partition_by)
+        writer.save(path)
+        return
+    df.write.format("delta").mode("overwrite").option("replaceWhere", condition).save(path)
+
+
+def append(df: DataFrame, path: str, partition_by: Sequence[str] = ()) -> None:
+    writer = df.write.format("delta").mode("append")
+    if partition_by:
+        writer = writer.partitionBy(*partition_by)
+    writer.save(path)
+
+
+def insert_new(df: DataFrame, path: str, keys: Sequence[str], partition_by: Sequence[str] = ()) -> None:
+    """MERGE that inserts rows whose `keys` are not in the table yet; existing rows stay.
+
+    Creates the table on first use. The frame must already be unique on `keys`.
+    """
+    spark = df.sparkSession
+    if not exists(spark, path):
+        writer = df.write.format("delta").mode("overwrite")
+        if partition_by:
+            writer = writer.partitionBy(*partition_by)
+        writer.save(path)
+        return
+    condition = " AND ".join(f"t.`{k}` = s.`{k}`" for k in keys)
+    (DeltaTable.forPath(spark, path).alias("t")
+     .merge(df.alias("s"), condition)
+     .whenNotMatchedInsertAll()
+     .execute())
+
+
+def require_folder(spark: SparkSession, path: str, what: str) -> None:
+    """Fail with exit code 2 when an input folder does not exist (local paths and URIs)."""
+    jvm = spark.sparkContext._jvm
+    hadoop_path = jvm.org.apache.hadoop.fs.Path(path)
+    fs = hadoop_path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+    if not fs.exists(hadoop_path):
+        raise BadInputError(f"{what} not found: {path}")

@@ -1,0 +1,1 @@
+"""Model training and management: Spark ML pipelines tracked and registered in MLflow."""

@@ -1,0 +1,64 @@
+"""MLflow tracking and registry: where models are logged, found and promoted."""
+
+from __future__ import annotations
+
+import os
+
+import mlflow
+import mlflow.spark
+from mlflow import MlflowClient
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+
+from pipelines.config import Config
+from pipelines.errors import BadInputError
+
+CHAMPION = "champion"
+RUN_DATE_TAG = "training_run_date"
+
+
+def connect(cfg: Config) -> str:
+    """Point MLflow at the configured store; return the experiment id."""
+    uri = cfg.mlflow_tracking_uri()
+    if uri.startswith("sqlite:///"):
+        os.makedirs(os.path.dirname(uri[len("sqlite:///"):]), exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    name = cfg.get("mlflow.experiment")
+    experiment = mlflow.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    return mlflow.create_experiment(name, artifact_location=cfg.mlflow_artifact_location())
+
+
+def version_trained_for(model_name: str, run_date: str) -> ModelVersion | None:
+    """The registered version trained for `run_date`, if any (keeps train idempotent)."""
+    client = MlflowClient()
+    try:
+        versions = client.search_model_versions(f"name = '{model_name}'")
+    except MlflowException:
+        return None
+    matches = [v for v in versions if v.tags.get(RUN_DATE_TAG) == run_date]
+    return max(matches, key=lambda v: int(v.version)) if matches else None
+
+
+def champion(model_name: str) -> ModelVersion | None:
+    try:
+        return MlflowClient().get_model_version_by_alias(model_name, CHAMPION)
+    except MlflowException:
+        return None
+
+
+def require_champion(model_name: str) -> ModelVersion:
+    version = champion(model_name)
+    if version is None:
+        raise BadInputError(f"model {model_name!r} has no '{CHAMPION}' version; run `enrich train` first")
+    return version
+
+
+def promote(model_name: str, version: str) -> None:
+    MlflowClient().set_registered_model_alias(model_name, CHAMPION, version)
+
+
+def load_spark_model(model_name: str, version: str):
+    return mlflow.spark.load_model(f"models:/{model_name}/{version}")

@@ -1,0 +1,1 @@
+"""Operations: the run ledger, step progress and the run summary."""

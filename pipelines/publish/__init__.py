@@ -1,0 +1,1 @@
+"""Publish: scored attributes merged onto one current row per person (Change Data Feed on)."""

@@ -1,0 +1,25 @@
+"""The publish step: the run date's scores MERGEd into gold/profile_enrichment."""
+
+from __future__ import annotations
+
+import pyspark.sql.functions as F
+
+from pipelines import lakehouse
+from pipelines.ops.context import RunContext
+from pipelines.publish.profile_table import ensure_table, merge_profiles, profile_rows
+
+
+def run(ctx: RunContext) -> dict:
+    cfg, spark = ctx.cfg, ctx.spark
+    scores = (lakehouse.read(spark, cfg.table("scores"), "score")
+              .where(F.col("score_date") == F.lit(ctx.run_date)))
+    graph = lakehouse.read(spark, cfg.table("identity_graph"), "ingest")
+    path = cfg.table("profile_enrichment")
+    table = ensure_table(spark, path, bool(cfg.get("publish.change_data_feed")))
+    merge_profiles(table, profile_rows(scores, graph))
+    last = table.history(1).first()
+    metrics = {k: int(v) for k, v in (last["operationMetrics"] or {}).items()
+               if k in ("numTargetRowsInserted", "numTargetRowsUpdated", "numTargetRowsDeleted")}
+    people = lakehouse.read(spark, path).count()
+    ctx.progress(f"profile table: {people} people, version {last['version']}: {metrics}")
+    return {"profiles": people, "table_version": int(last["version"]), **metrics}

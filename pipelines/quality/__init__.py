@@ -1,0 +1,1 @@
+"""Data-quality gates: Great Expectations suites (conf/gx) run on Spark frames."""

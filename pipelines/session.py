@@ -1,0 +1,50 @@
+"""Building the SparkSession with Delta Lake, the same way for the CLI, jobs and tests."""
+
+from __future__ import annotations
+
+import glob
+import os
+
+from pyspark.sql import SparkSession
+
+from pipelines.config import Config
+from pipelines.errors import BadInputError
+
+DELTA_CONF = {
+    "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+    "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+}
+
+
+def delta_jars(cfg: Config) -> list[str]:
+    """Jar files from `spark.delta_jars_dir`, or [] when spark-submit supplies them."""
+    jars_dir = cfg.get("spark.delta_jars_dir", None)
+    if not jars_dir:
+        return []
+    folder = cfg.project_path(jars_dir)
+    jars = sorted(glob.glob(os.path.join(folder, "*.jar")))
+    if not jars:
+        raise BadInputError(
+            f"no Delta jars in {folder}; run `make setup` (or set spark.delta_jars_dir=null "
+            "and pass them with spark-submit --packages)"
+        )
+    return jars
+
+
+def build_session(cfg: Config) -> SparkSession:
+    """Return the active session if there is one (spark-submit, tests), else a new one."""
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        return active
+    builder = SparkSession.builder.appName(cfg.get("spark.app_name"))
+    master = cfg.get("spark.master", None)
+    if master:
+        builder = builder.master(master)
+    jars = delta_jars(cfg)
+    if jars:
+        builder = builder.config("spark.jars", ",".join(jars))
+    for key, value in {**DELTA_CONF, **(cfg.get("spark.conf", {}) or {})}.items():
+        builder = builder.config(key, str(value))
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel(cfg.get("spark.log_level", "WARN"))
+    return spark

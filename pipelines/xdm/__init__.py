@@ -1,0 +1,1 @@
+"""XDM shapes: the schemas the pipeline reads, and identity helpers."""

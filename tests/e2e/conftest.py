@@ -1,0 +1,51 @@
+"""A small generated lakehouse, run through the real CLI twice (in-process, shared session)."""
+
+from __future__ import annotations
+
+import gzip
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from pipelines import lakehouse
+from pipelines.cli import main
+from pipelines.config import Config, load_config
+
+RUN_DATE = date(2026, 6, 1)
+TABLES = ("events", "profiles", "quarantine", "identity_graph", "silver_events", "features",
+          "training_set", "scores", "profile_enrichment")
+
+
+@dataclass
+class NightlyRun:
+    root: Path
+    cfg: Config
+    args: list[str]
+    exit_codes: list[int] = field(default_factory=list)
+    versions_after_first: dict[str, int] = field(default_factory=dict)
+    stdout_first: str = ""
+
+    def landing_lines(self, kind: str) -> int:
+        folder = self.root / "landing" / kind
+        return sum(1 for f in folder.iterdir() for line in gzip.open(f, "rt") if line.strip())
+
+
+@pytest.fixture(scope="session")
+def nightly(spark, tmp_path_factory) -> NightlyRun:
+    root = tmp_path_factory.mktemp("e2e") / "lakehouse"
+    args = ["--run-date", RUN_DATE.isoformat(), "--set", f"lakehouse.root={root}",
+            "--set", "models.convert_propensity.gbt.max_iter=20"]
+    cfg = load_config("local", overrides=[f"lakehouse.root={root}"])
+    run = NightlyRun(root=root, cfg=cfg, args=args)
+    assert main(["generate", "--profiles", "1500", "--days", "240", "--seed", "11", *args]) == 0
+    import contextlib
+    import io
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        run.exit_codes.append(main(["nightly", *args]))
+    run.stdout_first = out.getvalue()
+    run.versions_after_first = {t: lakehouse.version(spark, cfg.table(t)) for t in TABLES}
+    run.exit_codes.append(main(["nightly", *args]))
+    return run

@@ -1,0 +1,130 @@
+"""End to end: generate -> nightly, twice, on a small lakehouse; assertions on the tables."""
+
+import pyspark.sql.functions as F
+from mlflow import MlflowClient
+from pyspark.sql.types import MapType
+
+from pipelines import lakehouse
+from pipelines.ingest.parse import REASON_NO_IDENTITY, REASON_UNPARSEABLE
+
+from .conftest import RUN_DATE, TABLES
+
+
+def _table(spark, nightly, name):
+    return lakehouse.read(spark, nightly.cfg.table(name))
+
+
+def _ledger(spark, nightly, step):
+    return (_table(spark, nightly, "runs").where((F.col("step") == step) & (F.col("status") == "succeeded"))
+            .orderBy("started_at").collect())
+
+
+def test_both_nightly_runs_succeed(nightly):
+    assert nightly.exit_codes == [0, 0]
+
+
+def test_every_landing_record_is_in_bronze_in_quarantine_or_counted_as_duplicate(spark, nightly):
+    first_ingest = _ledger(spark, nightly, "ingest")[0]["metrics"]
+    for kind, table in (("events", "events"), ("profiles", "profiles")):
+        records = nightly.landing_lines(kind)
+        bronze = _table(spark, nightly, table).count()
+        quarantined = (_table(spark, nightly, "quarantine").where(F.col("record_kind") == kind)
+                       .agg(F.coalesce(F.sum("occurrences"), F.lit(0))).first()[0])
+        duplicates = first_ingest[f"{kind}_batch_duplicates"] + first_ingest[f"{kind}_already_present"]
+        assert records == bronze + quarantined + duplicates, kind
+        assert first_ingest[f"{kind}_records_in"] == records
+    assert first_ingest["events_quarantined"] > 0 and first_ingest["events_batch_duplicates"] > 0
+
+
+def test_the_second_ingest_finds_everything_already_present(spark, nightly):
+    second = _ledger(spark, nightly, "ingest")[1]["metrics"]
+    assert second["events_inserted"] == 0 and second["profiles_inserted"] == 0
+    assert second["events_already_present"] > 0
+
+
+def test_quarantined_rows_carry_a_reason_and_their_source_file(spark, nightly):
+    rows = _table(spark, nightly, "quarantine")
+    reasons = {r["reason"] for r in rows.select("reason").distinct().collect()}
+    assert reasons <= {REASON_UNPARSEABLE, REASON_NO_IDENTITY, "missing _id", "missing timestamp"}
+    assert REASON_UNPARSEABLE in reasons
+    assert rows.where(F.col("source_file").isNull() | F.col("raw").isNull()).count() == 0
+
+
+def test_one_feature_row_per_person_active_in_the_lookback(spark, nightly):
+    lookback = nightly.cfg.get("features.eligibility_lookback_days")
+    features = _table(spark, nightly, "features").where(F.col("as_of_date") == F.lit(RUN_DATE))
+    active = (_table(spark, nightly, "silver_events")
+              .where((F.col("event_date") < F.lit(RUN_DATE))
+                     & (F.datediff(F.lit(RUN_DATE), F.col("event_date")) <= lookback))
+              .select("person_id").distinct())
+    assert features.count() == features.select("person_id").distinct().count() == active.count()
+    assert features.join(active, "person_id", "left_anti").count() == 0
+
+
+def test_every_event_resolves_to_a_person_and_logins_link_devices(spark, nightly):
+    events = _table(spark, nightly, "silver_events")
+    assert events.where(F.col("person_id").isNull()).count() == 0
+    graph = _table(spark, nightly, "identity_graph")
+    linked = graph.where((F.col("namespace") == "ECID") & (F.col("anchor_namespace") == "CRMID")).count()
+    assert linked > 0
+
+
+def test_holdout_auc_is_clearly_better_than_chance(spark, nightly):
+    train = _ledger(spark, nightly, "train")[0]["metrics"]
+    assert train["holdout_auc_roc"] > 0.7, train
+    assert 0 < train["holdout_positive_rate"] < 1
+
+
+def test_the_champion_is_registered_and_the_rerun_reuses_it(spark, nightly):
+    runs = _ledger(spark, nightly, "train")
+    assert [r["metrics"]["reused"] for r in runs] == [0.0, 1.0]
+    client = MlflowClient(tracking_uri=nightly.cfg.mlflow_tracking_uri())
+    versions = client.search_model_versions("name = 'convert_propensity'")
+    assert len(versions) == 1
+    assert client.get_model_version_by_alias("convert_propensity", "champion").version == versions[0].version
+
+
+def test_one_profile_row_per_scored_person_with_valid_attributes(spark, nightly):
+    scores = _table(spark, nightly, "scores").where(F.col("score_date") == F.lit(RUN_DATE))
+    profiles = _table(spark, nightly, "profile_enrichment")
+    assert profiles.count() == profiles.select("person_id").distinct().count() == scores.count() > 0
+    assert profiles.join(scores, "person_id", "left_anti").count() == 0
+    bad = profiles.where(~F.col("convert_probability").between(0, 1) | ~F.col("convert_score").between(0, 100)
+                         | ~F.col("convert_percentile").between(1, 100)
+                         | ~F.col("convert_bucket").isin("low", "medium", "high")
+                         | F.col("primary_identity_id").isNull())
+    assert bad.count() == 0
+    props = spark.sql(f"SHOW TBLPROPERTIES delta.`{nightly.cfg.table('profile_enrichment')}`").collect()
+    assert {r["key"]: r["value"] for r in props}.get("delta.enableChangeDataFeed") == "true"
+
+
+def test_scores_rank_buyers_above_non_buyers_on_the_ground_truth(spark, nightly):
+    truth = (spark.read.json(str(nightly.root / "landing" / "ground_truth"))
+             .where(F.col("crm_id").isNotNull())
+             .select(F.col("crm_id").alias("primary_identity_id"), "oracle_purchase_probability"))
+    joined = _table(spark, nightly, "profile_enrichment").join(truth, "primary_identity_id")
+    correlation = joined.stat.corr("convert_probability", "oracle_purchase_probability")
+    assert joined.count() > 100 and correlation > 0.3
+
+
+def _comparable(df):
+    """Set operations refuse map columns; compare those as JSON text."""
+    return df.select(*[F.to_json(f.name).alias(f.name) if isinstance(f.dataType, MapType) else F.col(f.name)
+                       for f in df.schema.fields])
+
+
+def test_a_second_nightly_run_leaves_every_table_as_it_was(spark, nightly):
+    for name in TABLES:
+        path = nightly.cfg.table(name)
+        before = _comparable(spark.read.format("delta")
+                             .option("versionAsOf", nightly.versions_after_first[name]).load(path))
+        after = _comparable(lakehouse.read(spark, path))
+        assert before.exceptAll(after).count() == 0 and after.exceptAll(before).count() == 0, name
+
+
+def test_the_summary_names_date_auc_mlflow_run_and_profile_table(nightly):
+    out = nightly.stdout_first
+    assert f"for {RUN_DATE}: done" in out
+    assert "holdout AUC-ROC" in out and "mlflow run:" in out
+    assert nightly.cfg.table("profile_enrichment") in out
+    assert (nightly.root / "reports" / RUN_DATE.isoformat() / "index.html").is_file()

@@ -1,0 +1,44 @@
+import pytest
+
+from pipelines.config import deep_merge, load_config
+from pipelines.errors import BadInputError
+
+
+def test_overlays_merge_nested_keys_and_keep_the_rest():
+    merged = deep_merge({"a": {"b": 1, "c": 2}, "d": 3}, {"a": {"b": 10}})
+    assert merged == {"a": {"b": 10, "c": 2}, "d": 3}
+
+
+def test_set_parses_yaml_values_and_creates_sections(tmp_path):
+    cfg = load_config("local", overrides=["features.windows_days=[7, 14]", "extra.new.key=3",
+                                          f"lakehouse.root={tmp_path}"])
+    assert cfg.get("features.windows_days") == [7, 14]
+    assert cfg.get("extra.new.key") == 3
+    assert cfg.table("scores") == f"{tmp_path}/gold/scores"
+    assert cfg.landing("events") == f"{tmp_path}/landing/events"
+
+
+def test_extra_conf_file_overrides_the_environment_overlay(tmp_path):
+    extra = tmp_path / "extra.yaml"
+    extra.write_text("scoring:\n  buckets:\n    high_from_percentile: 90\n")
+    cfg = load_config("local", files=[str(extra)])
+    assert cfg.get("scoring.buckets.high_from_percentile") == 90
+    assert cfg.get("scoring.buckets.medium_from_percentile") == 50
+
+
+@pytest.mark.parametrize("pair", ["novalue", "=3", "a..b=1"])
+def test_malformed_set_is_bad_input(pair):
+    with pytest.raises(BadInputError, match="--set"):
+        load_config("local", overrides=[pair])
+
+
+def test_unknown_env_and_missing_file_are_bad_input(tmp_path):
+    with pytest.raises(BadInputError, match="--env"):
+        load_config("staging")
+    with pytest.raises(BadInputError, match="not found"):
+        load_config("local", files=[str(tmp_path / "nope.yaml")])
+
+
+def test_uri_roots_are_kept_as_uris():
+    cfg = load_config("cluster", overrides=["lakehouse.root=s3a://bucket/lake"])
+    assert cfg.table("profile_enrichment") == "s3a://bucket/lake/gold/profile_enrichment"

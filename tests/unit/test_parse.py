@@ -1,0 +1,66 @@
+import json
+from datetime import date
+
+import pyspark.sql.functions as F
+from chispa import assert_df_equality
+
+from pipelines.ingest.parse import (RAW, REASON_BAD_TIMESTAMP, REASON_NO_IDENTITY, REASON_UNPARSEABLE,
+                                    SOURCE_FILE, first_per_key, parse_json_lines, quarantine_rows,
+                                    split_records, with_event_time)
+from pipelines.xdm.schema import EXPERIENCE_EVENT
+
+RUN = date(2026, 3, 1)
+ECID = {"ECID": [{"id": "e1", "primary": True}]}
+
+
+def _lines(spark, records):
+    rows = [(r if isinstance(r, str) else json.dumps(r), "file:/landing/f1.json") for r in records]
+    return spark.createDataFrame(rows, [RAW, SOURCE_FILE])
+
+
+def _split(spark, records):
+    parsed = _lines(spark, records).transform(parse_json_lines(EXPERIENCE_EVENT))
+    return split_records(parsed, ["_id", "timestamp"], "timestamp", ["CRMID", "ECID"], RUN)
+
+
+def test_each_bad_record_goes_to_quarantine_with_the_first_rule_it_breaks(spark):
+    good = {"_id": "ok", "timestamp": "2026-02-01T10:00:00Z", "eventType": "commerce.purchases", "identityMap": ECID}
+    records = [
+        good,
+        '{"_id": "cut", "timestamp": "2026-02-0',
+        {**good, "_id": "typed", "commerce": {"order": {"priceTotal": "ten"}}},
+        {k: v for k, v in good.items() if k != "_id"},
+        {**good, "_id": "  "},
+        {**good, "_id": "no-time", "timestamp": None},
+        {**good, "_id": "bad-time", "timestamp": "yesterday"},
+        {**good, "_id": "no-identity", "identityMap": {}},
+    ]
+    good_rows, bad_rows = _split(spark, records)
+    assert [r["_id"] for r in good_rows.collect()] == ["ok"]
+    reasons = sorted(r["reason"] for r in bad_rows.collect())
+    assert reasons == sorted([REASON_UNPARSEABLE, REASON_UNPARSEABLE, "missing _id", "missing _id",
+                              "missing timestamp", REASON_BAD_TIMESTAMP, REASON_NO_IDENTITY])
+    assert bad_rows.where(F.col("raw").isNull() | F.col("source_file").isNull()).count() == 0
+
+
+def test_good_records_carry_primary_identity_event_date_and_run_date(spark):
+    good, _ = _split(spark, [{"_id": "a", "timestamp": "2026-02-01T23:59:59.500Z", "identityMap": {
+        "ECID": [{"id": "e1"}], "CRMID": [{"id": "c1"}]}}])
+    row = good.transform(with_event_time).first()
+    assert (row["primary_namespace"], row["primary_id"]) == ("CRMID", "c1")
+    assert row["event_date"] == date(2026, 2, 1)
+    assert row["_ingest_run_date"] == RUN
+
+
+def test_first_per_key_keeps_one_row_per_id_earliest_first(spark):
+    df = spark.createDataFrame([("a", 2, "f2"), ("a", 1, "f9"), ("b", 5, "f1")], ["_id", "t", "f"])
+    expected = spark.createDataFrame([("a", 1, "f9"), ("b", 5, "f1")], ["_id", "t", "f"])
+    assert_df_equality(df.transform(first_per_key("_id", ["t", "f"])), expected, ignore_row_order=True)
+
+
+def test_identical_bad_lines_of_a_file_become_one_quarantine_row_that_counts_them(spark):
+    bad = spark.createDataFrame([("missing _id", "{}", "f1"), ("missing _id", "{}", "f1"),
+                                 ("missing _id", "{}", "f2")], ["reason", "raw", "source_file"])
+    rows = bad.transform(quarantine_rows("events", RUN))
+    assert sorted((r["source_file"], r["occurrences"]) for r in rows.collect()) == [("f1", 2), ("f2", 1)]
+    assert rows.select("record_key").distinct().count() == 2
