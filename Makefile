@@ -4,6 +4,9 @@ VENV        := .venv
 BIN         := $(VENV)/bin
 JARS_DIR    := .cache/jars
 RUN_DATE    ?= $(shell date -u +%F)
+# Spark binds to loopback: no warning about the host name, nothing exposed.
+export SPARK_LOCAL_IP ?= 127.0.0.1
+export PYSPARK_PYTHON ?= $(abspath $(BIN)/python)
 DEMO_ROOT   ?= lakehouse
 DEMO_PROFILES ?= 20000
 DEMO_DAYS   ?= 365
@@ -12,7 +15,7 @@ SEED        ?= 7
 SETUP_STAMP := $(VENV)/.setup-done
 JARS_STAMP  := $(JARS_DIR)/.fetched
 
-.PHONY: setup jars demo test lint clean-lakehouse
+.PHONY: setup jars demo test lint dist clean-lakehouse
 
 setup: $(SETUP_STAMP) $(JARS_STAMP)
 
@@ -40,6 +43,11 @@ test: setup
 
 lint: setup
 	$(BIN)/ruff check pipelines jobs tests
+
+# The package as a wheel, for spark-submit --py-files on a cluster.
+dist: setup
+	rm -rf dist
+	$(BIN)/pip wheel --quiet --no-deps --wheel-dir dist .
 
 clean-lakehouse:
 	rm -rf $(DEMO_ROOT)

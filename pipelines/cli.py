@@ -80,11 +80,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+NOISY_LOGGERS = ("py4j", "mlflow", "great_expectations", "alembic", "urllib3")
+
+
 def _configure_logging(verbose: bool) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
                         format="%(message)s", force=True)
-    for noisy in ("py4j", "mlflow", "great_expectations", "alembic", "urllib3"):
+    _quiet_libraries(verbose)
+
+
+def _quiet_libraries(verbose: bool) -> None:
+    # Called again after imports: some libraries set their own levels when imported.
+    for noisy in NOISY_LOGGERS:
         logging.getLogger(noisy).setLevel(logging.INFO if verbose else logging.ERROR)
+        for child in list(logging.root.manager.loggerDict):
+            if child.startswith(noisy + "."):
+                logging.getLogger(child).setLevel(logging.INFO if verbose else logging.ERROR)
 
 
 def _step_functions() -> dict[str, Callable]:
@@ -137,6 +148,8 @@ def _run_steps(args, cfg, steps: Sequence[str]) -> int:
     if not args.verbose:
         spark.sparkContext.setLogLevel("ERROR")
     functions = _step_functions()
+    import mlflow  # noqa: F401 - imported now so its logging set-up can be quietened
+    _quiet_libraries(args.verbose)
     now = ledger.utc_now()
     clock = ledger.run_clock(spark, cfg, args.run_date, now)
     ctx = RunContext(spark=spark, cfg=cfg, run_date=args.run_date,

@@ -32,10 +32,15 @@ def version(spark: SparkSession, path: str) -> int | None:
     return DeltaTable.forPath(spark, path).history(1).select("version").first()[0]
 
 
+def _clustered(df: DataFrame, partition_by: Sequence[str]) -> DataFrame:
+    """Rows of one partition value in one task: one file per partition, not one per task."""
+    return df.repartition(*partition_by) if partition_by else df
+
+
 def overwrite(df: DataFrame, path: str, partition_by: Sequence[str] = (),
               properties: dict[str, str] | None = None) -> None:
     """Replace the whole table in one transaction (schema follows the frame)."""
-    writer = df.write.format("delta").mode("overwrite").option("overwriteSchema", "true")
+    writer = _clustered(df, partition_by).write.format("delta").mode("overwrite").option("overwriteSchema", "true")
     if partition_by:
         writer = writer.partitionBy(*partition_by)
     for key, value in (properties or {}).items():
@@ -46,6 +51,7 @@ def overwrite(df: DataFrame, path: str, partition_by: Sequence[str] = (),
 def replace_where(df: DataFrame, path: str, condition: str, partition_by: Sequence[str] = ()) -> None:
     """Atomically replace the rows matching `condition` (a partition) and keep the rest."""
     spark = df.sparkSession
+    df = _clustered(df, partition_by)
     if not exists(spark, path):
         writer = df.write.format("delta").mode("overwrite")
         if partition_by:
@@ -56,7 +62,7 @@ def replace_where(df: DataFrame, path: str, condition: str, partition_by: Sequen
 
 
 def append(df: DataFrame, path: str, partition_by: Sequence[str] = ()) -> None:
-    writer = df.write.format("delta").mode("append")
+    writer = _clustered(df, partition_by).write.format("delta").mode("append")
     if partition_by:
         writer = writer.partitionBy(*partition_by)
     writer.save(path)
@@ -69,7 +75,7 @@ def insert_new(df: DataFrame, path: str, keys: Sequence[str], partition_by: Sequ
     """
     spark = df.sparkSession
     if not exists(spark, path):
-        writer = df.write.format("delta").mode("overwrite")
+        writer = _clustered(df, partition_by).write.format("delta").mode("overwrite")
         if partition_by:
             writer = writer.partitionBy(*partition_by)
         writer.save(path)

@@ -13,6 +13,8 @@ from pipelines.errors import BadInputError
 DELTA_CONF = {
     "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
     "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+    # MERGE writes one file per partition value instead of one per task and value.
+    "spark.databricks.delta.merge.repartitionBeforeWrite.enabled": "true",
 }
 
 
@@ -31,6 +33,18 @@ def delta_jars(cfg: Config) -> list[str]:
     return jars
 
 
+def _flatten(conf: dict, prefix: str = "") -> dict[str, str]:
+    """spark.conf entries; nested mappings (as `--set spark.conf.spark.x.y=v` makes) become dotted keys."""
+    flat: dict[str, str] = {}
+    for key, value in conf.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(_flatten(value, name + "."))
+        else:
+            flat[name] = str(value)
+    return flat
+
+
 def build_session(cfg: Config) -> SparkSession:
     """Return the active session if there is one (spark-submit, tests), else a new one."""
     active = SparkSession.getActiveSession()
@@ -43,8 +57,8 @@ def build_session(cfg: Config) -> SparkSession:
     jars = delta_jars(cfg)
     if jars:
         builder = builder.config("spark.jars", ",".join(jars))
-    for key, value in {**DELTA_CONF, **(cfg.get("spark.conf", {}) or {})}.items():
-        builder = builder.config(key, str(value))
+    for key, value in {**DELTA_CONF, **_flatten(cfg.get("spark.conf", {}) or {})}.items():
+        builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(cfg.get("spark.log_level", "WARN"))
     return spark

@@ -55,13 +55,17 @@ def person_features(as_of: date, windows: Sequence[int], lookback_days: int) -> 
             F.max("days_ago").alias("tenure_days"),
             F.sum("is_purchase_n").alias("lifetime_purchases"),
             F.sum("revenue").alias("lifetime_revenue"),
-            F.size(F.array_distinct(F.flatten(F.collect_set(
-                F.when(F.col("days_ago") <= lookback_days, F.col("categories")))))).alias("distinct_categories"),
         ]
         aggregates += [_in_window(days, F.col(column)).alias(f"{name}_{days}d")
                        for days in sorted(windows) for name, column in WINDOW_MEASURES]
         per_person = before.groupBy("person_id").agg(*aggregates)
-        return (per_person
+        # Categories in their own aggregation: counting distinct exploded names is much
+        # cheaper than collecting per-person sets of arrays.
+        categories = (before.where(F.col("days_ago") <= lookback_days)
+                      .select("person_id", F.explode("categories").alias("category"))
+                      .groupBy("person_id").agg(F.count_distinct("category").alias("distinct_categories")))
+        return (per_person.join(categories, "person_id", "left")
+                .withColumn("distinct_categories", F.coalesce(F.col("distinct_categories"), F.lit(0)))
                 .where(F.col("days_since_last_event") <= lookback_days)
                 # No purchase yet: one day past the look-back, so "longer ago" stays ordered.
                 .withColumn("days_since_last_purchase",

@@ -56,19 +56,36 @@ def quarantine_reason(required: Sequence[str], time_column: str | None) -> Colum
     return rule.when(F.size(identities(F.col("identityMap"))) == 0, F.lit(REASON_NO_IDENTITY))
 
 
-def split_records(parsed: DataFrame, required: Sequence[str], time_column: str | None,
-                  priority: Sequence[str], run_date: date) -> tuple[DataFrame, DataFrame]:
-    """(good rows with primary identity, quarantine rows with reason) from parsed lines."""
-    flagged = parsed.withColumn(REASON, quarantine_reason(required, time_column))
-    bad = flagged.where(F.col(REASON).isNotNull()).select(
+def flag_records(required: Sequence[str], time_column: str | None) -> Callable[[DataFrame], DataFrame]:
+    """Parsed lines -> the same rows with `reason` (null when good); the raw text is kept only
+    for bad rows, so a cached flagged batch stays small."""
+    def _apply(parsed: DataFrame) -> DataFrame:
+        return (parsed.withColumn(REASON, quarantine_reason(required, time_column))
+                .withColumn(RAW, F.when(F.col(REASON).isNotNull(), F.col(RAW))))
+    return _apply
+
+
+def bad_records(flagged: DataFrame) -> DataFrame:
+    """Quarantine candidates: reason, raw line, source file."""
+    return flagged.where(F.col(REASON).isNotNull()).select(
         F.col(REASON), F.col(RAW).alias("raw"), F.col(SOURCE_FILE).alias("source_file"))
+
+
+def good_records(flagged: DataFrame, priority: Sequence[str], run_date: date) -> DataFrame:
+    """Records that passed every rule, with their primary identity and the ingest run date."""
     primary = primary_identity(identities(F.col("identityMap")), priority)
-    good = (flagged.where(F.col(REASON).isNull())
+    return (flagged.where(F.col(REASON).isNull())
             .drop(REASON, CORRUPT_RECORD, RAW)
             .withColumn("primary_namespace", primary["namespace"])
             .withColumn("primary_id", primary["id"])
             .withColumn("_ingest_run_date", F.lit(run_date).cast("date")))
-    return good, bad
+
+
+def split_records(parsed: DataFrame, required: Sequence[str], time_column: str | None,
+                  priority: Sequence[str], run_date: date) -> tuple[DataFrame, DataFrame]:
+    """(good rows with primary identity, quarantine rows with reason) from parsed lines."""
+    flagged = parsed.transform(flag_records(required, time_column))
+    return good_records(flagged, priority, run_date), bad_records(flagged)
 
 
 def with_event_time(events: DataFrame) -> DataFrame:

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import pyspark.sql.functions as F
 from delta.tables import DeltaTable
+from pyspark import StorageLevel
 from pyspark.sql import DataFrame
 
 from pipelines import lakehouse
 from pipelines.ingest.identity import identity_graph, with_person_id
-from pipelines.ingest.parse import (RAW, SOURCE_FILE, first_per_key, parse_json_lines, quarantine_rows,
-                                    split_records, with_event_time, with_profile_time)
+from pipelines.ingest.parse import (RAW, REASON, SOURCE_FILE, bad_records, first_per_key, flag_records,
+                                    good_records, parse_json_lines, quarantine_rows, with_event_time,
+                                    with_profile_time)
 from pipelines.ingest.silver import flatten_events
 from pipelines.ops.context import RunContext
 from pipelines.xdm.schema import EXPERIENCE_EVENT, INDIVIDUAL_PROFILE
@@ -45,16 +47,19 @@ def _ingest_kind(ctx: RunContext, kind: str, schema, required, time_column, fini
                  table: str, partition_by=()) -> dict[str, int]:
     cfg, spark = ctx.cfg, ctx.spark
     priority = cfg.get("identity.namespace_priority")
-    lines = read_landing_lines(ctx, kind).cache()
-    parsed = lines.transform(parse_json_lines(schema))
-    good, bad = split_records(parsed, required, time_column, priority, ctx.run_date)
-    unique = good.transform(finish).transform(first_per_key("_id", key_order)).cache()
-
-    records_in = lines.count()
-    unique_count = unique.count()
-    quarantine = bad.transform(quarantine_rows(kind, ctx.run_date)).cache()
-    quarantined = quarantine.agg(F.coalesce(F.sum("occurrences"), F.lit(0))).first()[0]
+    # Parse once: the flagged batch is cached and both outcomes are read from it.
+    flagged = (read_landing_lines(ctx, kind).transform(parse_json_lines(schema))
+               .transform(flag_records(required, time_column))
+               .persist(StorageLevel.MEMORY_AND_DISK))
+    outcome = flagged.agg(F.count(F.lit(1)).alias("records"),
+                          F.count(F.col(REASON)).alias("bad")).first()
+    records_in, quarantined = outcome["records"], outcome["bad"]
     good_count = records_in - quarantined
+    unique = (good_records(flagged, priority, ctx.run_date).transform(finish)
+              .transform(first_per_key("_id", key_order))
+              .persist(StorageLevel.MEMORY_AND_DISK))
+    unique_count = unique.count()
+    quarantine = bad_records(flagged).transform(quarantine_rows(kind, ctx.run_date)).cache()
     ctx.progress(f"{kind}: {records_in} records read, {quarantined} to quarantine")
 
     path = cfg.table(table)
@@ -62,7 +67,7 @@ def _ingest_kind(ctx: RunContext, kind: str, schema, required, time_column, fini
     lakehouse.insert_new(unique, path, keys=["_id"], partition_by=partition_by)
     inserted = _inserted_rows(ctx, path, before)
     lakehouse.insert_new(quarantine, cfg.table("quarantine"), keys=["record_key"])
-    for frame in (lines, unique, quarantine):
+    for frame in (flagged, unique, quarantine):
         frame.unpersist()
     counts = {
         "records_in": records_in,
@@ -88,7 +93,9 @@ def build_silver(ctx: RunContext) -> dict[str, int]:
     lakehouse.overwrite(graph, cfg.table("identity_graph"))
     graph = lakehouse.read(spark, cfg.table("identity_graph"))
     flat = events.transform(with_person_id(graph)).transform(flatten_events)
-    lakehouse.overwrite(flat, cfg.table("silver_events"), partition_by=["event_date"])
+    # Not partitioned: features read all history before a date, and small date partitions
+    # would only multiply files.
+    lakehouse.overwrite(flat, cfg.table("silver_events"))
     identities = graph.count()
     people = graph.select("person_id").distinct().count()
     ctx.progress(f"identity graph: {identities} identities -> {people} people")

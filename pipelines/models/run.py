@@ -12,6 +12,7 @@ from functools import reduce
 import mlflow
 import mlflow.spark
 import pyspark.sql.functions as F
+from pyspark import StorageLevel
 from pyspark.sql import DataFrame
 
 from pipelines import lakehouse
@@ -54,7 +55,8 @@ def run(ctx: RunContext) -> dict:
     events_path = cfg.table("silver_events")
     events_version = lakehouse.version(spark, events_path)
     # Pin the Delta version read, so the run can be reproduced with time travel.
-    events = spark.read.format("delta").option("versionAsOf", events_version).load(events_path)
+    events = (spark.read.format("delta").option("versionAsOf", events_version).load(events_path)
+              .persist(StorageLevel.MEMORY_AND_DISK))  # read by every snapshot and its labels
 
     snapshots = [labelled_snapshot(events, d, windows, lookback, horizon) for d in plan.training + (plan.holdout,)]
     training_set = (reduce(DataFrame.unionByName, snapshots)
@@ -62,10 +64,25 @@ def run(ctx: RunContext) -> dict:
                     .withColumn("split", F.when(F.col("as_of_date") == F.lit(plan.holdout), "holdout")
                                 .otherwise("train")))
     set_path = cfg.table("training_set")
-    lakehouse.replace_where(training_set, set_path, f"training_run_date = '{ctx.run_date.isoformat()}'",
-                            partition_by=["training_run_date"])
+    try:
+        lakehouse.replace_where(training_set, set_path, f"training_run_date = '{ctx.run_date.isoformat()}'",
+                                partition_by=["training_run_date"])
+    finally:
+        events.unpersist()
     stored = (lakehouse.read(spark, set_path)
               .where(F.col("training_run_date") == F.lit(ctx.run_date)).cache())
+    try:
+        return _fit_and_register(ctx, stored, plan, events_path, events_version)
+    finally:
+        stored.unpersist()
+
+
+def _fit_and_register(ctx: RunContext, stored: DataFrame, plan, events_path: str, events_version: int) -> dict:
+    cfg, spark = ctx.cfg, ctx.spark
+    model_cfg = cfg.get(f"models.{MODEL_KEY}")
+    model_name = model_cfg["registered_name"]
+    horizon = int(model_cfg["horizon_days"])
+    windows = cfg.get("features.windows_days")
     train, holdout = stored.where("split = 'train'"), stored.where("split = 'holdout'")
     class_counts = {(r["split"], r["label"]): r["count"] for r in stored.groupBy("split", "label").count().collect()}
     train_counts = {label: n for (split, label), n in class_counts.items() if split == "train"}
@@ -99,7 +116,6 @@ def run(ctx: RunContext) -> dict:
         info = mlflow.spark.log_model(model, "model", registered_model_name=model_name,
                                       pip_requirements=[f"pyspark=={spark.version}"])
         version = str(info.registered_model_version)
-    stored.unpersist()
 
     client = mlflow.MlflowClient()
     client.set_model_version_tag(model_name, version, registry.RUN_DATE_TAG, ctx.run_date.isoformat())

@@ -1,0 +1,107 @@
+"""Bad input exits 2 with one clear line; a blocked gate exits 3 and stops the run."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pyspark.sql.functions as F
+import pytest
+
+from pipelines import lakehouse
+from pipelines.cli import main
+from pipelines.config import PROJECT_ROOT, load_config
+
+ENRICH = str(Path(sys.executable).parent / "enrich")
+SPARK_SUBMIT = str(Path(sys.executable).parent / "spark-submit")
+
+
+def _error_lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.strip()]
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["ingest", "--bogus"], "unrecognized arguments: --bogus"),
+    (["nightly", "--run-date", "2026-13-01"], "--run-date must be YYYY-MM-DD"),
+    (["train", "--env", "staging"], "invalid choice: 'staging'"),
+    (["generate", "--profiles", "0"], "expected a number >= 1"),
+    (["explode"], "invalid choice: 'explode'"),
+])
+def test_a_bad_option_exits_2_with_one_line(argv, fragment):
+    done = subprocess.run([ENRICH, *argv], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    lines = _error_lines(done.stderr)
+    assert len(lines) == 1 and fragment in lines[0], lines
+
+
+def test_a_bad_set_value_exits_2_naming_the_option():
+    done = subprocess.run([ENRICH, "features", "--set", "novalue"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert _error_lines(done.stderr) == ["enrich features: error: --set expects dotted.key=value, got 'novalue'"]
+
+
+def test_a_missing_landing_folder_exits_2_with_one_error_line(spark, tmp_path, capsys):
+    code = main(["ingest", "--run-date", "2026-06-01", "--set", f"lakehouse.root={tmp_path}"])
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if "error:" in line]
+    assert code == 2
+    assert errors == [f"enrich ingest: error: landing folder for events not found: {tmp_path}/landing/events"]
+    assert "Traceback" not in err
+
+
+def test_spark_submit_job_takes_the_same_options_and_exit_codes(tmp_path):
+    env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "SPARK_LOCAL_IP": "127.0.0.1"}
+    done = subprocess.run([SPARK_SUBMIT, "--master", "local[1]", str(PROJECT_ROOT / "jobs" / "ingest.py"),
+                           "--run-date", "2026-06-01", "--set", f"lakehouse.root={tmp_path}"],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert f"enrich ingest: error: landing folder for events not found: {tmp_path}/landing/events" in done.stderr
+
+
+def _event(event_id, **body):
+    record = {"_id": event_id, "timestamp": "2026-05-30T10:00:00.000Z", "eventType": "commerce.purchases",
+              "identityMap": {"CRMID": [{"id": f"c-{event_id}", "primary": True}]},
+              "commerce": {"purchases": {"value": 1}, "order": {"priceTotal": 10.0, "currencyCode": "USD"}}}
+    record.update(body)
+    return json.dumps(record)
+
+
+def _landing(root: Path, lines: list[str]) -> None:
+    for kind in ("events", "profiles"):
+        (root / "landing" / kind).mkdir(parents=True)
+    (root / "landing" / "events" / "part-0.json").write_text("\n".join(lines) + "\n")
+
+
+def test_an_error_level_expectation_blocks_the_nightly_with_exit_3(spark, tmp_path, capsys):
+    root = tmp_path / "lake"
+    _landing(root, [
+        _event("ok"),
+        _event("refund", commerce={"order": {"priceTotal": -5.0, "currencyCode": "USD"}}),
+        _event("odd", eventType="commerce.teleport"),
+    ])
+    code = main(["nightly", "--run-date", "2026-06-01", "--set", f"lakehouse.root={root}"])
+    err = capsys.readouterr().err
+    assert code == 3
+    blocked = [line for line in err.splitlines() if "blocked:" in line]
+    assert len(blocked) == 1
+    assert "expect_column_values_to_be_between(order_price_total)" in blocked[0] and "-5.0" in blocked[0]
+    assert "expect_column_values_to_be_in_set(eventType)" in blocked[0] and "commerce.teleport" in blocked[0]
+    cfg = load_config("local", overrides=[f"lakehouse.root={root}"])
+    assert not lakehouse.exists(spark, cfg.table("features"))
+    steps = {r["step"]: r["status"] for r in lakehouse.read(spark, cfg.table("runs")).collect()}
+    assert steps == {"ingest": "succeeded", "validate": "failed"}
+    failed = lakehouse.read(spark, cfg.table("dq_results")).where(~F.col("success"))
+    assert failed.count() == 2
+
+
+def test_a_warning_level_expectation_is_recorded_and_the_step_succeeds(spark, tmp_path):
+    root = tmp_path / "lake"
+    _landing(root, [_event("ok"), _event("phone", identityMap={"Phone": [{"id": "555", "primary": True}]})])
+    args = ["--run-date", "2026-06-01", "--set", f"lakehouse.root={root}"]
+    assert main(["ingest", *args]) == 0
+    assert main(["validate", *args]) == 0
+    cfg = load_config("local", overrides=[f"lakehouse.root={root}"])
+    failed = lakehouse.read(spark, cfg.table("dq_results")).where(~F.col("success")).collect()
+    assert [(r["expectation"], r["severity"]) for r in failed] == [
+        ("expect_column_values_to_be_in_set(primary_namespace)", "warning")]
