@@ -3,14 +3,7 @@
     spark-submit jobs/generate.py --env cluster --run-date 2026-11-27
 """
 
-import sys
-from pathlib import Path
-
-try:
-    from pipelines.cli import main
-except ImportError:  # running from a checkout without the package installed
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from pipelines.cli import main
+from _entry import run_step
 
 if __name__ == "__main__":
-    sys.exit(main(["generate", *sys.argv[1:]]))
+    run_step("generate")

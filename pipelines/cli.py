@@ -162,10 +162,10 @@ def _run_steps(args, cfg, steps: Sequence[str]) -> int:
         try:
             outputs[step] = functions[step](ctx) or {}
         except Exception as err:
-            ledger.record_step(spark, cfg, ctx.run_id, args.run_date, step, "failed", started,
+            ledger.record_step(spark, cfg, ctx.run_id, args.run_date, clock, step, "failed", started,
                                ledger.utc_now(), message=str(err).splitlines()[0] if str(err) else repr(err))
             raise
-        ledger.record_step(spark, cfg, ctx.run_id, args.run_date, step, "succeeded", started,
+        ledger.record_step(spark, cfg, ctx.run_id, args.run_date, clock, step, "succeeded", started,
                            ledger.utc_now(), outputs[step])
     if len(steps) > 1:
         print_summary(ctx, outputs)

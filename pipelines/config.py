@@ -16,7 +16,18 @@ import yaml
 
 from pipelines.errors import BadInputError
 
-PROJECT_ROOT = Path(os.environ.get("ENRICH_HOME", Path(__file__).resolve().parents[1]))
+
+
+def _project_root() -> Path:
+    """The folder holding conf/: $ENRICH_HOME, else the checkout this package sits in, else the
+    working folder (the package may run from a wheel shipped with --py-files)."""
+    if os.environ.get("ENRICH_HOME"):
+        return Path(os.environ["ENRICH_HOME"])
+    checkout = Path(__file__).resolve().parents[1]
+    return checkout if (checkout / "conf" / "base.yaml").is_file() else Path.cwd()
+
+
+PROJECT_ROOT = _project_root()
 CONF_DIR = PROJECT_ROOT / "conf"
 ENVIRONMENTS = ("local", "cluster")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import importlib.metadata
 import os
 
 from pyspark.sql import SparkSession
@@ -61,4 +62,23 @@ def build_session(cfg: Config) -> SparkSession:
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(cfg.get("spark.log_level", "WARN"))
+    require_delta(spark)
     return spark
+
+
+def require_delta(spark: SparkSession) -> None:
+    """Fail with one clear line when Delta Lake's classes are not on the driver's classpath.
+
+    Under spark-submit the JVM starts before this code runs, so jars named in the session
+    builder come too late; they must be passed with --jars or --packages.
+    """
+    from py4j.protocol import Py4JJavaError
+
+    try:
+        spark.sparkContext._jvm.org.apache.spark.util.Utils.classForName(
+            "io.delta.tables.DeltaTable", True, False)
+    except Py4JJavaError as err:
+        version = importlib.metadata.version("delta-spark")
+        raise BadInputError(
+            "Delta Lake jars are not on Spark's classpath: pass them to spark-submit with "
+            f"--jars (the files in .cache/jars) or --packages io.delta:delta-spark_2.13:{version}") from err

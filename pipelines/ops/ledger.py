@@ -1,8 +1,9 @@
 """The run ledger `ops/runs`: one row per step per invocation, success or failure.
 
 The ledger is a log: a rerun adds rows (every other table converges to the same
-content). It also fixes the run's clock: `run_clock` returns the start of the first
-recorded step for a run date, so a rerun stamps its rows with the same time.
+content). It also fixes the run's clock: every row carries the clock of the first run for its
+run date, and `run_clock` returns it, so a rerun stamps its rows with the same time
+and run id.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pipelines.config import Config
 LEDGER_SCHEMA = T.StructType([
     T.StructField("run_id", T.StringType()),
     T.StructField("run_date", T.DateType()),
+    T.StructField("run_clock", T.TimestampType()),
     T.StructField("step", T.StringType()),
     T.StructField("status", T.StringType()),
     T.StructField("started_at", T.TimestampType()),
@@ -39,25 +41,25 @@ def utc_now() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
-def record_step(spark: SparkSession, cfg: Config, run_id: str, run_date: date, step: str, status: str,
-                started: datetime, ended: datetime, outputs: dict | None = None,
+def record_step(spark: SparkSession, cfg: Config, run_id: str, run_date: date, run_clock: datetime,
+                step: str, status: str, started: datetime, ended: datetime, outputs: dict | None = None,
                 message: str | None = None) -> None:
     """Append one ledger row; numeric outputs go to `metrics`, the rest to `details` (JSON)."""
     outputs = outputs or {}
     numbers = {k: float(v) for k, v in outputs.items()
                if isinstance(v, (int, float)) and not isinstance(v, bool)}
     others = {k: v for k, v in outputs.items() if k not in numbers}
-    row = (run_id, run_date, step, status, started, ended, (ended - started).total_seconds(),
+    row = (run_id, run_date, run_clock, step, status, started, ended, (ended - started).total_seconds(),
            numbers, json.dumps(others, default=str, sort_keys=True), message)
     lakehouse.append(spark.createDataFrame([row], LEDGER_SCHEMA), cfg.table("runs"))
 
 
 def run_clock(spark: SparkSession, cfg: Config, run_date: date, default: datetime) -> datetime:
-    """Start time of the first run recorded for `run_date`, else `default`."""
+    """The clock of the first run recorded for `run_date`, else `default` (this run is the first)."""
     path = cfg.table("runs")
     if not lakehouse.exists(spark, path):
         return default
     first = (spark.read.format("delta").load(path)
              .where(F.col("run_date") == F.lit(run_date))
-             .agg(F.min("started_at")).first()[0])
+             .agg(F.min("run_clock")).first()[0])
     return first or default

@@ -50,13 +50,26 @@ def test_a_missing_landing_folder_exits_2_with_one_error_line(spark, tmp_path, c
     assert "Traceback" not in err
 
 
-def test_spark_submit_job_takes_the_same_options_and_exit_codes(tmp_path):
+def _spark_submit(tmp_path, *submit_args):
     env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "SPARK_LOCAL_IP": "127.0.0.1"}
-    done = subprocess.run([SPARK_SUBMIT, "--master", "local[1]", str(PROJECT_ROOT / "jobs" / "ingest.py"),
+    return subprocess.run([SPARK_SUBMIT, "--master", "local[1]", *submit_args,
+                           str(PROJECT_ROOT / "jobs" / "ingest.py"),
                            "--run-date", "2026-06-01", "--set", f"lakehouse.root={tmp_path}"],
                           capture_output=True, text=True, timeout=300, env=env)
+
+
+def test_spark_submit_job_takes_the_same_options_and_exit_codes(tmp_path):
+    jars = ",".join(sorted(str(p) for p in (PROJECT_ROOT / ".cache" / "jars").glob("*.jar")))
+    done = _spark_submit(tmp_path, "--jars", jars)
     assert done.returncode == 2, done.stderr[-2000:]
-    assert f"enrich ingest: error: landing folder for events not found: {tmp_path}/landing/events" in done.stderr
+    # spark-submit merges the Python process's stderr into its own stdout.
+    assert f"enrich ingest: error: landing folder for events not found: {tmp_path}/landing/events" in done.stdout
+
+
+def test_spark_submit_without_the_delta_jars_says_how_to_pass_them(tmp_path):
+    done = _spark_submit(tmp_path)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "enrich ingest: error: Delta Lake jars are not on Spark's classpath" in done.stdout
 
 
 def _event(event_id, **body):
