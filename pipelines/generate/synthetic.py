@@ -131,7 +131,7 @@ class _Person:
         mean_life = float(rng.lognormal(math.log(180), 0.9))
         self.end_alive = self.start + float(rng.exponential(mean_life))
         self.purchase_rate = float(rng.gamma(0.5, 1 / 25))          # purchases per day while active
-        self.visit_rate = 0.005 + 1.0 * self.purchase_rate + float(rng.gamma(1.0, 1 / 90))
+        self.visit_rate = 0.004 + 0.8 * self.purchase_rate + float(rng.gamma(1.0, 1 / 130))
         self.spend_level = float(rng.gamma(4.0, 15.0))               # mean order value
         self.category_prefs = rng.dirichlet(np.full(len(CATEGORIES), 0.3))
         self.category_cdf = np.cumsum(self.category_prefs)
@@ -183,7 +183,7 @@ class _EventWriter:
             return {"_id": self.p.ids.next(), "timestamp": _iso(moment), "eventType": event_type,
                     "identityMap": ids, **body}
 
-        for _ in range(1 + int(self.rng.poisson(0.7))):
+        for _ in range(1 + int(self.rng.poisson(0.5))):
             page = PAGES[int(self.rng.integers(len(PAGES)))]
             yield event("web.webpagedetails.pageViews", {"web": {"webPageDetails": {
                 "name": page, "URL": f"{SITE}/{page}", "pageViews": {"value": 1}}}})

@@ -96,8 +96,8 @@ def build_silver(ctx: RunContext) -> dict[str, int]:
     # Not partitioned: features read all history before a date, and small date partitions
     # would only multiply files.
     lakehouse.overwrite(flat, cfg.table("silver_events"))
-    identities = graph.count()
-    people = graph.select("person_id").distinct().count()
+    sizes = graph.agg(F.count(F.lit(1)).alias("identities"), F.count_distinct("person_id").alias("people")).first()
+    identities, people = sizes["identities"], sizes["people"]
     ctx.progress(f"identity graph: {identities} identities -> {people} people")
     return {"identities": identities, "people": people}
 

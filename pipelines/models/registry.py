@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import mlflow
+import mlflow.artifacts
 import mlflow.spark
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
@@ -62,3 +63,11 @@ def promote(model_name: str, version: str) -> None:
 
 def load_spark_model(model_name: str, version: str):
     return mlflow.spark.load_model(f"models:/{model_name}/{version}")
+
+
+ROC_ARTIFACT = "holdout_roc.json"
+
+
+def holdout_roc(run_id: str) -> list[list[float]]:
+    """The holdout ROC points a training run logged (for the report of a rerun)."""
+    return mlflow.artifacts.load_dict(f"runs:/{run_id}/{ROC_ARTIFACT}")["roc"]

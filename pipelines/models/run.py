@@ -45,6 +45,7 @@ def run(ctx: RunContext) -> dict:
     if existing is not None:
         ctx.progress(f"{model_name} v{existing.version} was trained for {ctx.run_date}; reusing it")
         return {"model_version": int(existing.version), "reused": 1, "mlflow_run_id": existing.run_id,
+                "roc": registry.holdout_roc(existing.run_id),
                 **{k: float(v) for k, v in existing.tags.items() if k.startswith("holdout_")}}
 
     horizon = int(model_cfg["horizon_days"])
@@ -111,7 +112,7 @@ def _fit_and_register(ctx: RunContext, stored: DataFrame, plan, events_path: str
         holdout_scored.unpersist()
         metrics["training_rows"] = float(sum(train_counts.values()))
         mlflow.log_metrics(metrics)
-        mlflow.log_dict({"roc": roc}, "holdout_roc.json")
+        mlflow.log_dict({"roc": roc}, registry.ROC_ARTIFACT)
         ctx.progress(f"holdout AUC-ROC {metrics['holdout_auc_roc']:.3f}, PR-AUC {metrics['holdout_pr_auc']:.3f}")
         info = mlflow.spark.log_model(model, "model", registered_model_name=model_name,
                                       pip_requirements=[f"pyspark=={spark.version}"])
