@@ -130,8 +130,8 @@ def _generate(args, cfg) -> int:
     log.info("generating %d people over %d days ending %s (seed %d)", opts.profiles, opts.days,
              args.run_date, opts.seed)
     result = generate(cfg.landing("events"), cfg.landing("profiles"), cfg.landing("ground_truth"), opts,
-                      progress=lambda done, total, events: log.info("  %d/%d people, %d events", done, total,
-                                                                    events))
+                      progress=lambda done, total, events: log.info("  %d/%d files written, %d events so far",
+                                                                    done, total, events))
     print(f"generated {result.events} events ({result.duplicates} repeated deliveries, "
           f"{result.bad_records} malformed) and {result.profiles} profiles for {result.people} people")
     print(f"landing: {os.path.dirname(cfg.landing('events'))}")

@@ -9,7 +9,7 @@ the pipeline never reads them.
 Output, all gzip JSON lines in the form Adobe Experience Platform exports:
   <events_dir>/part-NNNNN.json.gz        ExperienceEvents
   <profiles_dir>/part-NNNNN.json.gz      Individual Profiles of registered people
-  <truth_dir>/people.json.gz             latent traits and the oracle purchase probability
+  <truth_dir>/part-NNNNN.json.gz         latent traits and the oracle purchase probability
 
 Same seed, same bytes: randomness comes from one numpy Generator per person derived
 from the seed, and gzip headers carry no timestamp.
@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import functools
 import gzip
+import multiprocessing
 import io
 import json
 import math
 import os
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from typing import Iterator
@@ -282,11 +284,52 @@ class _GzipLines:
         self._raw.close()
 
 
+def _write_shard(shard: int, opts: GenerateOptions, history_start: int, dirs: dict[str, str]) -> dict[str, int]:
+    """Everyone whose index is `shard` modulo `opts.files`, into the shard's own files.
+
+    A shard depends only on the seed and its people, so shards can run in parallel and the
+    bytes do not depend on how many run at once.
+    """
+    name = f"part-{shard:05d}.json.gz"
+    events = _GzipLines(os.path.join(dirs["events"], name))
+    profiles = _GzipLines(os.path.join(dirs["profiles"], name))
+    truth = _GzipLines(os.path.join(dirs["ground_truth"], name))
+    seeds = np.random.SeedSequence(opts.seed).spawn(opts.profiles)
+    counts = dict(events=0, profiles=0, duplicates=0, bad=0)
+    redelivered: list[str] = []
+    for index in range(shard, opts.profiles, opts.files):
+        rng = np.random.default_rng(seeds[index])
+        person = _Person(index, opts, rng)
+        for record in _EventWriter(person, history_start).events(opts.days):
+            roll = rng.random()
+            if roll < opts.bad_record_rate:
+                events.write(_mangle(record, int(rng.integers(3))))
+                counts["bad"] += 1
+                continue
+            line = json.dumps(record, separators=(",", ":"))
+            events.write(line)
+            counts["events"] += 1
+            if roll > 1 - opts.duplicate_rate:
+                redelivered.append(line)
+        if person.registered:
+            profiles.write(json.dumps(_profile(person, history_start, rng), separators=(",", ":")))
+            counts["profiles"] += 1
+        truth.write(json.dumps(_ground_truth(person, opts), separators=(",", ":")))
+    # At-least-once delivery: some events are exported again, later in the file.
+    for line in redelivered:
+        events.write(line)
+    counts["duplicates"] = len(redelivered)
+    for writer in (events, profiles, truth):
+        writer.close()
+    return counts
+
+
 def generate(events_dir: str, profiles_dir: str, truth_dir: str, opts: GenerateOptions,
-             progress=None) -> GenerateResult:
+             progress=None, workers: int | None = None) -> GenerateResult:
     """Write events, profiles and ground truth into the three folders; return the counts.
 
-    Earlier generated files (part-*, people.json.gz) in those folders are replaced.
+    Earlier generated files (part-*) in those folders are replaced. Shards are written by
+    `workers` processes (default: one per core); the output is the same for any number.
     """
     history_start = _epoch_ms(datetime.combine(opts.run_date - timedelta(days=opts.days),
                                                datetime.min.time(), tzinfo=timezone.utc))
@@ -294,40 +337,21 @@ def generate(events_dir: str, profiles_dir: str, truth_dir: str, opts: GenerateO
     for folder in dirs.values():
         os.makedirs(folder, exist_ok=True)
         for stale in os.listdir(folder):
-            if stale.startswith("part-") or stale == "people.json.gz":
+            if stale.startswith("part-"):
                 os.remove(os.path.join(folder, stale))
-    event_files = [_GzipLines(os.path.join(dirs["events"], f"part-{i:05d}.json.gz")) for i in range(opts.files)]
-    profile_files = [_GzipLines(os.path.join(dirs["profiles"], f"part-{i:05d}.json.gz")) for i in range(opts.files)]
-    truth = _GzipLines(os.path.join(dirs["ground_truth"], "people.json.gz"))
-    seeds = np.random.SeedSequence(opts.seed).spawn(opts.profiles)
-    counts = dict(events=0, profiles=0, duplicates=0, bad=0)
-    for index in range(opts.profiles):
-        rng = np.random.default_rng(seeds[index])
-        person = _Person(index, opts, rng)
-        shard = index % opts.files
-        for record in _EventWriter(person, history_start).events(opts.days):
-            roll = rng.random()
-            if roll < opts.bad_record_rate:
-                event_files[shard].write(_mangle(record, int(rng.integers(3))))
-                counts["bad"] += 1
-                continue
-            line = json.dumps(record, separators=(",", ":"))
-            event_files[shard].write(line)
-            counts["events"] += 1
-            if roll > 1 - opts.duplicate_rate:
-                # At-least-once delivery: the same event exported again, maybe to another file.
-                event_files[(shard + 1) % opts.files].write(line)
-                counts["duplicates"] += 1
-        if person.registered:
-            profile_files[shard].write(json.dumps(_profile(person, history_start, rng), separators=(",", ":")))
-            counts["profiles"] += 1
-        truth.write(json.dumps(_ground_truth(person, opts), separators=(",", ":")))
-        if progress and (index + 1) % 5000 == 0:
-            progress(index + 1, opts.profiles, counts["events"])
-    for writer in event_files + profile_files + [truth]:
-        writer.close()
+    workers = max(1, min(workers or os.cpu_count() or 1, opts.files))
+    totals = dict(events=0, profiles=0, duplicates=0, bad=0)
+    # "spawn": a clean interpreter per worker, safe beside a running JVM gateway.
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(_write_shard, shard, opts, history_start, dirs) for shard in range(opts.files)]
+        for done, future in enumerate(as_completed(futures), start=1):
+            for key, value in future.result().items():
+                totals[key] += value
+            if progress:
+                progress(done, opts.files, totals["events"])
+    names = [f"part-{shard:05d}.json.gz" for shard in range(opts.files)]
     return GenerateResult(
-        people=opts.profiles, events=counts["events"], profiles=counts["profiles"],
-        duplicates=counts["duplicates"], bad_records=counts["bad"],
-        files=[w.path for w in event_files + profile_files],
+        people=opts.profiles, events=totals["events"], profiles=totals["profiles"],
+        duplicates=totals["duplicates"], bad_records=totals["bad"],
+        files=[os.path.join(d, n) for d in (events_dir, profiles_dir) for n in names],
     )

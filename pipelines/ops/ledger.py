@@ -33,8 +33,9 @@ LEDGER_SCHEMA = T.StructType([
 ])
 
 
-def new_run_id(run_date: date, started: datetime) -> str:
-    return f"{run_date.isoformat()}T{started.strftime('%H%M%S%f')[:10]}"
+def new_run_id(run_date: date, clock: datetime) -> str:
+    """`<run date>@<when its first run started, UTC>`, e.g. 2026-11-27@20261128T010203."""
+    return f"{run_date.isoformat()}@{clock.strftime('%Y%m%dT%H%M%S')}"
 
 
 def utc_now() -> datetime:
