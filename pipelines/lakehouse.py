@@ -32,40 +32,29 @@ def version(spark: SparkSession, path: str) -> int | None:
     return DeltaTable.forPath(spark, path).history(1).select("version").first()[0]
 
 
-def _clustered(df: DataFrame, partition_by: Sequence[str]) -> DataFrame:
-    """Rows of one partition value in one task: one file per partition, not one per task."""
-    return df.repartition(*partition_by) if partition_by else df
+def _writer(df: DataFrame, mode: str, partition_by: Sequence[str]):
+    """A Delta writer whose rows of one partition value sit in one task, so each partition
+    value gets one file, not one per task."""
+    if not partition_by:
+        return df.write.format("delta").mode(mode)
+    return df.repartition(*partition_by).write.format("delta").mode(mode).partitionBy(*partition_by)
 
 
-def overwrite(df: DataFrame, path: str, partition_by: Sequence[str] = (),
-              properties: dict[str, str] | None = None) -> None:
+def overwrite(df: DataFrame, path: str, partition_by: Sequence[str] = ()) -> None:
     """Replace the whole table in one transaction (schema follows the frame)."""
-    writer = _clustered(df, partition_by).write.format("delta").mode("overwrite").option("overwriteSchema", "true")
-    if partition_by:
-        writer = writer.partitionBy(*partition_by)
-    for key, value in (properties or {}).items():
-        writer = writer.option(key, value)
-    writer.save(path)
+    _writer(df, "overwrite", partition_by).option("overwriteSchema", "true").save(path)
 
 
 def replace_where(df: DataFrame, path: str, condition: str, partition_by: Sequence[str] = ()) -> None:
     """Atomically replace the rows matching `condition` (a partition) and keep the rest."""
-    spark = df.sparkSession
-    df = _clustered(df, partition_by)
-    if not exists(spark, path):
-        writer = df.write.format("delta").mode("overwrite")
-        if partition_by:
-            writer = writer.partitionBy(*partition_by)
-        writer.save(path)
-        return
-    df.write.format("delta").mode("overwrite").option("replaceWhere", condition).save(path)
+    writer = _writer(df, "overwrite", partition_by)
+    if exists(df.sparkSession, path):
+        writer = writer.option("replaceWhere", condition)
+    writer.save(path)
 
 
 def append(df: DataFrame, path: str, partition_by: Sequence[str] = ()) -> None:
-    writer = _clustered(df, partition_by).write.format("delta").mode("append")
-    if partition_by:
-        writer = writer.partitionBy(*partition_by)
-    writer.save(path)
+    _writer(df, "append", partition_by).save(path)
 
 
 def insert_new(df: DataFrame, path: str, keys: Sequence[str], partition_by: Sequence[str] = ()) -> None:
@@ -75,10 +64,7 @@ def insert_new(df: DataFrame, path: str, keys: Sequence[str], partition_by: Sequ
     """
     spark = df.sparkSession
     if not exists(spark, path):
-        writer = _clustered(df, partition_by).write.format("delta").mode("overwrite")
-        if partition_by:
-            writer = writer.partitionBy(*partition_by)
-        writer.save(path)
+        _writer(df, "overwrite", partition_by).save(path)
         return
     condition = " AND ".join(f"t.`{k}` = s.`{k}`" for k in keys)
     (DeltaTable.forPath(spark, path).alias("t")

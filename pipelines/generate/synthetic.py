@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import functools
 import gzip
-import multiprocessing
 import io
+import multiprocessing
 import json
 import math
 import os
@@ -294,11 +294,11 @@ def _write_shard(shard: int, opts: GenerateOptions, history_start: int, dirs: di
     events = _GzipLines(os.path.join(dirs["events"], name))
     profiles = _GzipLines(os.path.join(dirs["profiles"], name))
     truth = _GzipLines(os.path.join(dirs["ground_truth"], name))
-    seeds = np.random.SeedSequence(opts.seed).spawn(opts.profiles)
     counts = dict(events=0, profiles=0, duplicates=0, bad=0)
     redelivered: list[str] = []
     for index in range(shard, opts.profiles, opts.files):
-        rng = np.random.default_rng(seeds[index])
+        # The same stream as SeedSequence(seed).spawn(n)[index], without spawning n of them.
+        rng = np.random.default_rng(np.random.SeedSequence(opts.seed, spawn_key=(index,)))
         person = _Person(index, opts, rng)
         for record in _EventWriter(person, history_start).events(opts.days):
             roll = rng.random()

@@ -1,7 +1,7 @@
 """Landing lines -> typed XDM rows or quarantine rows. Pure transforms, no I/O.
 
-    parsed = lines.transform(parse_json_lines(EXPERIENCE_EVENT))
-    good, bad = split_events(parsed, priority, run_date)
+    flagged = lines.transform(parse_json_lines(EXPERIENCE_EVENT)).transform(flag_records(["_id"], "timestamp"))
+    good, bad = good_records(flagged, priority, run_date), bad_records(flagged)
 
 Every input line ends in exactly one of the two frames; `bad` carries the reason.
 """
@@ -79,13 +79,6 @@ def good_records(flagged: DataFrame, priority: Sequence[str], run_date: date) ->
             .withColumn("primary_namespace", primary["namespace"])
             .withColumn("primary_id", primary["id"])
             .withColumn("_ingest_run_date", F.lit(run_date).cast("date")))
-
-
-def split_records(parsed: DataFrame, required: Sequence[str], time_column: str | None,
-                  priority: Sequence[str], run_date: date) -> tuple[DataFrame, DataFrame]:
-    """(good rows with primary identity, quarantine rows with reason) from parsed lines."""
-    flagged = parsed.transform(flag_records(required, time_column))
-    return good_records(flagged, priority, run_date), bad_records(flagged)
 
 
 def with_event_time(events: DataFrame) -> DataFrame:

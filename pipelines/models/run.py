@@ -40,7 +40,7 @@ def run(ctx: RunContext) -> dict:
     cfg, spark = ctx.cfg, ctx.spark
     model_cfg = cfg.get(f"models.{MODEL_KEY}")
     model_name = model_cfg["registered_name"]
-    registry.connect(cfg)
+    experiment_id = registry.connect(cfg)
     existing = registry.version_trained_for(model_name, ctx.run_date.isoformat())
     if existing is not None:
         ctx.progress(f"{model_name} v{existing.version} was trained for {ctx.run_date}; reusing it")
@@ -73,12 +73,13 @@ def run(ctx: RunContext) -> dict:
     stored = (lakehouse.read(spark, set_path)
               .where(F.col("training_run_date") == F.lit(ctx.run_date)).cache())
     try:
-        return _fit_and_register(ctx, stored, plan, events_path, events_version)
+        return _fit_and_register(ctx, stored, plan, events_path, events_version, experiment_id)
     finally:
         stored.unpersist()
 
 
-def _fit_and_register(ctx: RunContext, stored: DataFrame, plan, events_path: str, events_version: int) -> dict:
+def _fit_and_register(ctx: RunContext, stored: DataFrame, plan, events_path: str, events_version: int,
+                      experiment_id: str) -> dict:
     cfg, spark = ctx.cfg, ctx.spark
     model_cfg = cfg.get(f"models.{MODEL_KEY}")
     model_name = model_cfg["registered_name"]
@@ -95,7 +96,6 @@ def _fit_and_register(ctx: RunContext, stored: DataFrame, plan, events_path: str
 
     inputs = feature_columns(windows)
     estimator = classifier_pipeline(inputs, model_cfg["gbt"], int(model_cfg["seed"]))
-    experiment_id = registry.connect(cfg)
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"{MODEL_KEY}-{ctx.run_date}") as mlrun:
         mlflow.log_params({
             "model": MODEL_KEY, "run_date": ctx.run_date.isoformat(), "horizon_days": horizon,

@@ -5,8 +5,9 @@ import pyspark.sql.functions as F
 from chispa import assert_df_equality
 
 from pipelines.ingest.parse import (RAW, REASON_BAD_TIMESTAMP, REASON_NO_IDENTITY, REASON_UNPARSEABLE,
-                                    SOURCE_FILE, first_per_key, parse_json_lines, quarantine_rows,
-                                    split_records, with_event_time)
+                                    SOURCE_FILE, bad_records, first_per_key, flag_records, good_records,
+                                    parse_json_lines, quarantine_rows,
+                                    with_event_time)
 from pipelines.xdm.schema import EXPERIENCE_EVENT
 
 RUN = date(2026, 3, 1)
@@ -20,7 +21,8 @@ def _lines(spark, records):
 
 def _split(spark, records):
     parsed = _lines(spark, records).transform(parse_json_lines(EXPERIENCE_EVENT))
-    return split_records(parsed, ["_id", "timestamp"], "timestamp", ["CRMID", "ECID"], RUN)
+    flagged = parsed.transform(flag_records(["_id", "timestamp"], "timestamp"))
+    return good_records(flagged, ["CRMID", "ECID"], RUN), bad_records(flagged)
 
 
 def test_each_bad_record_goes_to_quarantine_with_the_first_rule_it_breaks(spark):
