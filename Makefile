@@ -14,10 +14,12 @@ SEED        ?= 7
 
 SETUP_STAMP := $(VENV)/.setup-done
 JARS_STAMP  := $(JARS_DIR)/.fetched
+XDM_JAR     := $(JARS_DIR)/enrich-xdm.jar
+XDM_SOURCES := $(shell find pipelines/xdm/jvm -name '*.java')
 
-.PHONY: setup jars demo test lint dist clean-lakehouse
+.PHONY: setup jars demo test lint dist bench clean-lakehouse
 
-setup: $(SETUP_STAMP) $(JARS_STAMP)
+setup: $(SETUP_STAMP) $(JARS_STAMP) $(XDM_JAR)
 
 $(SETUP_STAMP): setup.cfg deps/constraints.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +35,15 @@ $(JARS_STAMP): deps/pom.xml
 	    -DincludeGroupIds=io.delta -DoutputDirectory=$(abspath $(JARS_DIR))
 	touch $@
 
+# The XDM record normaliser runs in the JVM, once per record; it compiles against the
+# Spark jars pyspark ships, so it needs no download.
+$(XDM_JAR): $(XDM_SOURCES) $(SETUP_STAMP)
+	rm -rf build/jvm && mkdir -p build/jvm $(JARS_DIR)
+	javac --release 17 -Xlint:all,-path -Werror -d build/jvm \
+	    -cp "$$($(BIN)/python -c 'import os, pyspark; print(os.path.dirname(pyspark.__file__))')/jars/*" \
+	    $(XDM_SOURCES)
+	jar --create --file $@ -C build/jvm .
+
 demo: setup
 	$(BIN)/enrich generate --run-date $(RUN_DATE) --profiles $(DEMO_PROFILES) --days $(DEMO_DAYS) \
 	    --seed $(SEED) --set lakehouse.root=$(DEMO_ROOT)
@@ -41,13 +52,19 @@ demo: setup
 test: setup
 	$(BIN)/python -m pytest -q
 
+# Measurements, not tests: results go to bench/results/.
+BENCH_PROFILES ?= 20000
+bench: setup
+	$(BIN)/python bench/ingest_throughput.py --profiles $(BENCH_PROFILES)
+
 lint: setup
-	$(BIN)/ruff check pipelines jobs tests
+	$(BIN)/ruff check pipelines jobs tests bench
 
 # The package as a wheel, for spark-submit --py-files on a cluster.
 dist: setup
 	rm -rf dist
 	$(BIN)/pip wheel --quiet --no-deps --wheel-dir dist .
+	cp $(XDM_JAR) dist/
 
 clean-lakehouse:
 	rm -rf $(DEMO_ROOT)

@@ -5,7 +5,7 @@ Each write is one Delta transaction, so a failed step leaves no partial table be
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Mapping, Sequence
 
 from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
@@ -57,14 +57,16 @@ def append(df: DataFrame, path: str, partition_by: Sequence[str] = ()) -> None:
     _writer(df, "append", partition_by).save(path)
 
 
-def insert_new(df: DataFrame, path: str, keys: Sequence[str], partition_by: Sequence[str] = ()) -> None:
+def insert_new(df: DataFrame, path: str, keys: Sequence[str], partition_by: Sequence[str] = (),
+               properties: Mapping[str, str] | None = None) -> None:
     """MERGE that inserts rows whose `keys` are not in the table yet; existing rows stay.
 
-    Creates the table on first use. The frame must already be unique on `keys`.
+    Creates the table on first use, with `properties` (e.g. the change feed). The frame must
+    already be unique on `keys`.
     """
     spark = df.sparkSession
     if not exists(spark, path):
-        _writer(df, "overwrite", partition_by).save(path)
+        _writer(df, "overwrite", partition_by).options(**(properties or {})).save(path)
         return
     condition = " AND ".join(f"t.`{k}` = s.`{k}`" for k in keys)
     (DeltaTable.forPath(spark, path).alias("t")

@@ -19,16 +19,17 @@ DELTA_CONF = {
 }
 
 
-def delta_jars(cfg: Config) -> list[str]:
-    """Jar files from `spark.delta_jars_dir`, or [] when spark-submit supplies them."""
-    jars_dir = cfg.get("spark.delta_jars_dir", None)
+def local_jars(cfg: Config) -> list[str]:
+    """Jar files from `spark.jars_dir` (Delta and the XDM normaliser), or [] when spark-submit
+    supplies them."""
+    jars_dir = cfg.get("spark.jars_dir", None)
     if not jars_dir:
         return []
     folder = cfg.project_path(jars_dir)
     jars = sorted(glob.glob(os.path.join(folder, "*.jar")))
     if not jars:
         raise BadInputError(
-            f"no Delta jars in {folder}; run `make setup` (or set spark.delta_jars_dir=null "
+            f"no jars in {folder}; run `make setup` (or set spark.jars_dir=null "
             "and pass them with spark-submit --packages)"
         )
     return jars
@@ -55,7 +56,7 @@ def build_session(cfg: Config) -> SparkSession:
     master = cfg.get("spark.master", None)
     if master:
         builder = builder.master(master)
-    jars = delta_jars(cfg)
+    jars = local_jars(cfg)
     if jars:
         builder = builder.config("spark.jars", ",".join(jars))
     for key, value in {**DELTA_CONF, **_flatten(cfg.get("spark.conf", {}) or {})}.items():

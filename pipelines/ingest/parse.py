@@ -1,28 +1,37 @@
-"""Landing lines -> typed XDM rows or quarantine rows. Pure transforms, no I/O.
+"""Raw landing records -> typed XDM rows or quarantine rows. Pure transforms, no I/O.
 
-    flagged = lines.transform(parse_json_lines(EXPERIENCE_EVENT)).transform(flag_records(["_id"], "timestamp"))
+    flagged = raw.transform(parse_records(EXPERIENCE_EVENT, aliases)).transform(flag_records(["_id"], "timestamp"))
     good, bad = good_records(flagged, priority, run_date), bad_records(flagged)
 
-Every input line ends in exactly one of the two frames; `bad` carries the reason.
+Every input record ends in exactly one of the two frames; `bad` carries the reason.
+The record is first normalised in the JVM (`enrich.xdm.NormaliseRecord`: both XDM forms
+to the export form, unknown fields to `_rescued_data`, wrong types named), then parsed
+with the explicit schema.
 """
 
 from __future__ import annotations
 
+import json
 from datetime import date
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import pyspark.sql.functions as F
-from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import types as T
 
+from pipelines.errors import BadInputError
+from pipelines.ingest.landing import FILE_ERROR, RAW, SOURCE_FILE
 from pipelines.xdm.identity import identities, primary_identity
 from pipelines.xdm.schema import CORRUPT_RECORD, with_corrupt_record
 
-RAW = "_raw"
-SOURCE_FILE = "_source_file"
 REASON = "reason"
+RESCUED = "_rescued_data"
+PARSE_ERROR = "_parse_error"
+NORMALISE_FUNCTION = "xdm_normalise"
+NORMALISE_CLASS = "enrich.xdm.NormaliseRecord"
+NORMALISED = T.StructType([T.StructField(name, T.StringType()) for name in ("canonical", "rescued", "error")])
 
-REASON_UNPARSEABLE = "unparseable: not JSON, or a field of the wrong type"
+REASON_UNPARSEABLE = "unparseable: the normalised record does not fit the schema"
 REASON_NO_IDENTITY = "missing identity: identityMap holds no id"
 REASON_BAD_TIMESTAMP = "bad timestamp: not an ISO-8601 time"
 
@@ -31,13 +40,32 @@ def missing(field: str) -> str:
     return f"missing {field}"
 
 
-def parse_json_lines(schema: T.StructType) -> Callable[[DataFrame], DataFrame]:
-    """Parse column `_raw` with `schema`; unparseable lines keep their text in `_corrupt_record`."""
-    options = {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": CORRUPT_RECORD}
+def register_normaliser(spark: SparkSession) -> None:
+    """Make `xdm_normalise` callable in this session, or say which jar is missing."""
+    jvm = spark.sparkContext._jvm
+    try:
+        jvm.org.apache.spark.util.Utils.classForName(NORMALISE_CLASS, True, False)
+    except Exception as err:  # py4j wraps the ClassNotFoundException
+        raise BadInputError(
+            f"the XDM normaliser ({NORMALISE_CLASS}) is not on Spark's classpath: run `make setup`, "
+            "or pass .cache/jars/enrich-xdm.jar to spark-submit with --jars") from err
+    spark.udf.registerJavaFunction(NORMALISE_FUNCTION, NORMALISE_CLASS, NORMALISED)
 
-    def _apply(lines: DataFrame) -> DataFrame:
-        parsed = F.from_json(F.col(RAW), with_corrupt_record(schema), options)
-        return lines.select(RAW, SOURCE_FILE, parsed.alias("record")).select(RAW, SOURCE_FILE, "record.*")
+
+def parse_records(schema: T.StructType, namespace_aliases: Mapping[str, str]) -> Callable[[DataFrame], DataFrame]:
+    """Raw records (`_raw` bytes, `_source_file`, `_file_error`) -> the schema's columns plus
+    `_rescued_data` and `_parse_error`; needs `register_normaliser` first."""
+    def _apply(raw: DataFrame) -> DataFrame:
+        normalised = F.call_function(NORMALISE_FUNCTION, F.col(RAW), F.lit(schema.json()),
+                                     F.lit(json.dumps(dict(namespace_aliases), sort_keys=True)))
+        options = {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": CORRUPT_RECORD}
+        with_normalised = raw.withColumn("_normalised", F.when(F.col(FILE_ERROR).isNull(), normalised))
+        return with_normalised.select(
+            F.col(RAW).cast("string").alias(RAW), SOURCE_FILE,
+            F.coalesce(F.col(FILE_ERROR), F.col("_normalised.error")).alias(PARSE_ERROR),
+            F.col("_normalised.rescued").alias(RESCUED),
+            F.from_json(F.col("_normalised.canonical"), with_corrupt_record(schema), options).alias("record"),
+        ).select(RAW, SOURCE_FILE, PARSE_ERROR, RESCUED, "record.*")
 
     return _apply
 
@@ -48,7 +76,8 @@ def _blank(column: Column) -> Column:
 
 def quarantine_reason(required: Sequence[str], time_column: str | None) -> Column:
     """The first rule a record breaks, or null for a good record."""
-    rule = F.when(F.col(CORRUPT_RECORD).isNotNull(), F.lit(REASON_UNPARSEABLE))
+    rule = (F.when(F.col(PARSE_ERROR).isNotNull(), F.col(PARSE_ERROR))
+            .when(F.col(CORRUPT_RECORD).isNotNull(), F.lit(REASON_UNPARSEABLE)))
     for field in required:
         rule = rule.when(_blank(F.col(field)), F.lit(missing(field)))
     if time_column:
@@ -75,7 +104,7 @@ def good_records(flagged: DataFrame, priority: Sequence[str], run_date: date) ->
     """Records that passed every rule, with their primary identity and the ingest run date."""
     primary = primary_identity(identities(F.col("identityMap")), priority)
     return (flagged.where(F.col(REASON).isNull())
-            .drop(REASON, CORRUPT_RECORD, RAW)
+            .drop(REASON, CORRUPT_RECORD, RAW, PARSE_ERROR)
             .withColumn("primary_namespace", primary["namespace"])
             .withColumn("primary_id", primary["id"])
             .withColumn("_ingest_run_date", F.lit(run_date).cast("date")))

@@ -1,7 +1,15 @@
-"""The ingest step: landing -> bronze (merge on _id) + quarantine -> silver.
+"""The ingest step: new landing files -> bronze (merge on _id) + quarantine -> silver.
 
-Accounting, per run and kind: records_in == inserted + already_present + batch_duplicates
-+ quarantined. The counts go to the run ledger.
+Exactly once: only files missing from `ops/ingested_files` are read, and they are added to
+it after their records are in bronze and quarantine. A run killed before that reads the
+same files again; bronze and quarantine are insert-only MERGEs on their keys, so the
+tables end up as one clean run leaves them.
+
+Accounting, per run and kind, in the run ledger:
+records_in == inserted + already_present + batch_duplicates + quarantined.
+
+Silver follows bronze through Delta's change feed: the identity graph records the bronze
+versions it has taken in, and each run resolves only the records inserted since.
 """
 
 from __future__ import annotations
@@ -9,31 +17,31 @@ from __future__ import annotations
 import pyspark.sql.functions as F
 from delta.tables import DeltaTable
 from pyspark import StorageLevel
-from pyspark.sql import DataFrame
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import types as T
 
 from pipelines import lakehouse
-from pipelines.ingest.identity import identity_graph, with_person_id
-from pipelines.ingest.parse import (RAW, REASON, SOURCE_FILE, bad_records, first_per_key, flag_records,
-                                    good_records, parse_json_lines, quarantine_rows, with_event_time,
+from pipelines.ingest import landing
+from pipelines.ingest.identity import GRAPH_COLUMNS, IdentityRules, resolve, resolved_person
+from pipelines.ingest.landing import SOURCE_FILE
+from pipelines.ingest.parse import (REASON, bad_records, first_per_key, flag_records, good_records,
+                                    parse_records, quarantine_rows, register_normaliser, with_event_time,
                                     with_profile_time)
-from pipelines.ingest.silver import flatten_events
+from pipelines.ingest.silver import flatten_events, merge_profile_fragments
 from pipelines.ops.context import RunContext
 from pipelines.xdm.schema import EXPERIENCE_EVENT, INDIVIDUAL_PROFILE
 
+CDF = {"delta.enableChangeDataFeed": "true"}
+SYNCED_PROPERTY = "enrich.synced_version."
 
-def read_landing_lines(ctx: RunContext, kind: str) -> DataFrame:
-    """Non-blank lines of every file in the landing folder (plain or gzip), with their file."""
-    folder = ctx.cfg.landing(kind)
-    lakehouse.require_folder(ctx.spark, folder, f"landing folder for {kind}")
-    lines = (ctx.spark.read.option("recursiveFileLookup", "true").text(folder)
-             .select(F.col("value").alias(RAW), F.col("_metadata.file_path").alias(SOURCE_FILE)))
-    return lines.where(F.trim(F.col(RAW)) != "")
+GRAPH_SCHEMA = T.StructType(
+    [T.StructField(name, T.StringType()) for name in GRAPH_COLUMNS[:5]]
+    + [T.StructField(name, T.DateType()) for name in GRAPH_COLUMNS[5:]])
 
 
-def _inserted_rows(ctx: RunContext, path: str, version_before: int | None) -> int:
+def _inserted_rows(spark: SparkSession, path: str, version_before: int | None) -> int:
     """Rows the last write inserted, from the Delta log (no extra scan)."""
-    table = DeltaTable.forPath(ctx.spark, path)
-    last = table.history(1).first()
+    last = DeltaTable.forPath(spark, path).history(1).first()
     if version_before is not None and last["version"] == version_before:
         return 0
     metrics = last["operationMetrics"] or {}
@@ -46,63 +54,153 @@ def _inserted_rows(ctx: RunContext, path: str, version_before: int | None) -> in
 def _ingest_kind(ctx: RunContext, kind: str, schema, required, time_column, finish, key_order,
                  table: str, partition_by=()) -> dict[str, int]:
     cfg, spark = ctx.cfg, ctx.spark
-    priority = cfg.get("identity.namespace_priority")
-    # Parse once: the flagged batch is cached and both outcomes are read from it.
-    flagged = (read_landing_lines(ctx, kind).transform(parse_json_lines(schema))
+    folder = cfg.landing(kind)
+    lakehouse.require_folder(spark, folder, f"landing folder for {kind}")
+    listed = landing.list_files(spark, folder)
+    files = landing.new_files(spark, cfg.table("ingested_files"), kind, listed)
+    ctx.progress(f"{kind}: {len(files)} new of {len(listed)} landing files")
+    counts = {"files_read": len(files), "records_in": 0, "inserted": 0, "already_present": 0,
+              "batch_duplicates": 0, "quarantined": 0}
+    if not files:
+        return counts
+
+    raw = landing.read_raw(spark, files, int(cfg.get("ingest.max_json_array_bytes")))
+    # Parse once: the flagged batch is cached and every outcome is read from it.
+    flagged = (raw.transform(parse_records(schema, cfg.get("identity.namespace_aliases", {}) or {}))
                .transform(flag_records(required, time_column))
                .persist(StorageLevel.MEMORY_AND_DISK))
-    outcome = flagged.agg(F.count(F.lit(1)).alias("records"),
-                          F.count(F.col(REASON)).alias("bad")).first()
-    records_in, quarantined = outcome["records"], outcome["bad"]
-    good_count = records_in - quarantined
-    unique = (good_records(flagged, priority, ctx.run_date).transform(finish)
+    # One row per file and reason: bounded by the files and the reasons, not the records.
+    outcome = flagged.groupBy(SOURCE_FILE, REASON).count().collect()
+    per_file: dict[str, int] = {}
+    by_reason: dict[str, int] = {}
+    for row in outcome:
+        per_file[row[SOURCE_FILE]] = per_file.get(row[SOURCE_FILE], 0) + row["count"]
+        if row[REASON] is not None:
+            by_reason[row[REASON]] = by_reason.get(row[REASON], 0) + row["count"]
+    records_in, quarantined = sum(per_file.values()), sum(by_reason.values())
+    unique = (good_records(flagged, cfg.get("identity.namespace_priority"), ctx.run_date).transform(finish)
               .transform(first_per_key("_id", key_order))
               .persist(StorageLevel.MEMORY_AND_DISK))
     unique_count = unique.count()
-    quarantine = bad_records(flagged).transform(quarantine_rows(kind, ctx.run_date)).cache()
     ctx.progress(f"{kind}: {records_in} records read, {quarantined} to quarantine")
 
     path = cfg.table(table)
     before = lakehouse.version(spark, path)
-    lakehouse.insert_new(unique, path, keys=["_id"], partition_by=partition_by)
-    inserted = _inserted_rows(ctx, path, before)
+    lakehouse.insert_new(unique, path, keys=["_id"], partition_by=partition_by, properties=CDF)
+    inserted = _inserted_rows(spark, path, before)
+    quarantine = bad_records(flagged).transform(quarantine_rows(kind, ctx.run_date))
     lakehouse.insert_new(quarantine, cfg.table("quarantine"), keys=["record_key"])
-    for frame in (flagged, unique, quarantine):
+    # Last: a file counts as ingested only once its records are safely in.
+    ledger = landing.ledger_rows(spark, kind, files, per_file, ctx.run_id, ctx.run_date)
+    lakehouse.insert_new(ledger, cfg.table("ingested_files"), keys=["kind", "path", "size_bytes", "modified_at"])
+    for frame in (flagged, unique):
         frame.unpersist()
-    counts = {
-        "records_in": records_in,
-        "inserted": inserted,
-        "already_present": unique_count - inserted,
-        "batch_duplicates": good_count - unique_count,
-        "quarantined": quarantined,
-    }
+    counts.update(records_in=records_in, inserted=inserted, already_present=unique_count - inserted,
+                  batch_duplicates=records_in - quarantined - unique_count, quarantined=quarantined)
+    counts.update({f"quarantined[{reason}]": n for reason, n in sorted(by_reason.items())})
     ctx.progress(f"{kind}: {inserted} new rows, {counts['already_present']} already present, "
                  f"{counts['batch_duplicates']} duplicates in the batch")
     return counts
 
 
+def _synced_versions(spark: SparkSession, graph_path: str) -> dict[str, int]:
+    if not lakehouse.exists(spark, graph_path):
+        return {}
+    properties = DeltaTable.forPath(spark, graph_path).detail().first()["properties"]
+    return {k[len(SYNCED_PROPERTY):]: int(v) for k, v in properties.items() if k.startswith(SYNCED_PROPERTY)}
+
+
+def _inserted_since(spark: SparkSession, path: str, synced: int | None) -> DataFrame | None:
+    """Rows inserted into a bronze table after version `synced` (all of it when None)."""
+    latest = lakehouse.version(spark, path)
+    if latest is None or (synced is not None and synced >= latest):
+        return None
+    changes = (spark.read.format("delta").option("readChangeFeed", "true")
+               .option("startingVersion", 0 if synced is None else synced + 1).load(path))
+    return changes.where(F.col("_change_type") == "insert").drop("_change_type", "_commit_version",
+                                                                "_commit_timestamp")
+
+
 def build_silver(ctx: RunContext) -> dict[str, int]:
-    """Rebuild the identity graph and the flat events from the whole of bronze."""
+    """Resolve the identities of records new to bronze, then bring silver up to date.
+
+    Writes in an order that makes a killed run safe to repeat: logs, then silver events, then
+    the graph, then the synced versions. Until the graph is written, a rerun computes the
+    same resolution again; once it is, a rerun finds nothing left to change.
+    """
     cfg, spark = ctx.cfg, ctx.spark
-    priority = cfg.get("identity.namespace_priority")
-    events = lakehouse.read(spark, cfg.table("events"))
-    sources = events.select("identityMap")
-    if lakehouse.exists(spark, cfg.table("profiles")):
-        sources = sources.unionByName(lakehouse.read(spark, cfg.table("profiles")).select("identityMap"))
-    graph = sources.transform(identity_graph(priority))
-    lakehouse.overwrite(graph, cfg.table("identity_graph"))
+    rules = IdentityRules(priority=cfg.get("identity.namespace_priority"),
+                          unique_namespaces=cfg.get("identity.unique_namespaces", []) or [],
+                          max_identities_per_person=int(cfg.get("identity.max_identities_per_person")),
+                          local_max_links=int(cfg.get("identity.local_max_links")))
+    graph_path, events_path = cfg.table("identity_graph"), cfg.table("silver_events")
+    synced = _synced_versions(spark, graph_path)
+    versions = {name: lakehouse.version(spark, cfg.table(name)) for name in ("events", "profiles")}
+    # The batch is read from many small date partitions: read it once.
+    new_events, new_profiles = (
+        frame.persist(StorageLevel.MEMORY_AND_DISK) if frame is not None else None
+        for frame in (_inserted_since(spark, cfg.table(name), synced.get(name)) for name in ("events", "profiles")))
+    counts = {"silver_new_events": 0, "identities_added": 0, "people_merged": 0, "identity_cuts": 0}
+    if new_events is None and new_profiles is None:
+        ctx.progress("silver: bronze unchanged since the last run")
+        return counts
+
+    graph = (lakehouse.read(spark, graph_path) if lakehouse.exists(spark, graph_path)
+             else spark.createDataFrame([], GRAPH_SCHEMA))
+    sources = [df.select("identityMap") for df in (new_events, new_profiles) if df is not None]
+    records = sources[0] if len(sources) == 1 else sources[0].unionByName(sources[1])
+    resolution = resolve(graph, records, rules, ctx.run_date)
+    assignments = resolution.assignments.localCheckpoint()
+    merges = resolution.merges.localCheckpoint()
+    cuts = resolution.cuts.localCheckpoint()
+    counts.update(identities_added=assignments.where(F.col("first_seen_run_date") == F.lit(ctx.run_date)).count(),
+                  people_merged=merges.count(), identity_cuts=cuts.count())
+    ctx.progress(f"identity: {counts['identities_added']} new identities, {counts['people_merged']} people "
+                 f"merged, {counts['identity_cuts']} links cut")
+
+    lakehouse.insert_new(merges, cfg.table("identity_merges"), keys=["merged_person_id"])
+    lakehouse.insert_new(cuts, cfg.table("identity_cuts"), keys=["namespace", "id", "reason", "run_date"])
+    if lakehouse.exists(spark, events_path) and counts["people_merged"]:
+        (DeltaTable.forPath(spark, events_path).alias("t")
+         .merge(merges.alias("m"), "t.person_id = m.merged_person_id")
+         .whenMatchedUpdate(set={"person_id": "m.surviving_person_id"})
+         .execute())
+    if new_events is not None:
+        current = assignments.unionByName(graph.join(assignments, ["namespace", "id"], "left_anti"))
+        flat = new_events.transform(resolved_person(current, rules.priority)).transform(flatten_events)
+        counts["silver_new_events"] = new_events.count()
+        lakehouse.insert_new(flat, events_path, keys=["event_id"])
+    _upsert_graph(spark, assignments, graph_path)
+    _rebuild_profiles(ctx, rules)
+    properties = ", ".join(f"'{SYNCED_PROPERTY}{name}' = '{v}'" for name, v in versions.items() if v is not None)
+    spark.sql(f"ALTER TABLE delta.`{graph_path}` SET TBLPROPERTIES ({properties})")
+    return counts
+
+
+def _upsert_graph(spark: SparkSession, assignments: DataFrame, path: str) -> None:
+    if not lakehouse.exists(spark, path):
+        lakehouse.overwrite(assignments, path)
+        return
+    (DeltaTable.forPath(spark, path).alias("t")
+     .merge(assignments.alias("s"), "t.namespace = s.namespace AND t.id = s.id")
+     .whenMatchedUpdate(set={c: f"s.{c}" for c in ("person_id", "anchor_namespace", "anchor_id",
+                                                   "updated_run_date")})
+     .whenNotMatchedInsertAll()
+     .execute())
+
+
+def _rebuild_profiles(ctx: RunContext, rules: IdentityRules) -> None:
+    """silver/profiles: one row per person, fragments merged attribute by attribute."""
+    cfg, spark = ctx.cfg, ctx.spark
+    if not lakehouse.exists(spark, cfg.table("profiles")):
+        return
     graph = lakehouse.read(spark, cfg.table("identity_graph"))
-    flat = events.transform(with_person_id(graph)).transform(flatten_events)
-    # Not partitioned: features read all history before a date, and small date partitions
-    # would only multiply files.
-    lakehouse.overwrite(flat, cfg.table("silver_events"))
-    sizes = graph.agg(F.count(F.lit(1)).alias("identities"), F.count_distinct("person_id").alias("people")).first()
-    identities, people = sizes["identities"], sizes["people"]
-    ctx.progress(f"identity graph: {identities} identities -> {people} people")
-    return {"identities": identities, "people": people}
+    fragments = lakehouse.read(spark, cfg.table("profiles")).transform(resolved_person(graph, rules.priority))
+    lakehouse.overwrite(fragments.transform(merge_profile_fragments), cfg.table("silver_profiles"))
 
 
 def run(ctx: RunContext) -> dict[str, float]:
+    register_normaliser(ctx.spark)
     events = _ingest_kind(ctx, "events", EXPERIENCE_EVENT, ctx.cfg.get("ingest.required_fields"),
                           "timestamp", with_event_time, ["timestamp", SOURCE_FILE], "events",
                           partition_by=["event_date"])

@@ -1,4 +1,4 @@
-"""Bronze XDM events -> silver events: one flat commerce/web fact row per event."""
+"""Bronze -> silver: one flat commerce/web fact row per event, one merged row per person."""
 
 from __future__ import annotations
 
@@ -43,3 +43,41 @@ def flatten_events(events: DataFrame) -> DataFrame:
         is_page_view.cast("double").alias("page_views"),
         categories.alias("categories"),
     )
+
+
+# silver/profiles columns and where each comes from in an Individual Profile fragment.
+PROFILE_ATTRIBUTES = {
+    "first_name": "person.name.firstName",
+    "middle_name": "person.name.middleName",
+    "last_name": "person.name.lastName",
+    "full_name": "person.name.fullName",
+    "birth_date": "person.birthDate",
+    "birth_year": "person.birthYear",
+    "gender": "person.gender",
+    "email": "personalEmail.address",
+    "email_status": "personalEmail.status",
+    "mobile_phone": "mobilePhone.number",
+    "home_street": "homeAddress.street1",
+    "home_city": "homeAddress.city",
+    "home_postal_code": "homeAddress.postalCode",
+    "home_state_province": "homeAddress.stateProvince",
+    "home_country_code": "homeAddress.countryCode",
+    "work_city": "workAddress.city",
+    "work_country_code": "workAddress.countryCode",
+}
+
+
+def merge_profile_fragments(fragments: DataFrame) -> DataFrame:
+    """Profile fragments with `person_id` -> one row per person, attribute by attribute the
+    most recent non-null value (Platform's timestamp-ordered merge policy).
+
+    A fragment's time is `updated_at` (its `_repo.lastModifiedDate`), else the day it was
+    ingested; ties go to the larger `_id`, so the result never depends on arrival order.
+    """
+    when = F.struct(F.coalesce(F.col("updated_at"), F.col("_ingest_run_date").cast("timestamp")).alias("at"),
+                    F.col("_id"))
+    merged = [F.max_by(F.col(path), F.when(F.col(path).isNotNull(), when)).alias(name)
+              for name, path in PROFILE_ATTRIBUTES.items()]
+    return (fragments.where(F.col("person_id").isNotNull())
+            .groupBy("person_id")
+            .agg(*merged, F.count(F.lit(1)).alias("fragments"), F.max(when["at"]).alias("updated_at")))

@@ -34,14 +34,9 @@ PROFILE_SCHEMA = T.StructType([
 ])
 
 
-def profile_rows(scores: DataFrame, graph: DataFrame) -> DataFrame:
-    """Scores of one date + each person's anchor identity -> rows in the profile table's shape."""
-    anchors = (graph.groupBy("person_id")
-               .agg(F.min(F.struct("anchor_namespace", "anchor_id")).alias("anchor"))
-               .select("person_id",
-                       F.col("anchor.anchor_namespace").alias("primary_identity_namespace"),
-                       F.col("anchor.anchor_id").alias("primary_identity_id")))
-    joined = scores.join(anchors, "person_id", "left")
+def profile_rows(scores: DataFrame, primary_identities: DataFrame) -> DataFrame:
+    """Scores of one date + each person's primary identity -> rows in the profile table's shape."""
+    joined = scores.join(primary_identities, "person_id", "left")
     return joined.select(
         "person_id", "primary_identity_namespace", "primary_identity_id",
         F.col("probability").alias("convert_probability"),

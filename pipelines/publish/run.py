@@ -5,6 +5,7 @@ from __future__ import annotations
 import pyspark.sql.functions as F
 
 from pipelines import lakehouse
+from pipelines.ingest.identity import primary_identity_per_person
 from pipelines.ops.context import RunContext
 from pipelines.publish.profile_table import ensure_table, merge_profiles, profile_rows
 
@@ -16,7 +17,8 @@ def run(ctx: RunContext) -> dict:
     graph = lakehouse.read(spark, cfg.table("identity_graph"), "ingest")
     path = cfg.table("profile_enrichment")
     table = ensure_table(spark, path, bool(cfg.get("publish.change_data_feed")))
-    merge_profiles(table, profile_rows(scores, graph))
+    primary = primary_identity_per_person(graph, cfg.get("identity.namespace_priority"))
+    merge_profiles(table, profile_rows(scores, primary))
     last = table.history(1).first()
     metrics = {k: int(v) for k, v in (last["operationMetrics"] or {}).items()
                if k in ("numTargetRowsInserted", "numTargetRowsUpdated", "numTargetRowsDeleted")}

@@ -1,8 +1,11 @@
 """Explicit Spark schemas for XDM ExperienceEvents and Individual Profiles (export form).
 
 Fields follow the XDM field groups Adobe Experience Platform exports: `_id`,
-`timestamp`, `eventType`, `identityMap`, `commerce`, `productListItems`, `web`;
-profiles carry `person`, `personalEmail`, `homeAddress` and `_repo`. Reading with an
+`timestamp`, `eventType`, `identityMap`, `commerce` (order with payments, the counters),
+`productListItems` (categories, selected options), `web` (page details, interaction,
+referrer), `channel`, `marketing`, `environment`, `placeContext`; profiles carry `person`,
+`personalEmail`, `mobilePhone`, the addresses, `identityMap` and `_repo`. Anything else a
+record carries (tenant field groups `_<tenantId>` included) is kept as rescued data. Reading with an
 explicit schema keeps ingest fast (no inference pass) and makes a wrong type visible.
 `timestamp` is read as a string and parsed afterwards, so a bad value can be named.
 """
@@ -17,35 +20,71 @@ def _struct(**fields: T.DataType) -> T.StructType:
 
 
 MEASURE = _struct(value=T.DoubleType())
+GEO = _struct(countryCode=T.StringType(), stateProvince=T.StringType(), city=T.StringType(),
+              postalCode=T.StringType(), latitude=T.DoubleType(), longitude=T.DoubleType())
 
 IDENTITY_ITEM = _struct(id=T.StringType(), primary=T.BooleanType(), authenticatedState=T.StringType())
 IDENTITY_MAP = T.MapType(T.StringType(), T.ArrayType(IDENTITY_ITEM))
 
-PRODUCT_CATEGORY = _struct(categoryID=T.StringType(), name=T.StringType(), hierarchy=T.StringType())
+PRODUCT_CATEGORY = _struct(categoryID=T.StringType(), name=T.StringType(), hierarchy=T.StringType(),
+                           schema=T.StringType())
+SELECTED_OPTION = _struct(attribute=T.StringType(), value=T.StringType())
 PRODUCT_LIST_ITEM = _struct(
     SKU=T.StringType(),
     name=T.StringType(),
+    product=T.StringType(),
     quantity=T.LongType(),
     priceTotal=T.DoubleType(),
     currencyCode=T.StringType(),
+    productAddMethod=T.StringType(),
     productCategories=T.ArrayType(PRODUCT_CATEGORY),
+    selectedOptions=T.ArrayType(SELECTED_OPTION),
 )
 
+PAYMENT = _struct(paymentType=T.StringType(), paymentAmount=T.DoubleType(), currencyCode=T.StringType(),
+                  transactionID=T.StringType())
+ORDER = _struct(
+    purchaseID=T.StringType(),
+    purchaseOrderNumber=T.StringType(),
+    orderType=T.StringType(),
+    priceTotal=T.DoubleType(),
+    currencyCode=T.StringType(),
+    taxAmount=T.DoubleType(),
+    discountAmount=T.DoubleType(),
+    payments=T.ArrayType(PAYMENT),
+)
 COMMERCE = _struct(
-    order=_struct(priceTotal=T.DoubleType(), currencyCode=T.StringType(), purchaseID=T.StringType()),
+    order=ORDER,
     purchases=MEASURE,
     productViews=MEASURE,
     productListAdds=MEASURE,
     productListRemovals=MEASURE,
     productListOpens=MEASURE,
     productListViews=MEASURE,
+    productListReopens=MEASURE,
+    saveForLaters=MEASURE,
     checkouts=MEASURE,
 )
 
 WEB = _struct(
-    webPageDetails=_struct(name=T.StringType(), URL=T.StringType(), pageViews=MEASURE),
+    webPageDetails=_struct(name=T.StringType(), URL=T.StringType(), siteSection=T.StringType(),
+                           server=T.StringType(), isHomePage=T.BooleanType(), pageViews=MEASURE),
+    webInteraction=_struct(name=T.StringType(), URL=T.StringType(), type=T.StringType(), linkClicks=MEASURE),
     webReferrer=_struct(URL=T.StringType(), type=T.StringType()),
 )
+
+CHANNEL = _struct(_id=T.StringType(), _type=T.StringType(), mediaType=T.StringType(),
+                  mediaAction=T.StringType(), typeAtSource=T.StringType())
+MARKETING = _struct(trackingCode=T.StringType(), campaignGroup=T.StringType(), campaignName=T.StringType())
+ENVIRONMENT = _struct(
+    type=T.StringType(),
+    browserDetails=_struct(name=T.StringType(), version=T.StringType(), userAgent=T.StringType()),
+    operatingSystem=T.StringType(),
+    operatingSystemVersion=T.StringType(),
+    ipV4=T.StringType(),
+    language=T.StringType(),
+)
+PLACE_CONTEXT = _struct(localTime=T.StringType(), localTimezoneOffset=T.LongType(), geo=GEO)
 
 EXPERIENCE_EVENT = _struct(
     _id=T.StringType(),
@@ -55,27 +94,33 @@ EXPERIENCE_EVENT = _struct(
     commerce=COMMERCE,
     productListItems=T.ArrayType(PRODUCT_LIST_ITEM),
     web=WEB,
+    channel=CHANNEL,
+    marketing=MARKETING,
+    environment=ENVIRONMENT,
+    placeContext=PLACE_CONTEXT,
 )
+
+ADDRESS = _struct(street1=T.StringType(), street2=T.StringType(), city=T.StringType(),
+                  postalCode=T.StringType(), stateProvince=T.StringType(), country=T.StringType(),
+                  countryCode=T.StringType())
 
 INDIVIDUAL_PROFILE = _struct(
     _id=T.StringType(),
     identityMap=IDENTITY_MAP,
     person=_struct(
-        name=_struct(firstName=T.StringType(), lastName=T.StringType(), fullName=T.StringType()),
+        name=_struct(firstName=T.StringType(), middleName=T.StringType(), lastName=T.StringType(),
+                     fullName=T.StringType(), courtesyTitle=T.StringType()),
         birthDate=T.StringType(),
+        birthYear=T.LongType(),
         gender=T.StringType(),
     ),
-    personalEmail=_struct(address=T.StringType()),
-    homeAddress=_struct(
-        street1=T.StringType(),
-        city=T.StringType(),
-        postalCode=T.StringType(),
-        stateProvince=T.StringType(),
-        countryCode=T.StringType(),
-    ),
+    personalEmail=_struct(address=T.StringType(), primary=T.BooleanType(), status=T.StringType()),
+    mobilePhone=_struct(number=T.StringType(), primary=T.BooleanType(), status=T.StringType()),
+    homeAddress=ADDRESS,
+    workAddress=ADDRESS,
+    mailingAddress=ADDRESS,
     _repo=_struct(createDate=T.StringType(), lastModifiedDate=T.StringType()),
 )
-
 
 def with_corrupt_record(schema: T.StructType) -> T.StructType:
     """The schema plus the column Spark fills with the raw text of a record it cannot parse."""

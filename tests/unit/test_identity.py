@@ -1,7 +1,6 @@
 import pyspark.sql.functions as F
 from pyspark.sql import types as T
 
-from pipelines.ingest.identity import identity_graph, person_id_of
 from pipelines.xdm.identity import identities, primary_identity
 from pipelines.xdm.schema import IDENTITY_MAP
 
@@ -40,18 +39,3 @@ def test_blank_and_null_ids_are_not_identities(spark):
     df = spark.createDataFrame([("r1", {"ECID": [_item(""), _item(None)]}), ("r2", None)], SCHEMA)
     sizes = {r["rec"]: r["n"] for r in df.select("rec", F.size(identities(F.col("identityMap"))).alias("n")).collect()}
     assert sizes == {"r1": 0, "r2": 0}
-
-
-def test_devices_of_a_logged_in_customer_resolve_to_the_customer(spark):
-    rows = [
-        ("anonymous visit", {"ECID": [_item("e1", True)]}),
-        ("login on device 1", {"ECID": [_item("e1")], "CRMID": [_item("c1", True)]}),
-        ("login on device 2", {"ECID": [_item("e2")], "CRMID": [_item("c1", True)]}),
-        ("stranger", {"ECID": [_item("e3", True)]}),
-    ]
-    graph = spark.createDataFrame(rows, SCHEMA).transform(identity_graph(PRIORITY))
-    people = {(r["namespace"], r["id"]): r["person_id"] for r in graph.collect()}
-    customer = spark.range(1).select(person_id_of(F.lit("CRMID"), F.lit("c1"))).first()[0]
-    assert people[("ECID", "e1")] == people[("ECID", "e2")] == people[("CRMID", "c1")] == customer
-    assert people[("ECID", "e3")] != customer
-    assert graph.count() == 4
