@@ -136,10 +136,9 @@ def build_silver(ctx: RunContext) -> dict[str, int]:
     graph_path, events_path = cfg.table("identity_graph"), cfg.table("silver_events")
     synced = _synced_versions(spark, graph_path)
     versions = {name: lakehouse.version(spark, cfg.table(name)) for name in ("events", "profiles")}
-    # The batch is read from many small date partitions: read it once.
-    new_events, new_profiles = (
-        frame.persist(StorageLevel.MEMORY_AND_DISK) if frame is not None else None
-        for frame in (_inserted_since(spark, cfg.table(name), synced.get(name)) for name in ("events", "profiles")))
+    # Not cached: each use reads only the columns it needs, which Parquet makes cheap.
+    new_events = _inserted_since(spark, cfg.table("events"), synced.get("events"))
+    new_profiles = _inserted_since(spark, cfg.table("profiles"), synced.get("profiles"))
     counts = {"silver_new_events": 0, "identities_added": 0, "people_merged": 0, "identity_cuts": 0}
     if new_events is None and new_profiles is None:
         ctx.progress("silver: bronze unchanged since the last run")
@@ -148,11 +147,14 @@ def build_silver(ctx: RunContext) -> dict[str, int]:
     graph = (lakehouse.read(spark, graph_path) if lakehouse.exists(spark, graph_path)
              else spark.createDataFrame([], GRAPH_SCHEMA))
     sources = [df.select("identityMap") for df in (new_events, new_profiles) if df is not None]
-    records = sources[0] if len(sources) == 1 else sources[0].unionByName(sources[1])
+    # Identities are read three times by the resolution; keep that narrow column at hand.
+    records = (sources[0] if len(sources) == 1 else sources[0].unionByName(sources[1])).persist(
+        StorageLevel.MEMORY_AND_DISK)
     resolution = resolve(graph, records, rules, ctx.run_date)
     assignments = resolution.assignments.localCheckpoint()
     merges = resolution.merges.localCheckpoint()
     cuts = resolution.cuts.localCheckpoint()
+    records.unpersist()
     counts.update(identities_added=assignments.where(F.col("first_seen_run_date") == F.lit(ctx.run_date)).count(),
                   people_merged=merges.count(), identity_cuts=cuts.count())
     ctx.progress(f"identity: {counts['identities_added']} new identities, {counts['people_merged']} people "
