@@ -188,6 +188,16 @@ def _new_people(members: DataFrame, rules: IdentityRules) -> DataFrame:
                     F.col("best.namespace").alias("anchor_namespace"), F.col("best.id").alias("anchor_id")))
 
 
+def _node_edges(links: DataFrame, nodes: DataFrame) -> DataFrame:
+    """Identity links (a_ns, a_id, b_ns, b_id) -> (src, dst) between the nodes the identities
+    stand for; links whose ends are not both among `nodes`, or meet in one node, drop out."""
+    def end(side: str, name: str) -> DataFrame:
+        return nodes.select(F.col("namespace").alias(f"{side}_ns"), F.col("id").alias(f"{side}_id"),
+                            F.col("node").alias(name))
+    return (links.join(end("a", "src"), ["a_ns", "a_id"]).join(end("b", "dst"), ["b_ns", "b_id"])
+            .select("src", "dst").where(F.col("src") != F.col("dst")))
+
+
 def _union_find(pairs: Sequence[tuple[str, str]]) -> dict[str, str]:
     """node -> smallest node of its component, for edges held in memory."""
     parent: dict[str, str] = {}
@@ -239,14 +249,7 @@ def resolve(graph: DataFrame, records: DataFrame, rules: IdentityRules, run_date
     nodes = (batch.join(known, ["namespace", "id"], "left")
              .withColumn("node", F.when(F.col("person_id").isNotNull(), F.concat_ws(_SEP, F.lit("P"), "person_id"))
                          .otherwise(F.concat_ws(_SEP, F.lit("I"), "namespace", "id")))).localCheckpoint()
-    node_of = nodes.select("namespace", "id", "node")
-    edges = (followed
-             .join(node_of.select(F.col("namespace").alias("a_ns"), F.col("id").alias("a_id"),
-                                  F.col("node").alias("src")), ["a_ns", "a_id"])
-             .join(node_of.select(F.col("namespace").alias("b_ns"), F.col("id").alias("b_id"),
-                                  F.col("node").alias("dst")), ["b_ns", "b_id"])
-             .select("src", "dst").where(F.col("src") != F.col("dst")))
-    placed = _components_of(nodes, edges, rules.local_max_links).localCheckpoint()
+    placed = _components_of(nodes, _node_edges(followed, nodes), rules.local_max_links).localCheckpoint()
 
     # Every identity each component would hold: its new identities and all of its known people's.
     person_component = placed.where(F.col("person_id").isNotNull()).select("person_id", "component").distinct()
@@ -281,8 +284,9 @@ def resolve(graph: DataFrame, records: DataFrame, rules: IdentityRules, run_date
               .withColumn("run_date", day))
 
     # Over the limits: known people stay apart; new identities link only among themselves.
-    refused = new_identities.join(limits.where(~F.col("within_limits")), "component")
-    if limits.where(~F.col("within_limits")).isEmpty():
+    over_limits = limits.where(~F.col("within_limits"))
+    refused = new_identities.join(over_limits, "component")
+    if over_limits.isEmpty():
         apart = fresh.limit(0)
     else:
         apart = _resolve_apart(refused, followed, rules)
@@ -301,14 +305,7 @@ def _resolve_apart(refused: DataFrame, followed: DataFrame, rules: IdentityRules
     """New identities of components over the limits -> people formed among themselves where that
     is within the limits, else one person each."""
     ids = refused.select("namespace", "id", F.concat_ws(_SEP, "namespace", "id").alias("node"))
-    node_of = ids.select("namespace", "id", "node")
-    edges = (followed
-             .join(node_of.select(F.col("namespace").alias("a_ns"), F.col("id").alias("a_id"),
-                                  F.col("node").alias("src")), ["a_ns", "a_id"])
-             .join(node_of.select(F.col("namespace").alias("b_ns"), F.col("id").alias("b_id"),
-                                  F.col("node").alias("dst")), ["b_ns", "b_id"])
-             .select("src", "dst"))
-    placed = _components_of(ids, edges, rules.local_max_links)
+    placed = _components_of(ids, _node_edges(followed, ids), rules.local_max_links)
     limits = _component_limits(placed.select("component", "namespace", "id"), rules)
     grouped = placed.join(limits, "component").withColumn(
         "component", F.when(F.col("within_limits"), F.col("component")).otherwise(F.col("node")))

@@ -42,10 +42,12 @@ def missing(field: str) -> str:
 
 def register_normaliser(spark: SparkSession) -> None:
     """Make `xdm_normalise` callable in this session, or say which jar is missing."""
+    from py4j.protocol import Py4JJavaError
+
     jvm = spark.sparkContext._jvm
     try:
         jvm.org.apache.spark.util.Utils.classForName(NORMALISE_CLASS, True, False)
-    except Exception as err:  # py4j wraps the ClassNotFoundException
+    except Py4JJavaError as err:  # the JVM's ClassNotFoundException
         raise BadInputError(
             f"the XDM normaliser ({NORMALISE_CLASS}) is not on Spark's classpath: run `make setup`, "
             "or pass .cache/jars/enrich-xdm.jar to spark-submit with --jars") from err

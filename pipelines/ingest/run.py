@@ -170,8 +170,10 @@ def build_silver(ctx: RunContext) -> dict[str, int]:
     if new_events is not None:
         current = assignments.unionByName(graph.join(assignments, ["namespace", "id"], "left_anti"))
         flat = new_events.transform(resolved_person(current, rules.priority)).transform(flatten_events)
-        counts["silver_new_events"] = new_events.count()
+        before = lakehouse.version(spark, events_path)
         lakehouse.insert_new(flat, events_path, keys=["event_id"])
+        # From the Delta log, not a second pass over the batch.
+        counts["silver_new_events"] = _inserted_rows(spark, events_path, before)
     _upsert_graph(spark, assignments, graph_path)
     _rebuild_profiles(ctx, rules)
     properties = ", ".join(f"'{SYNCED_PROPERTY}{name}' = '{v}'" for name, v in versions.items() if v is not None)
