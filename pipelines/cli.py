@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import traceback
 from datetime import date, datetime, timezone
@@ -68,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--seed", type=int, default=None, help="random seed; same seed, same bytes")
     helps = {
         "ingest": "landing XDM files -> bronze tables and quarantine -> silver identity graph and events",
-        "validate": "Great Expectations suite on the events ingested for the run date",
+        "validate": "Great Expectations suites on the events and profiles ingested for the run date",
         "features": "point-in-time person features as of the run date -> gold/features",
         "train": "train, evaluate and register the propensity model (MLflow)",
         "score": "score every eligible person with the champion -> gold/scores",
@@ -111,8 +112,6 @@ def _step_functions() -> dict[str, Callable]:
 
 
 def _generate(args, cfg) -> int:
-    import os
-
     from pipelines.generate.synthetic import GenerateOptions, generate
 
     if "://" in cfg.root:
@@ -148,6 +147,8 @@ def _run_steps(args, cfg, steps: Sequence[str]) -> int:
     if not args.verbose:
         spark.sparkContext.setLogLevel("ERROR")
     functions = _step_functions()
+    # Progress bars of artifact downloads would interleave with the step log.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     import mlflow  # noqa: F401 - imported now so its logging set-up can be quietened
     _quiet_libraries(args.verbose)
     now = ledger.utc_now()

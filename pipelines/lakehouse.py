@@ -53,8 +53,12 @@ def replace_where(df: DataFrame, path: str, condition: str, partition_by: Sequen
     writer.save(path)
 
 
-def append(df: DataFrame, path: str, partition_by: Sequence[str] = ()) -> None:
-    _writer(df, "append", partition_by).save(path)
+def append(df: DataFrame, path: str, partition_by: Sequence[str] = (), merge_schema: bool = False) -> None:
+    """Append rows; `merge_schema` lets a log table gain columns added in a later release."""
+    writer = _writer(df, "append", partition_by)
+    if merge_schema:
+        writer = writer.option("mergeSchema", "true")
+    writer.save(path)
 
 
 def insert_new(df: DataFrame, path: str, keys: Sequence[str], partition_by: Sequence[str] = (),

@@ -27,10 +27,13 @@ STATIC_FEATURES = ("days_since_last_event", "days_since_last_purchase", "tenure_
                    "lifetime_purchases", "lifetime_revenue", "avg_order_value", "distinct_categories")
 
 
+def windowed_feature_columns(windows: Sequence[int]) -> list[str]:
+    return [f"{name}_{days}d" for days in sorted(windows) for name, _ in WINDOW_MEASURES]
+
+
 def feature_columns(windows: Sequence[int]) -> list[str]:
     """Model input columns, in a fixed order."""
-    windowed = [f"{name}_{days}d" for days in sorted(windows) for name, _ in WINDOW_MEASURES]
-    return list(STATIC_FEATURES) + windowed
+    return list(STATIC_FEATURES) + windowed_feature_columns(windows)
 
 
 def _in_window(days: int, value: Column) -> Column:
@@ -51,6 +54,7 @@ def person_features(as_of: date, windows: Sequence[int], lookback_days: int) -> 
                   .withColumn("one", F.lit(1.0)))
         aggregates = [
             F.min("days_ago").alias("days_since_last_event"),
+            F.max("event_date").alias("last_event_date"),
             F.min(F.when(F.col("is_purchase"), F.col("days_ago"))).alias("_last_purchase"),
             F.max("days_ago").alias("tenure_days"),
             F.sum("is_purchase_n").alias("lifetime_purchases"),
@@ -74,7 +78,7 @@ def person_features(as_of: date, windows: Sequence[int], lookback_days: int) -> 
                             F.when(F.col("lifetime_purchases") > 0,
                                    F.col("lifetime_revenue") / F.col("lifetime_purchases")).otherwise(F.lit(0.0)))
                 .withColumn("as_of_date", F.lit(as_of).cast("date"))
-                .select("person_id", "as_of_date",
+                .select("person_id", "as_of_date", "last_event_date",
                         *[F.col(c).cast("double").alias(c) for c in feature_columns(windows)]))
     return _apply
 

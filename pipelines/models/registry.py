@@ -66,6 +66,20 @@ def load_spark_model(model_name: str, version: str):
 
 
 ROC_ARTIFACT = "holdout_roc.json"
+DRIFT_ARTIFACT = "drift_reference.json"
+PROMOTION_TAG = "promotion"   # "promoted", or why the version was not
+
+
+def run_params(run_id: str) -> dict[str, str]:
+    return MlflowClient().get_run(run_id).data.params
+
+
+def drift_reference(run_id: str) -> dict | None:
+    """The training population's bins a model version logged (None for versions without one)."""
+    names = {item.path for item in MlflowClient().list_artifacts(run_id)}
+    if DRIFT_ARTIFACT not in names:
+        return None
+    return mlflow.artifacts.load_dict(f"runs:/{run_id}/{DRIFT_ARTIFACT}")
 
 
 def holdout_roc(run_id: str) -> list[list[float]]:

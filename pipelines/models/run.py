@@ -18,22 +18,24 @@ from pyspark.sql import DataFrame
 from pipelines import lakehouse
 from pipelines.errors import GateError
 from pipelines.features.build import feature_columns, person_features, with_labels
+from pipelines.features.run import check_features
 from pipelines.models import registry
-from pipelines.models.propensity import classifier_pipeline, evaluate, roc_points, snapshot_plan
+from pipelines.models.propensity import (classifier_pipeline, evaluate, positive_probability, roc_points,
+                                         snapshot_plan)
 from pipelines.ops.context import RunContext
+from pipelines.quality import model_gates
+from pipelines.quality.drift import reference_profile
+from pipelines.quality.gate import QualityChecks
+from pipelines.quality.model_gates import Decision
+from pipelines.quality.suites import ExpectationOutcome
 
 MODEL_KEY = "convert_propensity"
+SCORE_COLUMN = "probability"
 
 
 def labelled_snapshot(events: DataFrame, as_of: date, windows, lookback: int, horizon: int) -> DataFrame:
     return (events.transform(person_features(as_of, windows, lookback))
             .transform(with_labels(events, as_of, horizon)))
-
-
-def _require_both_classes(name: str, counts: dict) -> None:
-    if not counts.get(0.0) or not counts.get(1.0):
-        raise GateError(f"training refused: the {name} set has {int(counts.get(1.0, 0))} buyers and "
-                        f"{int(counts.get(0.0, 0))} non-buyers; both are needed (is there enough history?)")
 
 
 def run(ctx: RunContext) -> dict:
@@ -44,9 +46,7 @@ def run(ctx: RunContext) -> dict:
     existing = registry.version_trained_for(model_name, ctx.run_date.isoformat())
     if existing is not None:
         ctx.progress(f"{model_name} v{existing.version} was trained for {ctx.run_date}; reusing it")
-        return {"model_version": int(existing.version), "reused": 1, "mlflow_run_id": existing.run_id,
-                "roc": registry.holdout_roc(existing.run_id),
-                **{k: float(v) for k, v in existing.tags.items() if k.startswith("holdout_")}}
+        return _reused(model_name, existing)
 
     horizon = int(model_cfg["horizon_days"])
     plan = snapshot_plan(ctx.run_date, horizon, int(model_cfg["cadence_days"]),
@@ -66,6 +66,7 @@ def run(ctx: RunContext) -> dict:
                                 .otherwise("train")))
     set_path = cfg.table("training_set")
     try:
+        history = events.agg(F.min("event_date").alias("first"), F.max("event_date").alias("last")).first()
         lakehouse.replace_where(training_set, set_path, f"training_run_date = '{ctx.run_date.isoformat()}'",
                                 partition_by=["training_run_date"])
     finally:
@@ -73,27 +74,81 @@ def run(ctx: RunContext) -> dict:
     stored = (lakehouse.read(spark, set_path)
               .where(F.col("training_run_date") == F.lit(ctx.run_date)).cache())
     try:
-        return _fit_and_register(ctx, stored, plan, events_path, events_version, experiment_id)
+        checks = QualityChecks(ctx)
+        check_features(checks, stored)
+        bounds = cfg.get("quality.training")
+        checks.run_suite("training_set", stored, {"min_label_rate": float(bounds["min_label_rate"]),
+                                                  "max_label_rate": float(bounds["max_label_rate"])})
+        checks.enforce()
+        class_counts: dict[str, dict[float, int]] = {}
+        for row in stored.groupBy("split", "label").count().collect():
+            class_counts.setdefault(row["split"], {})[row["label"]] = row["count"]
+        rules = cfg.get("quality.sufficiency")
+        decision = model_gates.sufficiency(
+            class_counts, int(rules["min_labels_per_class"]), history["first"], history["last"],
+            plan.training[0], ctx.run_date, int(rules["min_history_days"]), int(rules["max_staleness_days"]))
+        if not decision.allowed:
+            return _refused(ctx, checks, model_name, decision, f"training refused: {decision.reason}")
+        checks.add([_gate_outcome(model_name, decision, "error")], 0.0)
+        ctx.progress(f"training set: {sum(class_counts['train'].values())} rows from {len(plan.training)} "
+                     f"snapshots, holdout {sum(class_counts['holdout'].values())} rows as of {plan.holdout}")
+        return _fit_and_register(ctx, checks, stored, plan, events_path, events_version, experiment_id)
     finally:
         stored.unpersist()
 
 
-def _fit_and_register(ctx: RunContext, stored: DataFrame, plan, events_path: str, events_version: int,
-                      experiment_id: str) -> dict:
+def _gate_outcome(model_name: str, decision: Decision, severity: str) -> ExpectationOutcome:
+    observed = decision.observed + (f"; refused: {decision.reason}" if not decision.allowed else "")
+    return ExpectationOutcome(suite="model_gates", check=decision.check,
+                              expectation=f"{decision.check}({model_name}): {decision.rule}",
+                              severity=severity, success=decision.allowed, observed=observed, samples=[])
+
+
+def _refused(ctx: RunContext, checks: QualityChecks, model_name: str, decision: Decision, what: str,
+             outputs: dict | None = None) -> dict:
+    """A gate said no: the champion stays and the run goes on (a warning), or, with no
+    champion to score with, the run stops (exit code 3)."""
+    current = registry.champion(model_name)
+    checks.add([_gate_outcome(model_name, decision, "warning" if current else "error")], 0.0)
+    if current is None:
+        raise GateError(f"{decision.check} gate: {model_name}: {what}; there is no champion to score with")
+    note = f"{what}; champion v{current.version} stays"
+    ctx.progress(note)
+    return {**(outputs or {}), "promoted": 0, "champion_version": int(current.version), "gate": note,
+            **checks.outputs()}
+
+
+def _reused(model_name: str, version) -> dict:
+    outputs = {"model_version": int(version.version), "reused": 1, "mlflow_run_id": version.run_id,
+               "roc": registry.holdout_roc(version.run_id),
+               **{k: float(v) for k, v in version.tags.items() if k.startswith("holdout_")}}
+    current = registry.champion(model_name)
+    outputs["promoted"] = int(version.tags.get(registry.PROMOTION_TAG) == "promoted")
+    outputs["champion_version"] = int(current.version) if current else None
+    if not outputs["promoted"]:
+        outputs["gate"] = version.tags.get(registry.PROMOTION_TAG, "")
+    return outputs
+
+
+def _champion_auc(holdout: DataFrame, model_name: str, inputs: list[str]) -> tuple[float | None, str]:
+    """The champion's AUC on this holdout, when its inputs are today's feature columns."""
+    current = registry.champion(model_name)
+    if current is None:
+        return None, "no champion yet"
+    if registry.run_params(current.run_id).get("features") != ",".join(inputs):
+        return None, f"champion v{current.version} used other features; not compared"
+    model = registry.load_spark_model(model_name, current.version)
+    return evaluate(model.transform(holdout))["holdout_auc_roc"], f"champion v{current.version}"
+
+
+def _fit_and_register(ctx: RunContext, checks: QualityChecks, stored: DataFrame, plan, events_path: str,
+                      events_version: int, experiment_id: str) -> dict:
     cfg, spark = ctx.cfg, ctx.spark
     model_cfg = cfg.get(f"models.{MODEL_KEY}")
     model_name = model_cfg["registered_name"]
     horizon = int(model_cfg["horizon_days"])
     windows = cfg.get("features.windows_days")
     train, holdout = stored.where("split = 'train'"), stored.where("split = 'holdout'")
-    class_counts = {(r["split"], r["label"]): r["count"] for r in stored.groupBy("split", "label").count().collect()}
-    train_counts = {label: n for (split, label), n in class_counts.items() if split == "train"}
-    holdout_counts = {label: n for (split, label), n in class_counts.items() if split == "holdout"}
-    _require_both_classes("training", train_counts)
-    _require_both_classes("holdout", holdout_counts)
-    ctx.progress(f"training set: {sum(train_counts.values())} rows from {len(plan.training)} snapshots, "
-                 f"holdout {sum(holdout_counts.values())} rows as of {plan.holdout}")
-
     inputs = feature_columns(windows)
     estimator = classifier_pipeline(inputs, model_cfg["gbt"], int(model_cfg["seed"]))
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"{MODEL_KEY}-{ctx.run_date}") as mlrun:
@@ -110,25 +165,34 @@ def _fit_and_register(ctx: RunContext, stored: DataFrame, plan, events_path: str
         metrics = evaluate(holdout_scored)
         roc = roc_points(holdout_scored)
         holdout_scored.unpersist()
-        metrics["training_rows"] = float(sum(train_counts.values()))
+        metrics["training_rows"] = float(train.count())
         mlflow.log_metrics(metrics)
         mlflow.log_dict({"roc": roc}, registry.ROC_ARTIFACT)
+        # The reference for drift: the latest snapshot (the holdout), the population the model
+        # was validated on. Older snapshots saw shorter histories, so they differ by construction.
+        population = model.transform(holdout).select(*inputs, positive_probability().alias(SCORE_COLUMN))
+        mlflow.log_dict(reference_profile(population, inputs + [SCORE_COLUMN], int(cfg.get("quality.drift.bins"))),
+                        registry.DRIFT_ARTIFACT)
         ctx.progress(f"holdout AUC-ROC {metrics['holdout_auc_roc']:.3f}, PR-AUC {metrics['holdout_pr_auc']:.3f}")
         info = mlflow.spark.log_model(model, "model", registered_model_name=model_name,
                                       pip_requirements=[f"pyspark=={spark.version}"])
         version = str(info.registered_model_version)
 
+    champion_auc, note = _champion_auc(holdout, model_name, inputs)
+    rules = cfg.get("quality.promotion")
+    decision = model_gates.promotion(metrics["holdout_auc_roc"], champion_auc, float(rules["min_auc"]),
+                                     float(rules["max_auc_drop"]), note)
     client = mlflow.MlflowClient()
     client.set_model_version_tag(model_name, version, registry.RUN_DATE_TAG, ctx.run_date.isoformat())
     for key, value in metrics.items():
         client.set_model_version_tag(model_name, version, key, f"{value:.6f}")
-    minimum = float(model_cfg["min_holdout_auc"])
+    what = f"{model_name} v{version} registered, not promoted: {decision.reason}"
+    client.set_model_version_tag(model_name, version, registry.PROMOTION_TAG,
+                                 "promoted" if decision.allowed else what)
     metrics.update({"model_version": int(version), "reused": 0, "mlflow_run_id": mlrun.info.run_id, "roc": roc})
-    if metrics["holdout_auc_roc"] < minimum:
-        current = registry.champion(model_name)
-        note = f"champion stays v{current.version}" if current else "there is no champion to score with"
-        raise GateError(f"model-quality gate: {model_name} v{version} holdout AUC "
-                        f"{metrics['holdout_auc_roc']:.3f} < {minimum}; registered, not promoted; {note}")
+    if not decision.allowed:
+        return _refused(ctx, checks, model_name, decision, what, metrics)
+    checks.add([_gate_outcome(model_name, decision, "error")], 0.0)
     registry.promote(model_name, version)
     ctx.progress(f"{model_name} v{version} is the champion (MLflow run {mlrun.info.run_id})")
-    return metrics
+    return {**metrics, "promoted": 1, "champion_version": int(version), **checks.outputs()}

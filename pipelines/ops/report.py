@@ -59,6 +59,35 @@ def _roc_plot(roc: list[list[float]], auc: float) -> str:
     return image
 
 
+def _drift_plot(ctx: RunContext) -> str | None:
+    """PSI per column from this run's drift rows in ops/dq_results (one row per column)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = ctx.cfg.table("dq_results")
+    if not lakehouse.exists(ctx.spark, path):
+        return None
+    rows = (lakehouse.read(ctx.spark, path)
+            .where((F.col("run_id") == ctx.run_id) & (F.col("suite") == "drift") & F.col("check").startswith("psi_"))
+            .groupBy("check").agg(F.max_by("observed", "run_id").alias("observed")).collect())
+    if not rows:
+        return None
+    values = sorted(((r["check"][len("psi_"):], float(r["observed"].split()[-1])) for r in rows), key=lambda v: v[1])
+    limits = ctx.cfg.get("quality.drift")
+    fig, ax = plt.subplots(figsize=(6, 0.22 * len(values) + 1))
+    ax.barh([v[0] for v in values], [v[1] for v in values], color="#3b6ea8")
+    for level, colour in (("warning", "#d99a00"), ("error", "#c0392b")):
+        if limits["score"].get(level) is not None:
+            ax.axvline(float(limits["score"][level]), color=colour, linestyle="--", label=f"score {level}")
+    ax.set_xlabel("population stability index, training vs. tonight")
+    ax.tick_params(axis="y", labelsize=7)
+    ax.legend(loc="lower right")
+    image = _png(fig)
+    plt.close(fig)
+    return image
+
+
 def _rows_table(rows: dict) -> str:
     cells = "".join(f"<tr><td>{html.escape(str(k))}</td><td class='n'>{'-' if v is None else v}</td></tr>"
                     for k, v in rows.items())
@@ -73,7 +102,8 @@ def write_report(ctx: RunContext, outputs: dict[str, dict], counts: dict) -> str
                 f"<p>run {html.escape(ctx.run_id)}</p>",
                 "<h2>Rows per table</h2>", _rows_table(counts),
                 "<h2>Steps</h2>",
-                _rows_table({step: ", ".join(f"{k}={v}" for k, v in sorted(out.items()) if k != "roc")
+                _rows_table({step: ", ".join(f"{k}={v}" for k, v in sorted(out.items())
+                                             if k not in ("roc", "quality_warnings"))
                              for step, out in outputs.items()})]
     if "holdout_auc_roc" in train:
         sections.append("<h2>Model: convert propensity</h2>")
@@ -81,6 +111,18 @@ def write_report(ctx: RunContext, outputs: dict[str, dict], counts: dict) -> str
         if train.get("roc"):
             sections.append(f"<img alt='ROC curve' src='data:image/png;base64,"
                             f"{_roc_plot(train['roc'], train['holdout_auc_roc'])}'>")
+    warnings = [w for out in outputs.values() for w in out.get("quality_warnings", [])]
+    sections.append("<h2>Quality</h2>")
+    sections.append(f"<p>{sum(int(o.get('dq_checks', 0)) for o in outputs.values())} checks, "
+                    f"{len(warnings)} warning(s). <a href='../data_docs/index.html'>Great Expectations Data Docs</a>"
+                    "</p>")
+    if train.get("gate"):
+        sections.append(f"<p>Model gate: {html.escape(train['gate'])}</p>")
+    if warnings:
+        sections.append("<ul>" + "".join(f"<li>{html.escape(w)}</li>" for w in warnings) + "</ul>")
+    drift = _drift_plot(ctx)
+    if drift:
+        sections.append(f"<img alt='population stability per column' src='data:image/png;base64,{drift}'>")
     histogram = _score_histogram(ctx)
     if histogram:
         sections.append("<h2>Score distribution</h2>")

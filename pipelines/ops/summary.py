@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pipelines import lakehouse
 from pipelines.ops.context import RunContext
+from pipelines.quality.gate import data_docs_dir
 
 SUMMARY_TABLES = ("events", "profiles", "quarantine", "identity_graph", "silver_events", "features",
                   "scores", "profile_enrichment")
@@ -37,6 +38,13 @@ def print_summary(ctx: RunContext, outputs: dict[str, dict]) -> None:
         lines.append(f"model: convert_propensity v{train['model_version']}"
                      f"{' (reused)' if train.get('reused') else ''}, holdout AUC-ROC "
                      f"{train['holdout_auc_roc']:.3f}, PR-AUC {train['holdout_pr_auc']:.3f}")
+    if train.get("gate"):
+        lines.append(f"model gate: {train['gate']}")
+    checks = sum(int(out.get("dq_checks", 0)) for out in outputs.values())
+    warnings = [w for out in outputs.values() for w in out.get("quality_warnings", [])]
+    lines.append(f"quality: {checks} checks, {len(warnings)} warning(s); "
+                 f"Data Docs: {data_docs_dir(ctx)}/index.html")
+    lines.extend(f"  warning: {w}" for w in warnings)
     if "mlflow_run_id" in train:
         lines.append(f"mlflow run: {train['mlflow_run_id']} (tracking {ctx.cfg.mlflow_tracking_uri()})")
     lines.append(f"profile table: {ctx.cfg.table('profile_enrichment')}")

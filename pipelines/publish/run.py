@@ -1,4 +1,5 @@
-"""The publish step: the run date's scores MERGEd into gold/profile_enrichment."""
+"""The publish step: the run date's scores MERGEd into gold/profile_enrichment, once the
+table as the MERGE would leave it has passed the profile_enrichment suite."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ import pyspark.sql.functions as F
 from pipelines import lakehouse
 from pipelines.ingest.identity import primary_identity_per_person
 from pipelines.ops.context import RunContext
-from pipelines.publish.profile_table import ensure_table, merge_profiles, profile_rows
+from pipelines.publish.profile_table import KEY, ORDER, ensure_table, merge_profiles, profile_rows
+from pipelines.quality.gate import QualityChecks
+from pipelines.quality.views import profile_table_after_merge
 
 
 def run(ctx: RunContext) -> dict:
@@ -18,10 +21,15 @@ def run(ctx: RunContext) -> dict:
     path = cfg.table("profile_enrichment")
     table = ensure_table(spark, path, bool(cfg.get("publish.change_data_feed")))
     primary = primary_identity_per_person(graph, cfg.get("identity.namespace_priority"))
-    merge_profiles(table, profile_rows(scores, primary))
+    rows = profile_rows(scores, primary)
+    checks = QualityChecks(ctx)
+    checks.run_suite("profile_enrichment", rows.transform(profile_table_after_merge(table.toDF(), KEY, ORDER)),
+                     {"run_date": ctx.run_date})
+    checks.enforce()
+    merge_profiles(table, rows)
     last = table.history(1).first()
     metrics = {k: int(v) for k, v in (last["operationMetrics"] or {}).items()
                if k in ("numTargetRowsInserted", "numTargetRowsUpdated", "numTargetRowsDeleted")}
     people = lakehouse.read(spark, path).count()
     ctx.progress(f"profile table: {people} people, version {last['version']}: {metrics}")
-    return {"profiles": people, "table_version": int(last["version"]), **metrics}
+    return {"profiles": people, "table_version": int(last["version"]), **metrics, **checks.outputs()}

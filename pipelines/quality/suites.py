@@ -1,8 +1,12 @@
-"""Run a Great Expectations suite kept in GX's JSON format on a Spark frame.
+"""Great Expectations suites kept in GX's JSON format under conf/gx, run on Spark frames.
 
-Severity is GX's own field: `critical` failures block the run (exit code 3),
-`warning` failures are recorded and reported. Nothing is collected but GX's summary
-metrics and a few sample values per failed expectation.
+Every expectation in a suite names itself with `meta.check` (e.g. `event_id_unique`);
+its severity comes from conf (`quality.severity.<suite>.<check>`, else
+`quality.default_severity`): `error` blocks the run, `warning` is recorded. GX computes
+its metrics in Spark; the driver receives only summary numbers and a few sample values.
+
+    suite = load_suite(Path("conf/gx/scores.json"), {"score_in_range": "warning"}, "error")
+    outcomes = validate(scores, suite, {}, sample_size=5, docs_dir="reports/data_docs", run_name=run_id)
 """
 
 from __future__ import annotations
@@ -10,39 +14,79 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import great_expectations as gx
+from great_expectations.core.run_identifier import RunIdentifier
+from great_expectations.data_context.types.base import (DataContextConfig, InMemoryStoreBackendDefaults,
+                                                        ProgressBarsConfig)
+from great_expectations.render.renderer.site_builder import DefaultSiteIndexBuilder
 from pyspark.sql import DataFrame
 
 from pipelines.errors import BadInputError
+
+SEVERITIES = {"error": "critical", "warning": "warning"}   # conf word -> GX FailureSeverity
+DOCS_SITE = "enrich"
 
 
 @dataclass(frozen=True)
 class ExpectationOutcome:
     suite: str
-    expectation: str          # e.g. expect_column_values_to_be_between(order_price_total)
-    severity: str             # critical | warning | info
+    check: str                # the suite's name for it, e.g. event_id_unique
+    expectation: str          # GX type and column, e.g. expect_column_values_to_be_unique(_id)
+    severity: str             # error | warning
     success: bool
     observed: str             # unexpected count, or GX's observed value
     samples: list
 
+    @property
+    def blocks(self) -> bool:
+        return not self.success and self.severity == "error"
+
     def describe(self) -> str:
         sample = f", e.g. {self.samples}" if self.samples else ""
-        return f"{self.expectation}: {self.observed}{sample}"
+        return f"{self.suite}.{self.check} {self.expectation}: {self.observed}{sample}"
 
 
-def load_suite(path: Path) -> gx.ExpectationSuite:
+def load_suite(path: Path, severities: Mapping[str, str], default_severity: str) -> gx.ExpectationSuite:
+    """Read a GX suite and set each expectation's severity from conf.
+
+    Fails (exit code 2) on a missing or malformed file, an expectation without
+    `meta.check`, an unknown severity word, or a conf severity for a check the suite lacks.
+    """
     try:
-        return gx.ExpectationSuite(**json.loads(path.read_text()))
+        document = json.loads(path.read_text())
     except FileNotFoundError as err:
         raise BadInputError(f"expectation suite not found: {path}") from err
+    except ValueError as err:
+        raise BadInputError(f"expectation suite {path} is not JSON: {err}") from err
+    name = document.get("name", path.stem)
+    checks = []
+    for position, expectation in enumerate(document.get("expectations", [])):
+        check = (expectation.get("meta") or {}).get("check")
+        if not check:
+            raise BadInputError(f"expectation suite {path}: expectation {position} has no meta.check name")
+        checks.append(check)
+        word = str(severities.get(check, default_severity))
+        if word not in SEVERITIES:
+            raise BadInputError(f"quality.severity.{name}.{check} must be one of {sorted(SEVERITIES)}, "
+                                f"got {word!r}")
+        expectation["severity"] = SEVERITIES[word]
+    unknown = sorted(set(severities) - set(checks))
+    if unknown:
+        raise BadInputError(f"quality.severity.{name} names checks the suite {path} does not have: {unknown}")
+    try:
+        return gx.ExpectationSuite(**document)
     except (ValueError, TypeError) as err:
         raise BadInputError(f"expectation suite {path} is not a valid GX suite: {err}") from err
 
 
 def _label(config) -> str:
     column = config.kwargs.get("column")
+    if column is None and "column_A" in config.kwargs:
+        column = f"{config.kwargs['column_A']}, {config.kwargs['column_B']}"
+    if column is None and "column_list" in config.kwargs:
+        column = ", ".join(config.kwargs["column_list"])
     return f"{config.type}({column})" if column else config.type
 
 
@@ -52,27 +96,81 @@ def _observed(result: dict) -> str:
     return json.dumps(result.get("observed_value"), default=str)
 
 
-def validate(df: DataFrame, suite: gx.ExpectationSuite, parameters: dict[str, Any],
-             sample_size: int) -> list[ExpectationOutcome]:
-    """Validate `df` with `suite`; one outcome per expectation."""
-    context = gx.get_context(mode="ephemeral")
+def _exception_message(info: dict | None) -> str | None:
+    """First line of the error behind a result, if any. GX reports one error, or one per
+    metric that failed to compute."""
+    if not info:
+        return None
+    if "raised_exception" in info:
+        errors = [info] if info["raised_exception"] else []
+    else:
+        errors = list(info.values())
+    for error in errors:
+        message = error.get("exception_message") if isinstance(error, dict) else getattr(error, "exception_message", "")
+        if message and str(message).strip():
+            return str(message).strip().splitlines()[0]
+    return "a metric could not be computed" if errors else None
+
+
+class KeepingSiteIndexBuilder(DefaultSiteIndexBuilder):
+    """GX's index builder, minus the clean-up: each validation runs in its own ephemeral
+    context, whose in-memory store knows only its own suite, so the default would delete
+    every other suite's page from the site."""
+
+    def build(self, skip_and_clean_missing: bool = True, build_index: bool = True):
+        return super().build(skip_and_clean_missing=False, build_index=build_index)
+
+
+def _context(docs_dir: str | None, results_dir: str | None):
+    """An ephemeral GX context: suites and checkpoints in memory; with `docs_dir`, a Data
+    Docs site there and validation results kept as JSON in `results_dir`, where the site's
+    index finds the results of earlier suites and nights."""
+    defaults = InMemoryStoreBackendDefaults(init_temp_docs_sites=False)
+    if docs_dir:
+        defaults.stores[defaults.validation_results_store_name]["store_backend"] = {
+            "class_name": "TupleFilesystemStoreBackend", "base_directory": results_dir}
+        defaults.data_docs_sites = {DOCS_SITE: {
+            "class_name": "SiteBuilder",
+            "site_index_builder": {"module_name": __name__, "class_name": KeepingSiteIndexBuilder.__name__},
+            "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": docs_dir},
+        }}
+    config = DataContextConfig(store_backend_defaults=defaults, progress_bars=ProgressBarsConfig(globally=False))
+    return gx.get_context(mode="ephemeral", project_config=config)
+
+
+def validate(df: DataFrame, suite: gx.ExpectationSuite, parameters: dict[str, Any], sample_size: int,
+             docs_dir: str | None = None, results_dir: str | None = None,
+             run_name: str | None = None) -> list[ExpectationOutcome]:
+    """Validate `df` with `suite`; one outcome per expectation. With `docs_dir` (and
+    `results_dir`), the result is also kept and rendered into the GX Data Docs site there."""
+    if bool(docs_dir) != bool(results_dir):
+        raise ValueError("docs_dir and results_dir go together")
+    context = _context(docs_dir, results_dir)
     batch_definition = (context.data_sources.add_spark(name="enrich")
                         .add_dataframe_asset(name=suite.name)
                         .add_batch_definition_whole_dataframe("batch"))
-    batch = batch_definition.get_batch(batch_parameters={"dataframe": df})
-    result = batch.validate(suite, expectation_parameters=parameters,
-                            result_format={"result_format": "SUMMARY",
-                                           "partial_unexpected_count": sample_size})
+    suite = context.suites.add(suite)
+    definition = context.validation_definitions.add(
+        gx.ValidationDefinition(name=suite.name, data=batch_definition, suite=suite))
+    actions = [gx.checkpoint.UpdateDataDocsAction(name="data_docs")] if docs_dir else []
+    checkpoint = context.checkpoints.add(gx.Checkpoint(
+        name=suite.name, validation_definitions=[definition], actions=actions,
+        result_format={"result_format": "SUMMARY", "partial_unexpected_count": sample_size}))
+    run = checkpoint.run(batch_parameters={"dataframe": df}, expectation_parameters=parameters,
+                         run_id=RunIdentifier(run_name=run_name) if run_name else None)
+    (result,) = run.run_results.values()
     outcomes = []
     for item in result.results:
-        if item.exception_info and item.exception_info.get("raised_exception"):
-            raise BadInputError(f"suite {suite.name}: {_label(item.expectation_config)} could not run: "
-                                f"{item.exception_info.get('exception_message')}")
         config = item.expectation_config
+        check = config.meta["check"]
+        problem = _exception_message(item.exception_info)
+        if problem:
+            raise BadInputError(f"suite {suite.name}: check {check} could not run: {problem}")
         samples = [json.loads(json.dumps(v, default=str))
                    for v in (item.result.get("partial_unexpected_list") or [])[:sample_size]]
+        gx_severity = str(getattr(config.severity, "value", config.severity)).lower()
         outcomes.append(ExpectationOutcome(
-            suite=suite.name, expectation=_label(config),
-            severity=str(getattr(config.severity, "value", config.severity)).lower(),
+            suite=suite.name, check=check, expectation=_label(config),
+            severity="error" if gx_severity == "critical" else "warning",
             success=bool(item.success), observed=_observed(item.result), samples=samples))
     return outcomes

@@ -98,8 +98,8 @@ def test_an_error_level_expectation_blocks_the_nightly_with_exit_3(spark, tmp_pa
     assert code == 3
     blocked = [line for line in err.splitlines() if "blocked:" in line]
     assert len(blocked) == 1
-    assert "expect_column_values_to_be_between(order_price_total)" in blocked[0] and "-5.0" in blocked[0]
-    assert "expect_column_values_to_be_in_set(eventType)" in blocked[0] and "commerce.teleport" in blocked[0]
+    assert "bronze_events.order_total_not_negative" in blocked[0] and "-5.0" in blocked[0]
+    assert "bronze_events.event_type_known" in blocked[0] and "commerce.teleport" in blocked[0]
     cfg = load_config("local", overrides=[f"lakehouse.root={root}"])
     assert not lakehouse.exists(spark, cfg.table("features"))
     steps = {r["step"]: r["status"] for r in lakehouse.read(spark, cfg.table("runs")).collect()}
@@ -116,5 +116,6 @@ def test_a_warning_level_expectation_is_recorded_and_the_step_succeeds(spark, tm
     assert main(["validate", *args]) == 0
     cfg = load_config("local", overrides=[f"lakehouse.root={root}"])
     failed = lakehouse.read(spark, cfg.table("dq_results")).where(~F.col("success")).collect()
-    assert [(r["expectation"], r["severity"]) for r in failed] == [
-        ("expect_column_values_to_be_in_set(primary_namespace)", "warning")]
+    assert [(r["check"], r["expectation"], r["severity"]) for r in failed] == [
+        ("identity_namespace_known", "expect_column_values_to_be_null(unknown_identity_namespace)", "warning")]
+    assert json.loads(failed[0]["samples"]) == ["Phone"]

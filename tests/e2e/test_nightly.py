@@ -79,7 +79,8 @@ def test_holdout_auc_is_clearly_better_than_chance(spark, nightly):
 def test_the_champion_is_registered_and_the_rerun_reuses_it(spark, nightly):
     runs = _ledger(spark, nightly, "train")
     assert [r["metrics"]["reused"] for r in runs] == [0.0, 1.0]
-    client = MlflowClient(tracking_uri=nightly.cfg.mlflow_tracking_uri())
+    uri = nightly.cfg.mlflow_tracking_uri()
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)  # other tests may point MLflow elsewhere
     versions = client.search_model_versions("name = 'convert_propensity'")
     assert len(versions) == 1
     assert client.get_model_version_by_alias("convert_propensity", "champion").version == versions[0].version
@@ -131,3 +132,23 @@ def test_the_summary_names_date_auc_mlflow_run_and_profile_table(nightly):
     report = (nightly.root / "reports" / RUN_DATE.isoformat() / "index.html").read_text()
     # Written last by the rerun, which reused the model: the ROC comes from its MLflow run.
     assert "alt='ROC curve'" in report and "alt='score histogram'" in report
+
+
+def test_every_layer_was_checked_and_the_results_are_recorded_and_rendered(spark, nightly):
+    results = lakehouse.read(spark, nightly.cfg.table("dq_results"))
+    suites = {r["suite"] for r in results.select("suite").distinct().collect()}
+    assert suites == {"bronze_events", "bronze_profiles", "features", "training_set", "model_gates", "scores",
+                      "drift", "profile_enrichment"}
+    blocking = results.where(~F.col("success") & (F.col("severity") == "error")).count()
+    assert blocking == 0, "a run that finished has no failed error-level check"
+    gates = {r["check"]: r["success"] for r in results.where(F.col("suite") == "model_gates").collect()}
+    assert gates == {"data_sufficiency": True, "promotion": True}
+    docs = nightly.root / "reports" / "data_docs"
+    index = (docs / "index.html").read_text()
+    for suite in ("bronze_events", "features", "scores", "profile_enrichment"):
+        assert suite in index
+        assert list((docs / "validations" / suite).rglob("*.html")), suite
+    assert f"Data Docs: {docs}/index.html" in nightly.stdout_first
+    # Tenure drifts by construction in 240 days of sample data: a warning, and the run went on.
+    assert "  warning: drift.psi_tenure_days" in nightly.stdout_first and nightly.exit_codes == [0, 0]
+    assert "../data_docs/index.html" in (nightly.root / "reports" / RUN_DATE.isoformat() / "index.html").read_text()

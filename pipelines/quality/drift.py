@@ -1,0 +1,89 @@
+"""Population stability index (PSI): has tonight's population moved away from training's?
+
+At training, each feature and the score get bin edges (deciles of the training
+population) and the share of that population per bin: the reference, a few numbers per
+column, logged with the model. At scoring, tonight's shares in the same bins give
+
+    PSI = sum over bins of (actual - expected) * ln(actual / expected)
+
+Both sides are one distributed aggregation each; only bin shares reach the driver.
+A common reading: below 0.1 stable, 0.1-0.25 moderate shift, above 0.25 a major shift.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Mapping, Sequence
+
+import pyspark.sql.functions as F
+from pyspark.sql import Column, DataFrame
+
+from pipelines.quality.suites import ExpectationOutcome
+
+SHARE_FLOOR = 1e-4   # an empty bin counts as this share, so the logarithm stays finite
+
+Reference = dict[str, dict[str, list[float]]]   # column -> {"edges": [...], "shares": [...]}
+
+
+def _bin(value: Column, edges: Sequence[float]) -> Column:
+    """Bin index 0..len(edges): how many edges lie below the value (bin k is (e[k-1], e[k]])."""
+    if not edges:
+        return F.lit(0)
+    return sum((F.when(value > F.lit(float(e)), 1).otherwise(0) for e in edges[1:]),
+               F.when(value > F.lit(float(edges[0])), 1).otherwise(0))
+
+
+def bin_shares(df: DataFrame, edges: Mapping[str, Sequence[float]]) -> dict[str, list[float]]:
+    """Share of rows per bin for every column, in one aggregation."""
+    aggregates = [F.count(F.lit(1)).alias("_rows")]
+    for column, column_edges in edges.items():
+        index = _bin(F.col(column), column_edges)
+        aggregates += [F.sum(F.when(index == k, 1).otherwise(0)).alias(f"{column}#{k}")
+                       for k in range(len(column_edges) + 1)]
+    row = df.agg(*aggregates).first()
+    rows = max(1, row["_rows"])
+    return {column: [(row[f"{column}#{k}"] or 0) / rows for k in range(len(column_edges) + 1)]
+            for column, column_edges in edges.items()}
+
+
+def reference_profile(df: DataFrame, columns: Sequence[str], bins: int) -> Reference:
+    """Decile (for bins=10) edges and shares of `columns` in the training population."""
+    if bins < 2:
+        raise ValueError(f"quality.drift.bins must be at least 2, got {bins}")
+    quantiles = [k / bins for k in range(1, bins)]
+    row = df.agg(*[F.percentile_approx(c, quantiles, 10_000).alias(c) for c in columns]).first()
+    # Ties (a counter that is mostly zero) collapse edges; the distinct ones define the bins.
+    edges = {c: sorted({float(v) for v in (row[c] or [])}) for c in columns}
+    shares = bin_shares(df, edges)
+    return {c: {"edges": edges[c], "shares": shares[c]} for c in columns}
+
+
+def psi(expected: Sequence[float], actual: Sequence[float]) -> float:
+    if len(expected) != len(actual):
+        raise ValueError(f"bins differ: {len(expected)} expected shares, {len(actual)} actual")
+    total = 0.0
+    for e, a in zip(expected, actual, strict=True):
+        e, a = max(e, SHARE_FLOOR), max(a, SHARE_FLOOR)
+        total += (a - e) * math.log(a / e)
+    return total
+
+
+def drift_outcomes(reference: Reference, current: DataFrame, thresholds: Mapping[str, Mapping],
+                   score_column: str) -> list[ExpectationOutcome]:
+    """PSI per column of `reference`, judged by `thresholds["score"]` for the score column
+    and `thresholds["features"]` for the rest ({warning: x, error: y}; null: not checked)."""
+    shares = bin_shares(current, {c: ref["edges"] for c, ref in reference.items()})
+    outcomes = []
+    for column, ref in reference.items():
+        limits = thresholds["score" if column == score_column else "features"]
+        value = psi(ref["shares"], shares[column])
+        warning, error = limits.get("warning"), limits.get("error")
+        failed_error = error is not None and value >= float(error)
+        failed_warning = warning is not None and value >= float(warning)
+        severity = "error" if failed_error or (error is not None and not failed_warning) else "warning"
+        outcomes.append(ExpectationOutcome(
+            suite="drift", check=f"psi_{column}",
+            expectation=f"population_stability_index({column}) < {error if severity == 'error' else warning}",
+            severity=severity, success=not (failed_error or failed_warning),
+            observed=f"PSI {value:.4f}", samples=[]))
+    return outcomes

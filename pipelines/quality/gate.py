@@ -1,0 +1,104 @@
+"""The checks a step runs on what it wrote, before the next step may start.
+
+    checks = QualityChecks(ctx)
+    checks.run_suite("features", features_of_the_day)
+    checks.enforce()                  # GateError (exit code 3) if an error-level check failed
+    return {**metrics, **checks.outputs()}
+
+Every outcome goes to `ops/dq_results` (a log: a rerun appends its own rows) and, for GX
+suites, to the Data Docs site under the reports folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+from pyspark import StorageLevel
+from pyspark.sql import DataFrame
+from pyspark.sql import types as T
+
+from pipelines import lakehouse
+from pipelines.errors import GateError
+from pipelines.ops.context import RunContext
+from pipelines.quality.suites import ExpectationOutcome, load_suite, validate
+
+DQ_SCHEMA = T.StructType([
+    T.StructField("run_id", T.StringType()),
+    T.StructField("run_date", T.DateType()),
+    T.StructField("step", T.StringType()),
+    T.StructField("suite", T.StringType()),
+    T.StructField("check", T.StringType()),
+    T.StructField("expectation", T.StringType()),
+    T.StructField("severity", T.StringType()),
+    T.StructField("success", T.BooleanType()),
+    T.StructField("observed", T.StringType()),
+    T.StructField("samples", T.StringType()),
+])
+
+
+def data_docs_dir(ctx: RunContext) -> str:
+    return os.path.join(ctx.cfg.reports_dir(), "data_docs")
+
+
+def validation_results_dir(ctx: RunContext) -> str:
+    """GX's JSON validation results, which the Data Docs index is built from."""
+    return os.path.join(ctx.cfg.reports_dir(), "gx_validation_results")
+
+
+class QualityChecks:
+    """Collects the outcomes of one step's checks; records them and enforces severities."""
+
+    def __init__(self, ctx: RunContext):
+        self.ctx = ctx
+        self.outcomes: list[ExpectationOutcome] = []
+        self.seconds = 0.0
+
+    def run_suite(self, suite_name: str, df: DataFrame, parameters: dict | None = None) -> None:
+        """Validate `df` with conf/gx/<suite_name>.json (severities from conf)."""
+        cfg, started = self.ctx.cfg, time.monotonic()
+        path = cfg.project_path(cfg.get("quality.suite_dir")) / f"{suite_name}.json"
+        suite = load_suite(path, cfg.get(f"quality.severity.{suite_name}", {}) or {},
+                           cfg.get("quality.default_severity"))
+        self.ctx.progress(f"suite {suite_name}: {len(suite.expectations)} expectations")
+        # GX runs a few Spark jobs per expectation; they share one computation of the frame.
+        df = df.persist(StorageLevel.MEMORY_AND_DISK)
+        try:
+            outcomes = validate(df, suite, parameters or {}, int(cfg.get("quality.sample_bad_values")),
+                                docs_dir=data_docs_dir(self.ctx), results_dir=validation_results_dir(self.ctx),
+                                run_name=self.ctx.run_id)
+        finally:
+            df.unpersist()
+        self.add(outcomes, time.monotonic() - started)
+
+    def add(self, outcomes: list[ExpectationOutcome], seconds: float) -> None:
+        """Record outcomes computed elsewhere (drift, for one) with the time they took."""
+        self.seconds += seconds
+        self.outcomes.extend(outcomes)
+        self._record(outcomes)
+        for outcome in outcomes:
+            if not outcome.success and not outcome.blocks:
+                self.ctx.progress(f"warning: {outcome.describe()}")
+
+    def _record(self, outcomes: list[ExpectationOutcome]) -> None:
+        ctx = self.ctx
+        rows = [(ctx.run_id, ctx.run_date, ctx.step, o.suite, o.check, o.expectation, o.severity, o.success,
+                 o.observed, json.dumps(o.samples, default=str)) for o in outcomes]
+        if rows:
+            lakehouse.append(ctx.spark.createDataFrame(rows, DQ_SCHEMA), ctx.cfg.table("dq_results"),
+                             merge_schema=True)
+
+    def enforce(self) -> None:
+        """Stop the run (exit code 3) when an error-level check failed, naming each one."""
+        blocking = [o for o in self.outcomes if o.blocks]
+        if blocking:
+            raise GateError(f"data-quality gate: {len(blocking)} check(s) failed: "
+                            + "; ".join(o.describe() for o in blocking)
+                            + f" (Data Docs: {data_docs_dir(self.ctx)}/index.html)")
+
+    def outputs(self) -> dict:
+        """What the step reports: counts and time for the ledger, warnings for the summary."""
+        warnings = [o.describe() for o in self.outcomes if not o.success and not o.blocks]
+        return {"dq_checks": len(self.outcomes), "dq_warnings": len(warnings),
+                "dq_seconds": round(self.seconds, 3), "quality_warnings": warnings}

@@ -1,0 +1,69 @@
+"""The two gates around training: enough data before it, a good enough model after it.
+
+Pure decisions on small numbers; the caller gathers the numbers in Spark and acts:
+
+    decision = sufficiency(counts, min_per_class=500, ...)
+    if not decision.allowed: ...   # training refused, the champion stays
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, timedelta
+from typing import Mapping
+
+
+@dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    check: str        # data_sufficiency | promotion
+    rule: str         # the rule, e.g. "min_auc=0.65, max_auc_drop=0.0"
+    observed: str     # what was measured
+    reason: str = ""  # why it was refused (empty when allowed)
+
+
+def sufficiency(class_counts: Mapping[str, Mapping[float, int]], min_per_class: int,
+                first_event: date | None, last_event: date | None, first_as_of: date, run_date: date,
+                min_history_days: int, max_staleness_days: int) -> Decision:
+    """Refuse training without `min_per_class` labels of each class in each split, or
+    without events from `min_history_days` before the first as-of date to within
+    `max_staleness_days` of the run date (else the label windows were not observed)."""
+    rule = (f"min_labels_per_class={min_per_class}, history from {first_as_of - timedelta(days=min_history_days)}"
+            f" to at least {run_date - timedelta(days=max_staleness_days)}")
+    counts = {split: (int(class_counts.get(split, {}).get(1.0, 0)), int(class_counts.get(split, {}).get(0.0, 0)))
+              for split in ("train", "holdout")}
+    observed = (", ".join(f"{split}: {pos} positive / {neg} negative" for split, (pos, neg) in counts.items())
+                + f"; events {first_event} to {last_event}")
+    problems = [f"the {split} split has {pos} positive and {neg} negative labels (at least {min_per_class} "
+                "of each are needed)" for split, (pos, neg) in counts.items() if min(pos, neg) < min_per_class]
+    if first_event is None or last_event is None:
+        problems.append("there are no events")
+    else:
+        needed_from = first_as_of - timedelta(days=min_history_days)
+        if first_event > needed_from:
+            problems.append(f"events start on {first_event}, after {needed_from} "
+                            f"({min_history_days} days before the first training as-of date {first_as_of})")
+        needed_to = run_date - timedelta(days=max_staleness_days)
+        if last_event < needed_to:
+            problems.append(f"events end on {last_event}, before {needed_to}; the latest label window "
+                            "was not observed")
+    return Decision(allowed=not problems, check="data_sufficiency", rule=rule, observed=observed,
+                    reason="; ".join(problems))
+
+
+def promotion(new_auc: float, champion_auc: float | None, min_auc: float, max_auc_drop: float,
+              champion_note: str = "") -> Decision:
+    """Promote when AUC >= `min_auc` and at most `max_auc_drop` below the champion's AUC
+    on the same holdout (`champion_auc` None: no champion, or one that cannot be compared)."""
+    rule = f"min_auc={min_auc}, max_auc_drop={max_auc_drop}"
+    observed = f"holdout AUC {new_auc:.4f}" + (f", champion {champion_auc:.4f}" if champion_auc is not None else "")
+    if champion_note:
+        observed += f" ({champion_note})"
+    problems = []
+    if new_auc < min_auc:
+        problems.append(f"holdout AUC {new_auc:.3f} < {min_auc}")
+    if champion_auc is not None and new_auc < champion_auc - max_auc_drop:
+        problems.append(f"holdout AUC {new_auc:.3f} is worse than the champion's {champion_auc:.3f} "
+                        "on the same holdout")
+    return Decision(allowed=not problems, check="promotion", rule=rule, observed=observed,
+                    reason="; ".join(problems))
