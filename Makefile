@@ -56,6 +56,7 @@ test: setup
 BENCH_PROFILES ?= 20000
 bench: setup
 	$(BIN)/python bench/ingest_throughput.py --profiles $(BENCH_PROFILES)
+	$(BIN)/python bench/validation_cost.py --profiles $(BENCH_PROFILES)
 
 lint: setup
 	$(BIN)/ruff check pipelines jobs tests bench
