@@ -90,8 +90,9 @@ def run(ctx: RunContext) -> dict:
         if not decision.allowed:
             return _refused(ctx, checks, model_name, decision, f"training refused: {decision.reason}")
         checks.add([_gate_outcome(model_name, decision, "error")], 0.0)
-        ctx.progress(f"training set: {sum(class_counts['train'].values())} rows from {len(plan.training)} "
-                     f"snapshots, holdout {sum(class_counts['holdout'].values())} rows as of {plan.holdout}")
+        ctx.progress(f"training set: {sum(class_counts.get('train', {}).values())} rows from "
+                     f"{len(plan.training)} snapshots, holdout {sum(class_counts.get('holdout', {}).values())} "
+                     f"rows as of {plan.holdout}")
         return _fit_and_register(ctx, checks, stored, plan, events_path, events_version, experiment_id)
     finally:
         stored.unpersist()

@@ -70,7 +70,7 @@ def _drift_plot(ctx: RunContext) -> str | None:
         return None
     rows = (lakehouse.read(ctx.spark, path)
             .where((F.col("run_id") == ctx.run_id) & (F.col("suite") == "drift") & F.col("check").startswith("psi_"))
-            .groupBy("check").agg(F.max_by("observed", "run_id").alias("observed")).collect())
+            .groupBy("check").agg(F.max_by("observed", "recorded_at").alias("observed")).collect())  # latest attempt
     if not rows:
         return None
     values = sorted(((r["check"][len("psi_"):], float(r["observed"].split()[-1])) for r in rows), key=lambda v: v[1])

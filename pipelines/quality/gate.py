@@ -22,6 +22,7 @@ from pyspark.sql import types as T
 from pipelines import lakehouse
 from pipelines.errors import GateError
 from pipelines.ops.context import RunContext
+from pipelines.ops.ledger import utc_now
 from pipelines.quality.suites import ExpectationOutcome, load_suite, validate
 
 DQ_SCHEMA = T.StructType([
@@ -35,6 +36,7 @@ DQ_SCHEMA = T.StructType([
     T.StructField("success", T.BooleanType()),
     T.StructField("observed", T.StringType()),
     T.StructField("samples", T.StringType()),
+    T.StructField("recorded_at", T.TimestampType()),
 ])
 
 
@@ -83,8 +85,9 @@ class QualityChecks:
 
     def _record(self, outcomes: list[ExpectationOutcome]) -> None:
         ctx = self.ctx
+        now = utc_now()
         rows = [(ctx.run_id, ctx.run_date, ctx.step, o.suite, o.check, o.expectation, o.severity, o.success,
-                 o.observed, json.dumps(o.samples, default=str)) for o in outcomes]
+                 o.observed, json.dumps(o.samples, default=str), now) for o in outcomes]
         if rows:
             lakehouse.append(ctx.spark.createDataFrame(rows, DQ_SCHEMA), ctx.cfg.table("dq_results"),
                              merge_schema=True)
