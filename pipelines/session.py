@@ -5,6 +5,7 @@ from __future__ import annotations
 import glob
 import importlib.metadata
 import os
+import sys
 
 from pyspark.sql import SparkSession
 
@@ -56,6 +57,10 @@ def build_session(cfg: Config) -> SparkSession:
     master = cfg.get("spark.master", None)
     if master:
         builder = builder.master(master)
+    if master and master.startswith("local"):
+        # Python workers run beside the driver: the driver's interpreter has the packages.
+        # pyspark reads the variable (not spark.pyspark.python) when it starts the context.
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     jars = local_jars(cfg)
     if jars:
         builder = builder.config("spark.jars", ",".join(jars))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import glob
 import os
+import sys
 
 import pytest
 from pyspark.sql import SparkSession
@@ -12,6 +13,7 @@ from pipelines.config import PROJECT_ROOT, load_config
 from pipelines.session import DELTA_CONF
 
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+os.environ.setdefault("PYSPARK_PYTHON", sys.executable)   # pandas UDFs need this interpreter's numpy
 
 
 @pytest.fixture(scope="session")
