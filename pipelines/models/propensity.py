@@ -14,7 +14,7 @@ from datetime import date, timedelta
 from typing import Sequence
 
 import pyspark.sql.functions as F
-from pyspark.ml import Pipeline
+from pyspark.ml import Pipeline, PipelineModel
 from pyspark.ml.classification import GBTClassifier
 from pyspark.ml.evaluation import BinaryClassificationEvaluator
 from pyspark.ml.feature import VectorAssembler
@@ -51,21 +51,91 @@ def classifier_pipeline(features: Sequence[str], params: dict, seed: int) -> Pip
     return Pipeline(stages=[assembler, gbt])
 
 
+def parameter_grid(base: dict, search: dict | None) -> list[dict]:
+    """Every combination of the `search` values over the `base` settings, in a fixed order."""
+    unknown = sorted(set(search or {}) - set(base))
+    if unknown:
+        raise ValueError(f"search names settings the model does not have: {unknown}; known: {sorted(base)}")
+    candidates = [dict(base)]
+    for name, values in (search or {}).items():
+        if not isinstance(values, list) or not values:
+            raise ValueError(f"search.{name} must be a non-empty list, got {values!r}")
+        candidates = [{**c, name: v} for c in candidates for v in values]
+    return candidates
+
+
+def time_based_search(earlier: DataFrame, latest: DataFrame, features: Sequence[str], candidates: list[dict],
+                      seed: int) -> tuple[dict, list[dict]]:
+    """Fit each candidate on the earlier snapshots, score the latest: (best settings, every result)."""
+    evaluator = BinaryClassificationEvaluator(labelCol="label", rawPredictionCol="rawPrediction")
+    results = []
+    for params in candidates:
+        model = classifier_pipeline(features, params, seed).fit(earlier)
+        auc = evaluator.evaluate(model.transform(latest), {evaluator.metricName: "areaUnderROC"})
+        results.append({"params": params, "validation_auc_roc": auc})
+    best = max(results, key=lambda r: r["validation_auc_roc"])
+    return best["params"], results
+
+
 def positive_probability() -> Column:
     """P(label = 1) from Spark ML's `probability` vector."""
     return vector_to_array(F.col("probability"))[1]
 
 
 def evaluate(scored: DataFrame) -> dict[str, float]:
-    """AUC-ROC and PR-AUC of a scored holdout (distributed; nothing collected)."""
+    """AUC-ROC, PR-AUC, Brier score and the base rate of a scored holdout (distributed;
+    nothing collected but the numbers)."""
     evaluator = BinaryClassificationEvaluator(labelCol="label", rawPredictionCol="rawPrediction")
-    counts = scored.agg(F.count(F.lit(1)).alias("rows"), F.sum("label").alias("positives")).first()
+    counts = scored.agg(F.count(F.lit(1)).alias("rows"), F.sum("label").alias("positives"),
+                        F.avg((positive_probability() - F.col("label")) ** 2).alias("brier")).first()
     return {
         "holdout_auc_roc": evaluator.evaluate(scored, {evaluator.metricName: "areaUnderROC"}),
         "holdout_pr_auc": evaluator.evaluate(scored, {evaluator.metricName: "areaUnderPR"}),
+        "holdout_brier": float(counts["brier"] or 0.0),
         "holdout_rows": float(counts["rows"]),
         "holdout_positive_rate": float(counts["positives"] or 0) / max(1, counts["rows"]),
     }
+
+
+def cumulative_gains(scored: DataFrame, groups: int = 10) -> list[dict[str, float]]:
+    """People in `groups` by descending probability (cut points from one approximate
+    quantile aggregation): per group, the share of people targeted so far, the share of
+    positives captured so far, and the lift (captured / targeted). Ties stay together,
+    so groups can differ in size; the shares count actual people."""
+    probability = positive_probability()
+    cuts = scored.agg(F.percentile_approx(probability, [k / groups for k in range(1, groups)], 10_000)
+                      .alias("cuts")).first()["cuts"] or []
+    above = sum((F.when(probability > F.lit(float(c)), 1).otherwise(0) for c in cuts), F.lit(0))
+    rows = (scored.select((F.lit(groups - 1) - above).alias("group"), "label")
+            .groupBy("group").agg(F.count(F.lit(1)).alias("n"), F.sum("label").alias("pos"))
+            .collect())
+    people = sum(r["n"] for r in rows) or 1
+    positives = sum(r["pos"] for r in rows) or 1.0
+    gains, targeted, captured = [], 0, 0.0
+    for row in sorted(rows, key=lambda r: r["group"]):
+        targeted += row["n"]
+        captured += row["pos"]
+        gains.append({"group": int(row["group"]) + 1, "targeted": targeted / people, "captured": captured / positives,
+                      "lift": (captured / positives) / (targeted / people)})
+    return gains
+
+
+def reliability_curve(scored: DataFrame, bins: int = 10) -> list[dict[str, float]]:
+    """Per equal-width probability bin: mean predicted probability, observed rate, people."""
+    probability = positive_probability()
+    rows = (scored.select(F.least(F.floor(probability * bins), F.lit(bins - 1)).alias("bin"),
+                          probability.alias("p"), "label")
+            .groupBy("bin").agg(F.avg("p").alias("predicted"), F.avg("label").alias("observed"),
+                                F.count(F.lit(1)).alias("people"))
+            .orderBy("bin").collect())
+    return [{"bin": int(r["bin"]), "predicted": r["predicted"], "observed": r["observed"], "people": r["people"]}
+            for r in rows]
+
+
+def feature_importances(model: PipelineModel, inputs: Sequence[str]) -> dict[str, float]:
+    """The trees' split-gain importance of each input (sums to 1)."""
+    importances = model.stages[-1].featureImportances.toArray()
+    return {name: float(value) for name, value in zip(inputs, importances, strict=True)}
 
 
 def roc_points(scored: DataFrame, bins: int = 100) -> list[list[float]]:

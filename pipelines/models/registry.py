@@ -67,6 +67,7 @@ def load_spark_model(model_name: str, version: str):
 
 ROC_ARTIFACT = "holdout_roc.json"
 DRIFT_ARTIFACT = "drift_reference.json"
+EVALUATION_ARTIFACT = "holdout_evaluation.json"   # gains, reliability curve, importances
 PROMOTION_TAG = "promotion"   # "promoted", or why the version was not
 
 
@@ -74,12 +75,19 @@ def run_params(run_id: str) -> dict[str, str]:
     return MlflowClient().get_run(run_id).data.params
 
 
+def evaluation(run_id: str) -> dict | None:
+    """The holdout evaluation a training run logged (None for runs without one)."""
+    return _optional_dict(run_id, EVALUATION_ARTIFACT)
+
+
+def _optional_dict(run_id: str, name: str) -> dict | None:
+    names = {item.path for item in MlflowClient().list_artifacts(run_id)}
+    return mlflow.artifacts.load_dict(f"runs:/{run_id}/{name}") if name in names else None
+
+
 def drift_reference(run_id: str) -> dict | None:
     """The training population's bins a model version logged (None for versions without one)."""
-    names = {item.path for item in MlflowClient().list_artifacts(run_id)}
-    if DRIFT_ARTIFACT not in names:
-        return None
-    return mlflow.artifacts.load_dict(f"runs:/{run_id}/{DRIFT_ARTIFACT}")
+    return _optional_dict(run_id, DRIFT_ARTIFACT)
 
 
 def holdout_roc(run_id: str) -> list[list[float]]:

@@ -11,17 +11,20 @@ from functools import reduce
 
 import mlflow
 import mlflow.spark
+from mlflow.models import infer_signature
 import pyspark.sql.functions as F
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame
 
 from pipelines import lakehouse
-from pipelines.errors import GateError
+from pipelines.errors import BadInputError, GateError
 from pipelines.features.build import feature_columns, person_features, with_labels
 from pipelines.features.run import check_features
 from pipelines.models import registry
-from pipelines.models.propensity import (classifier_pipeline, evaluate, positive_probability, roc_points,
-                                         snapshot_plan)
+from pipelines.models.propensity import (classifier_pipeline, cumulative_gains, evaluate, feature_importances,
+                                         parameter_grid, positive_probability, reliability_curve, roc_points,
+                                         snapshot_plan, time_based_search)
+from pipelines.ops import plots
 from pipelines.ops.context import RunContext
 from pipelines.quality import model_gates
 from pipelines.quality.drift import reference_profile
@@ -121,7 +124,7 @@ def _refused(ctx: RunContext, checks: QualityChecks, model_name: str, decision: 
 
 def _reused(model_name: str, version) -> dict:
     outputs = {"model_version": int(version.version), "reused": 1, "mlflow_run_id": version.run_id,
-               "roc": registry.holdout_roc(version.run_id),
+               "roc": registry.holdout_roc(version.run_id), "evaluation": registry.evaluation(version.run_id),
                **{k: float(v) for k, v in version.tags.items() if k.startswith("holdout_")}}
     current = registry.champion(model_name)
     outputs["promoted"] = int(version.tags.get(registry.PROMOTION_TAG) == "promoted")
@@ -142,6 +145,42 @@ def _champion_auc(holdout: DataFrame, model_name: str, inputs: list[str]) -> tup
     return evaluate(model.transform(holdout))["holdout_auc_roc"], f"champion v{current.version}"
 
 
+def _search(ctx: RunContext, train: DataFrame, plan, inputs: list[str]) -> tuple[dict, list[dict]]:
+    """The gbt settings to fit with: conf's, or the best of the search grid, judged on the
+    latest training snapshot by models fitted on the earlier ones."""
+    model_cfg = ctx.cfg.get(f"models.{MODEL_KEY}")
+    try:
+        candidates = parameter_grid(dict(model_cfg["gbt"]), model_cfg.get("search"))
+    except ValueError as err:
+        raise BadInputError(f"models.{MODEL_KEY}.{err}") from err
+    if len(candidates) == 1 or len(plan.training) < 2:
+        return candidates[0], []
+    latest = F.col("as_of_date") == F.lit(plan.training[-1])
+    ctx.progress(f"searching {len(candidates)} settings: fit before {plan.training[-1]}, judge on it")
+    best, results = time_based_search(train.where(~latest), train.where(latest), inputs, candidates,
+                                      int(model_cfg["seed"]))
+    ctx.progress("search: " + "; ".join(
+        f"{_differences(r['params'], model_cfg['gbt'])} AUC {r['validation_auc_roc']:.3f}" for r in results))
+    return best, results
+
+
+def _differences(params: dict, base: dict) -> str:
+    changed = {k: v for k, v in params.items() if base.get(k) != v}
+    return ", ".join(f"{k}={v}" for k, v in changed.items()) or "as configured"
+
+
+def _log_figures(roc: list, metrics: dict, evaluation: dict) -> None:
+    figures = {
+        "plots/holdout_roc.png": plots.roc_figure(roc, metrics["holdout_auc_roc"]),
+        "plots/holdout_gains.png": plots.lift_figure(evaluation["gains"]),
+        "plots/holdout_calibration.png": plots.reliability_figure(evaluation["reliability"], metrics["holdout_brier"]),
+        "plots/feature_importances.png": plots.importance_figure(evaluation["importances"]),
+    }
+    for name, fig in figures.items():
+        mlflow.log_figure(fig, name)
+        plots.close(fig)
+
+
 def _fit_and_register(ctx: RunContext, checks: QualityChecks, stored: DataFrame, plan, events_path: str,
                       events_version: int, experiment_id: str) -> dict:
     cfg, spark = ctx.cfg, ctx.spark
@@ -151,31 +190,47 @@ def _fit_and_register(ctx: RunContext, checks: QualityChecks, stored: DataFrame,
     windows = cfg.get("features.windows_days")
     train, holdout = stored.where("split = 'train'"), stored.where("split = 'holdout'")
     inputs = feature_columns(windows)
-    estimator = classifier_pipeline(inputs, model_cfg["gbt"], int(model_cfg["seed"]))
+    settings, search = _search(ctx, train, plan, inputs)
+    estimator = classifier_pipeline(inputs, settings, int(model_cfg["seed"]))
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"{MODEL_KEY}-{ctx.run_date}") as mlrun:
         mlflow.log_params({
             "model": MODEL_KEY, "run_date": ctx.run_date.isoformat(), "horizon_days": horizon,
             "holdout_as_of": plan.holdout.isoformat(),
             "training_as_of": ",".join(d.isoformat() for d in plan.training),
             "silver_events_path": events_path, "silver_events_version": events_version,
-            "features": ",".join(inputs), **{f"gbt_{k}": v for k, v in model_cfg["gbt"].items()},
+            "training_set_path": cfg.table("training_set"),
+            "training_set_version": lakehouse.version(spark, cfg.table("training_set")),
+            "features": ",".join(inputs), **{f"gbt_{k}": v for k, v in settings.items()},
         })
+        if search:
+            mlflow.log_dict({"validation_as_of": plan.training[-1].isoformat(), "candidates": search},
+                            "hyperparameter_search.json")
         ctx.progress("fitting gradient-boosted trees")
         model = estimator.fit(train)
         holdout_scored = model.transform(holdout).cache()
         metrics = evaluate(holdout_scored)
         roc = roc_points(holdout_scored)
+        evaluation = {"gains": cumulative_gains(holdout_scored), "reliability": reliability_curve(holdout_scored),
+                      "importances": feature_importances(model, inputs)}
+        # The reference for drift: the latest snapshot (the holdout), the population the model
+        # was validated on. Older snapshots saw shorter histories, so they differ by construction.
+        drift_reference = reference_profile(holdout_scored.select(*inputs, positive_probability().alias(SCORE_COLUMN)),
+                                            inputs + [SCORE_COLUMN], int(cfg.get("quality.drift.bins")))
         holdout_scored.unpersist()
+        metrics["holdout_lift_top_decile"] = evaluation["gains"][0]["lift"]
         metrics["training_rows"] = float(train.count())
         mlflow.log_metrics(metrics)
         mlflow.log_dict({"roc": roc}, registry.ROC_ARTIFACT)
-        # The reference for drift: the latest snapshot (the holdout), the population the model
-        # was validated on. Older snapshots saw shorter histories, so they differ by construction.
-        population = model.transform(holdout).select(*inputs, positive_probability().alias(SCORE_COLUMN))
-        mlflow.log_dict(reference_profile(population, inputs + [SCORE_COLUMN], int(cfg.get("quality.drift.bins"))),
-                        registry.DRIFT_ARTIFACT)
-        ctx.progress(f"holdout AUC-ROC {metrics['holdout_auc_roc']:.3f}, PR-AUC {metrics['holdout_pr_auc']:.3f}")
-        info = mlflow.spark.log_model(model, "model", registered_model_name=model_name,
+        mlflow.log_dict(evaluation, registry.EVALUATION_ARTIFACT)
+        mlflow.log_dict(drift_reference, registry.DRIFT_ARTIFACT)
+        _log_figures(roc, metrics, evaluation)
+        ctx.progress(f"holdout AUC-ROC {metrics['holdout_auc_roc']:.3f}, PR-AUC {metrics['holdout_pr_auc']:.3f}, "
+                     f"lift in the top decile {metrics['holdout_lift_top_decile']:.2f}, "
+                     f"Brier {metrics['holdout_brier']:.4f}")
+        # A few rows give MLflow the input and output schema; the model itself stays in Spark.
+        sample = holdout.select(*inputs).limit(5).toPandas()
+        signature = infer_signature(sample, [0.5] * len(sample))
+        info = mlflow.spark.log_model(model, "model", registered_model_name=model_name, signature=signature,
                                       pip_requirements=[f"pyspark=={spark.version}"])
         version = str(info.registered_model_version)
 
@@ -190,7 +245,8 @@ def _fit_and_register(ctx: RunContext, checks: QualityChecks, stored: DataFrame,
     what = f"{model_name} v{version} registered, not promoted: {decision.reason}"
     client.set_model_version_tag(model_name, version, registry.PROMOTION_TAG,
                                  "promoted" if decision.allowed else what)
-    metrics.update({"model_version": int(version), "reused": 0, "mlflow_run_id": mlrun.info.run_id, "roc": roc})
+    metrics.update({"model_version": int(version), "reused": 0, "mlflow_run_id": mlrun.info.run_id, "roc": roc,
+                    "evaluation": evaluation})
     if not decision.allowed:
         return _refused(ctx, checks, model_name, decision, what, metrics)
     checks.add([_gate_outcome(model_name, decision, "error")], 0.0)

@@ -2,29 +2,25 @@
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import os
 
 import pyspark.sql.functions as F
 
 from pipelines import lakehouse
+from pipelines.ops import plots
 from pipelines.ops.context import RunContext
 
 
-def _png(fig) -> str:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
-    return base64.b64encode(buffer.getvalue()).decode("ascii")
+def _img(fig, alt: str) -> str:
+    """An <img> holding the figure, which is closed."""
+    data = plots.as_png_base64(fig)
+    plots.close(fig)
+    return f"<img alt='{html.escape(alt)}' src='data:image/png;base64,{data}'>"
 
 
 def _score_histogram(ctx: RunContext) -> str | None:
     """Bar chart of people per score (0-100): a 101-row aggregation, not the scores themselves."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     path = ctx.cfg.table("scores")
     if not lakehouse.exists(ctx.spark, path):
         return None
@@ -32,39 +28,12 @@ def _score_histogram(ctx: RunContext) -> str | None:
               .groupBy("score").count().orderBy("score").collect())
     if not counts:
         return None
-    fig, ax = plt.subplots(figsize=(6, 3))
-    ax.bar([r["score"] for r in counts], [r["count"] for r in counts], width=1.0, color="#3b6ea8")
-    ax.set_xlabel("convert score (0-100)")
-    ax.set_ylabel("people")
-    ax.set_title(f"Scores on {ctx.run_date}")
-    image = _png(fig)
-    plt.close(fig)
-    return image
-
-
-def _roc_plot(roc: list[list[float]], auc: float) -> str:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(4, 4))
-    ax.plot([p[0] for p in roc], [p[1] for p in roc], color="#3b6ea8", label=f"AUC {auc:.3f}")
-    ax.plot([0, 1], [0, 1], color="#999999", linestyle="--", label="chance")
-    ax.set_xlabel("false positive rate")
-    ax.set_ylabel("true positive rate")
-    ax.set_title("Holdout ROC")
-    ax.legend(loc="lower right")
-    image = _png(fig)
-    plt.close(fig)
-    return image
+    fig = plots.score_histogram_figure([(r["score"], r["count"]) for r in counts], f"Scores on {ctx.run_date}")
+    return _img(fig, "score histogram")
 
 
 def _drift_plot(ctx: RunContext) -> str | None:
     """PSI per column from this run's drift rows in ops/dq_results (one row per column)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     path = ctx.cfg.table("dq_results")
     if not lakehouse.exists(ctx.spark, path):
         return None
@@ -74,18 +43,9 @@ def _drift_plot(ctx: RunContext) -> str | None:
     if not rows:
         return None
     values = sorted(((r["check"][len("psi_"):], float(r["observed"].split()[-1])) for r in rows), key=lambda v: v[1])
-    limits = ctx.cfg.get("quality.drift")
-    fig, ax = plt.subplots(figsize=(6, 0.22 * len(values) + 1))
-    ax.barh([v[0] for v in values], [v[1] for v in values], color="#3b6ea8")
-    for level, colour in (("warning", "#d99a00"), ("error", "#c0392b")):
-        if limits["score"].get(level) is not None:
-            ax.axvline(float(limits["score"][level]), color=colour, linestyle="--", label=f"score {level}")
-    ax.set_xlabel("population stability index, training vs. tonight")
-    ax.tick_params(axis="y", labelsize=7)
-    ax.legend(loc="lower right")
-    image = _png(fig)
-    plt.close(fig)
-    return image
+    limits = ctx.cfg.get("quality.drift")["score"]
+    fig = plots.psi_figure(values, {level: limits.get(level) for level in ("warning", "error")})
+    return _img(fig, "population stability per column")
 
 
 def _rows_table(rows: dict) -> str:
@@ -103,14 +63,19 @@ def write_report(ctx: RunContext, outputs: dict[str, dict], counts: dict) -> str
                 "<h2>Rows per table</h2>", _rows_table(counts),
                 "<h2>Steps</h2>",
                 _rows_table({step: ", ".join(f"{k}={v}" for k, v in sorted(out.items())
-                                             if k not in ("roc", "quality_warnings"))
+                                             if k not in ("roc", "evaluation", "quality_warnings"))
                              for step, out in outputs.items()})]
     if "holdout_auc_roc" in train:
         sections.append("<h2>Model: convert propensity</h2>")
         sections.append(_rows_table({k: train[k] for k in sorted(train) if k.startswith("holdout_")}))
         if train.get("roc"):
-            sections.append(f"<img alt='ROC curve' src='data:image/png;base64,"
-                            f"{_roc_plot(train['roc'], train['holdout_auc_roc'])}'>")
+            sections.append(_img(plots.roc_figure(train["roc"], train["holdout_auc_roc"]), "ROC curve"))
+        evaluation = train.get("evaluation") or {}
+        if evaluation:
+            sections.append(_img(plots.lift_figure(evaluation["gains"]), "cumulative gains"))
+            sections.append(_img(plots.reliability_figure(evaluation["reliability"], train["holdout_brier"]),
+                                 "calibration"))
+            sections.append(_img(plots.importance_figure(evaluation["importances"]), "feature importances"))
     warnings = [w for out in outputs.values() for w in out.get("quality_warnings", [])]
     sections.append("<h2>Quality</h2>")
     sections.append(f"<p>{sum(int(o.get('dq_checks', 0)) for o in outputs.values())} checks, "
@@ -122,11 +87,11 @@ def write_report(ctx: RunContext, outputs: dict[str, dict], counts: dict) -> str
         sections.append("<ul>" + "".join(f"<li>{html.escape(w)}</li>" for w in warnings) + "</ul>")
     drift = _drift_plot(ctx)
     if drift:
-        sections.append(f"<img alt='population stability per column' src='data:image/png;base64,{drift}'>")
+        sections.append(drift)
     histogram = _score_histogram(ctx)
     if histogram:
         sections.append("<h2>Score distribution</h2>")
-        sections.append(f"<img alt='score histogram' src='data:image/png;base64,{histogram}'>")
+        sections.append(histogram)
     style = ("body{font-family:sans-serif;max-width:960px;margin:2em auto;color:#222}"
              "table{border-collapse:collapse}td{border:1px solid #ccc;padding:2px 8px}td.n{text-align:right}")
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>Enrichment {ctx.run_date}</title>"

@@ -37,7 +37,9 @@ def print_summary(ctx: RunContext, outputs: dict[str, dict]) -> None:
     if "holdout_auc_roc" in train:
         lines.append(f"model: convert_propensity v{train['model_version']}"
                      f"{' (reused)' if train.get('reused') else ''}, holdout AUC-ROC "
-                     f"{train['holdout_auc_roc']:.3f}, PR-AUC {train['holdout_pr_auc']:.3f}")
+                     f"{train['holdout_auc_roc']:.3f}, PR-AUC {train['holdout_pr_auc']:.3f}"
+                     + (f", lift in the top decile {train['holdout_lift_top_decile']:.2f}, Brier "
+                        f"{train['holdout_brier']:.4f}" if "holdout_lift_top_decile" in train else ""))
     if train.get("gate"):
         lines.append(f"model gate: {train['gate']}")
     checks = sum(int(out.get("dq_checks", 0)) for out in outputs.values())

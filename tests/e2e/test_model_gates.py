@@ -23,6 +23,7 @@ def copy(nightly, tmp_path):
     root = tmp_path / "lakehouse"
     shutil.copytree(nightly.root, root)
     sets = [f"lakehouse.root={root}", "models.convert_propensity.gbt.max_iter=20",
+            "models.convert_propensity.search=null",
             "quality.sufficiency.min_labels_per_class=20"]
     return load_config("local", overrides=sets), [arg for s in sets for arg in ("--set", s)]
 

@@ -84,6 +84,12 @@ def test_the_champion_is_registered_and_the_rerun_reuses_it(spark, nightly):
     versions = client.search_model_versions("name = 'convert_propensity'")
     assert len(versions) == 1
     assert client.get_model_version_by_alias("convert_propensity", "champion").version == versions[0].version
+    run = client.get_run(versions[0].run_id)
+    assert {"silver_events_version", "training_set_version"} <= set(run.data.params)
+    assert {"holdout_auc_roc", "holdout_pr_auc", "holdout_brier", "holdout_lift_top_decile"} <= set(run.data.metrics)
+    plots = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
+    assert plots == {f"plots/{n}.png" for n in ("holdout_roc", "holdout_gains", "holdout_calibration",
+                                                "feature_importances")}
 
 
 def test_one_profile_row_per_scored_person_with_valid_attributes(spark, nightly):
@@ -132,6 +138,8 @@ def test_the_summary_names_date_auc_mlflow_run_and_profile_table(nightly):
     report = (nightly.root / "reports" / RUN_DATE.isoformat() / "index.html").read_text()
     # Written last by the rerun, which reused the model: the ROC comes from its MLflow run.
     assert "alt='ROC curve'" in report and "alt='score histogram'" in report
+    assert "alt='calibration'" in report and "alt='cumulative gains'" in report
+    assert "lift in the top decile" in out and "Brier" in out
 
 
 def test_every_layer_was_checked_and_the_results_are_recorded_and_rendered(spark, nightly):

@@ -43,3 +43,69 @@ def test_snapshot_plan_keeps_training_labels_before_the_holdout():
     assert plan.training == (date(2026, 7, 30), date(2026, 8, 29), date(2026, 9, 28))
     with pytest.raises(ValueError, match="cadence_days"):
         snapshot_plan(date(2026, 11, 27), horizon_days=30, cadence_days=14, snapshots=3)
+
+
+def _scored(spark, rows):
+    """(probability, label) rows in the shape a fitted classifier leaves them."""
+    from pyspark.ml.functions import array_to_vector
+    df = spark.createDataFrame(rows, "p double, label double")
+    return (df.withColumn("probability", array_to_vector(F.array(1 - F.col("p"), F.col("p"))))
+            .withColumn("rawPrediction", F.col("probability")))
+
+
+def test_gains_put_every_positive_in_the_top_decile_of_a_perfect_ranking(spark):
+    from pipelines.models.propensity import cumulative_gains
+    rows = [(0.9 + i / 1000, 1.0) for i in range(10)] + [(i / 100, 0.0) for i in range(90)]
+    gains = cumulative_gains(_scored(spark, rows))
+    assert len(gains) == 10
+    assert gains[0]["targeted"] == pytest.approx(0.1) and gains[0]["captured"] == pytest.approx(1.0)
+    assert gains[0]["lift"] == pytest.approx(10.0)
+    assert gains[-1]["targeted"] == pytest.approx(1.0) and gains[-1]["captured"] == pytest.approx(1.0)
+
+
+def test_a_random_ranking_has_lift_near_one(spark):
+    from pipelines.models.propensity import cumulative_gains
+    scored = _scored(spark, [(float(i % 97) / 97, float(i % 5 == 0)) for i in range(5000)])
+    assert cumulative_gains(scored)[0]["lift"] == pytest.approx(1.0, abs=0.15)
+
+
+def test_brier_and_reliability_of_a_calibrated_and_an_overconfident_model(spark):
+    from pipelines.models.propensity import reliability_curve
+    # Calibrated: people given 0.2 buy 2 times in 10, people given 0.8 buy 8 times in 10.
+    calibrated = [(0.2, float(i < 2)) for i in range(10)] + [(0.8, float(i < 8)) for i in range(10)]
+    curve = reliability_curve(_scored(spark, calibrated))
+    assert [(b["bin"], b["predicted"], b["observed"], b["people"]) for b in curve] == [
+        (2, pytest.approx(0.2), pytest.approx(0.2), 10), (8, pytest.approx(0.8), pytest.approx(0.8), 10)]
+    from pipelines.models.propensity import evaluate
+    metrics = evaluate(_scored(spark, calibrated))
+    assert metrics["holdout_brier"] == pytest.approx(0.16)
+    assert metrics["holdout_positive_rate"] == pytest.approx(0.5) and metrics["holdout_rows"] == 20
+    overconfident = [(0.0 if p == 0.2 else 1.0, label) for p, label in calibrated]
+    assert evaluate(_scored(spark, overconfident))["holdout_brier"] > metrics["holdout_brier"]
+
+
+def test_the_search_grid_swaps_values_into_the_configured_settings():
+    from pipelines.models.propensity import parameter_grid
+    base = {"max_iter": 30, "max_depth": 4, "step_size": 0.1}
+    grid = parameter_grid(base, {"max_depth": [3, 5], "step_size": [0.1, 0.3]})
+    assert [(c["max_depth"], c["step_size"]) for c in grid] == [(3, 0.1), (3, 0.3), (5, 0.1), (5, 0.3)]
+    assert all(c["max_iter"] == 30 for c in grid)
+    assert parameter_grid(base, None) == [base]
+    with pytest.raises(ValueError, match=r"settings the model does not have: \['depth'\]"):
+        parameter_grid(base, {"depth": [3]})
+    with pytest.raises(ValueError, match="search.max_depth must be a non-empty list"):
+        parameter_grid(base, {"max_depth": 3})
+
+
+def test_the_search_judges_candidates_on_the_later_snapshot(spark):
+    from pipelines.models.propensity import time_based_search
+    # The label is a XOR b: no sum of one-feature trees ranks it, two-level trees can. Uneven
+    # cell counts give the first split a gain, so the deeper trees find the interaction.
+    cells = {(0, 0): 40, (0, 1): 20, (1, 0): 40, (1, 1): 40}
+    rows = [(float(a), float(b), float(a != b)) for (a, b), n in cells.items() for _ in range(n)]
+    frame = spark.createDataFrame(rows, "a double, b double, label double")
+    base = {"max_iter": 5, "max_depth": 1, "step_size": 0.5, "subsampling_rate": 1.0}
+    best, results = time_based_search(frame, frame, ["a", "b"], [base, {**base, "max_depth": 2}], seed=1)
+    assert [r["params"]["max_depth"] for r in results] == [1, 2]
+    assert results[1]["validation_auc_roc"] > results[0]["validation_auc_roc"]
+    assert best["max_depth"] == 2

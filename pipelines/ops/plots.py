@@ -1,0 +1,99 @@
+"""Figures shared by the HTML report and the MLflow runs. Each takes small, already
+aggregated numbers (curve points, bins, importances), never rows of a table.
+
+    fig = roc_figure(points, auc=0.91)
+    mlflow.log_figure(fig, "holdout_roc.png"); close(fig)
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from typing import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")   # files only, no display; set before pyplot is imported
+import matplotlib.pyplot as plt  # noqa: E402
+
+BLUE, GREY = "#3b6ea8", "#999999"
+
+
+def as_png_base64(fig) -> str:
+    """The figure as a base64 PNG, for an <img> in a self-contained HTML page."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def close(fig) -> None:
+    plt.close(fig)
+
+
+def roc_figure(points: Sequence[Sequence[float]], auc: float):
+    fig, ax = plt.subplots(figsize=(4, 4))
+    ax.plot([p[0] for p in points], [p[1] for p in points], color=BLUE, label=f"AUC {auc:.3f}")
+    ax.plot([0, 1], [0, 1], color=GREY, linestyle="--", label="chance")
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    ax.set_title("Holdout ROC")
+    ax.legend(loc="lower right")
+    return fig
+
+
+def reliability_figure(curve: Sequence[dict], brier: float):
+    """Mean predicted probability against the observed rate, per probability bin."""
+    fig, ax = plt.subplots(figsize=(4, 4))
+    ax.plot([0, 1], [0, 1], color=GREY, linestyle="--", label="perfectly calibrated")
+    ax.plot([b["predicted"] for b in curve], [b["observed"] for b in curve], marker="o", color=BLUE,
+            label=f"model (Brier {brier:.4f})")
+    ax.set_xlabel("mean predicted probability")
+    ax.set_ylabel("observed rate")
+    ax.set_title("Holdout calibration")
+    ax.legend(loc="upper left")
+    return fig
+
+
+def lift_figure(gains: Sequence[dict]):
+    """Cumulative share of positives captured against the share of people targeted."""
+    fig, ax = plt.subplots(figsize=(4, 4))
+    ax.plot([0] + [g["targeted"] for g in gains], [0] + [g["captured"] for g in gains], marker="o", color=BLUE,
+            label="model")
+    ax.plot([0, 1], [0, 1], color=GREY, linestyle="--", label="random")
+    ax.set_xlabel("share of people, highest scores first")
+    ax.set_ylabel("share of positives captured")
+    ax.set_title("Holdout cumulative gains")
+    ax.legend(loc="lower right")
+    return fig
+
+
+def importance_figure(importances: dict[str, float], top: int = 15):
+    ranked = sorted(importances.items(), key=lambda item: item[1])[-top:]
+    fig, ax = plt.subplots(figsize=(6, 0.25 * len(ranked) + 1))
+    ax.barh([name for name, _ in ranked], [value for _, value in ranked], color=BLUE)
+    ax.set_xlabel("importance (share of split gain)")
+    ax.tick_params(axis="y", labelsize=7)
+    return fig
+
+
+def score_histogram_figure(counts: Sequence[tuple[int, int]], title: str):
+    """People per score (score, people)."""
+    fig, ax = plt.subplots(figsize=(6, 3))
+    ax.bar([c[0] for c in counts], [c[1] for c in counts], width=1.0, color=BLUE)
+    ax.set_xlabel("convert score (0-100)")
+    ax.set_ylabel("people")
+    ax.set_title(title)
+    return fig
+
+
+def psi_figure(values: Sequence[tuple[str, float]], score_limits: dict[str, float | None]):
+    """Population stability index per column, with the score's warning and error lines."""
+    fig, ax = plt.subplots(figsize=(6, 0.22 * len(values) + 1))
+    ax.barh([v[0] for v in values], [v[1] for v in values], color=BLUE)
+    for level, colour in (("warning", "#d99a00"), ("error", "#c0392b")):
+        if score_limits.get(level) is not None:
+            ax.axvline(float(score_limits[level]), color=colour, linestyle="--", label=f"score {level}")
+    ax.set_xlabel("population stability index, training vs. tonight")
+    ax.tick_params(axis="y", labelsize=7)
+    ax.legend(loc="lower right")
+    return fig
