@@ -71,13 +71,16 @@ def build_parser() -> argparse.ArgumentParser:
         "ingest": "landing XDM files -> bronze tables and quarantine -> silver identity graph and events",
         "validate": "Great Expectations suites on the events and profiles ingested for the run date",
         "features": "point-in-time person features as of the run date -> gold/features",
-        "train": "train, evaluate and register the propensity model (MLflow)",
-        "score": "score every eligible person with the champion -> gold/scores",
+        "train": "train, evaluate and register the propensity models (MLflow)",
+        "score": "score every eligible person with each model's champion -> gold/scores",
         "publish": "MERGE the run date's scores into gold/profile_enrichment",
         "nightly": "ingest, validate, features, train, score, publish, in order",
     }
     for name in STEP_ORDER + ("nightly",):
-        sub.add_parser(name, parents=[common], help=helps[name])
+        step = sub.add_parser(name, parents=[common], help=helps[name])
+        if name == "train":
+            step.add_argument("--model", default=None, metavar="NAME",
+                              help="train only this model (a name from models.propensity)")
     return parser
 
 
@@ -154,7 +157,8 @@ def _run_steps(args, cfg, steps: Sequence[str]) -> int:
     now = ledger.utc_now()
     clock = ledger.run_clock(spark, cfg, args.run_date, now)
     ctx = RunContext(spark=spark, cfg=cfg, run_date=args.run_date,
-                     run_id=ledger.new_run_id(args.run_date, clock), clock=clock)
+                     run_id=ledger.new_run_id(args.run_date, clock), clock=clock,
+                     model=getattr(args, "model", None), scheduled=args.command == "nightly")
     outputs: dict[str, dict] = {}
     for position, step in enumerate(steps, start=1):
         ctx.step = step
@@ -185,6 +189,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg = load_config(args.env, args.conf, args.overrides)
         if args.command == "generate":
             return _generate(args, cfg)
+        if getattr(args, "model", None) is not None:
+            from pipelines.models.specs import propensity_specs
+            propensity_specs(cfg, args.model)  # a wrong name fails before Spark starts
         steps = STEP_ORDER if args.command == "nightly" else (args.command,)
         return _run_steps(args, cfg, steps)
     except EnrichError as err:

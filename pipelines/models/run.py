@@ -1,7 +1,9 @@
-"""The train step: training set from past snapshots, fit, evaluate on the holdout, register.
+"""The train step, per propensity model: training set from past snapshots, fit, evaluate
+on the holdout, register, promote through the gates.
 
 Idempotent per run date: a version already trained for the run date is reused, so a
-rerun of the nightly scores with the same model and writes the same rows.
+rerun of the nightly scores with the same model and writes the same rows. In the
+nightly, a model whose champion is younger than `retrain_every_days` is not retrained.
 """
 
 from __future__ import annotations
@@ -18,12 +20,14 @@ from pyspark.sql import DataFrame
 
 from pipelines import lakehouse
 from pipelines.errors import BadInputError, GateError
-from pipelines.features.build import feature_columns, person_features, with_labels
+from pipelines.features.build import feature_columns, person_features
 from pipelines.features.run import check_features
 from pipelines.models import registry
-from pipelines.models.propensity import (classifier_pipeline, cumulative_gains, evaluate, feature_importances,
-                                         parameter_grid, positive_probability, reliability_curve, roc_points,
-                                         snapshot_plan, time_based_search)
+from pipelines.models.registry import RUN_DATE_TAG
+from pipelines.models.propensity import (baseline_pipeline, classifier_pipeline, cumulative_gains, evaluate,
+                                         feature_importances, holdout_auc, parameter_grid, positive_probability,
+                                         reliability_curve, roc_points, snapshot_plan, time_based_search)
+from pipelines.models.specs import PropensitySpec, propensity_specs
 from pipelines.ops import plots
 from pipelines.ops.context import RunContext
 from pipelines.quality import model_gates
@@ -32,28 +36,60 @@ from pipelines.quality.gate import QualityChecks
 from pipelines.quality.model_gates import Decision
 from pipelines.quality.suites import ExpectationOutcome
 
-MODEL_KEY = "convert_propensity"
 SCORE_COLUMN = "probability"
+# Metrics of each model that the ledger keeps as numbers (`<model>.<metric>`).
+LEDGER_METRICS = ("holdout_auc_roc", "holdout_pr_auc", "holdout_brier", "holdout_lift_top_decile",
+                  "holdout_baseline_auc_roc", "holdout_positive_rate", "holdout_rows", "training_rows",
+                  "model_version", "promoted", "reused")
 
 
-def labelled_snapshot(events: DataFrame, as_of: date, windows, lookback: int, horizon: int) -> DataFrame:
+def labelled_snapshot(events: DataFrame, spec: PropensitySpec, as_of: date, windows, lookback: int) -> DataFrame:
     return (events.transform(person_features(as_of, windows, lookback))
-            .transform(with_labels(events, as_of, horizon)))
+            .transform(spec.labels(events, as_of)))
 
 
 def run(ctx: RunContext) -> dict:
+    """Train every model of `models.propensity`, or only `ctx.model` when the user named one."""
+    specs = propensity_specs(ctx.cfg, ctx.model)
+    experiment_id = registry.connect(ctx.cfg)
+    checks = QualityChecks(ctx)
+    per_model = {}
+    for spec in specs:
+        ctx.progress(f"model {spec.key}: {spec.target} within {spec.horizon_days} days")
+        per_model[spec.key] = _train(ctx, checks, spec, experiment_id)
+    numbers = {f"{key}.{name}": out[name] for key, out in per_model.items() for name in LEDGER_METRICS
+               if isinstance(out.get(name), (int, float))}
+    return {"models": per_model, **numbers, **checks.outputs()}
+
+
+def _retrain_due(ctx: RunContext, spec: PropensitySpec):
+    """The champion, when the nightly need not retrain yet (None: train)."""
+    current = registry.champion(spec.registered_name)
+    if not ctx.scheduled or current is None or RUN_DATE_TAG not in current.tags:
+        return None
+    trained = date.fromisoformat(current.tags[RUN_DATE_TAG])
+    return current if 0 <= (ctx.run_date - trained).days < spec.retrain_every_days else None
+
+
+def _train(ctx: RunContext, checks: QualityChecks, spec: PropensitySpec, experiment_id: str) -> dict:
     cfg, spark = ctx.cfg, ctx.spark
-    model_cfg = cfg.get(f"models.{MODEL_KEY}")
-    model_name = model_cfg["registered_name"]
-    experiment_id = registry.connect(cfg)
+    model_cfg = cfg.get(f"models.{spec.key}")
+    model_name = spec.registered_name
     existing = registry.version_trained_for(model_name, ctx.run_date.isoformat())
     if existing is not None:
         ctx.progress(f"{model_name} v{existing.version} was trained for {ctx.run_date}; reusing it")
         return _reused(model_name, existing)
+    recent = _retrain_due(ctx, spec)
+    if recent is not None:
+        ctx.progress(f"{model_name}: champion v{recent.version} was trained {recent.tags[RUN_DATE_TAG]}; "
+                     f"retraining every {spec.retrain_every_days} days, so not tonight")
+        return {**_reused(model_name, recent), "retrain": "not due"}
 
-    horizon = int(model_cfg["horizon_days"])
-    plan = snapshot_plan(ctx.run_date, horizon, int(model_cfg["cadence_days"]),
-                         int(model_cfg["training_snapshots"]))
+    try:
+        plan = snapshot_plan(ctx.run_date, spec.horizon_days, int(model_cfg["cadence_days"]),
+                             int(model_cfg["training_snapshots"]))
+    except ValueError as err:
+        raise BadInputError(f"models.{spec.key}: {err}") from err
     windows = cfg.get("features.windows_days")
     lookback = int(cfg.get("features.eligibility_lookback_days"))
     events_path = cfg.table("silver_events")
@@ -62,24 +98,25 @@ def run(ctx: RunContext) -> dict:
     events = (spark.read.format("delta").option("versionAsOf", events_version).load(events_path)
               .persist(StorageLevel.MEMORY_AND_DISK))  # read by every snapshot and its labels
 
-    snapshots = [labelled_snapshot(events, d, windows, lookback, horizon) for d in plan.training + (plan.holdout,)]
+    snapshots = [labelled_snapshot(events, spec, d, windows, lookback) for d in plan.training + (plan.holdout,)]
     training_set = (reduce(DataFrame.unionByName, snapshots)
+                    .withColumn("model", F.lit(spec.key))
                     .withColumn("training_run_date", F.lit(ctx.run_date).cast("date"))
                     .withColumn("split", F.when(F.col("as_of_date") == F.lit(plan.holdout), "holdout")
                                 .otherwise("train")))
     set_path = cfg.table("training_set")
+    this_set = (F.col("model") == F.lit(spec.key)) & (F.col("training_run_date") == F.lit(ctx.run_date))
     try:
         history = events.agg(F.min("event_date").alias("first"), F.max("event_date").alias("last")).first()
-        lakehouse.replace_where(training_set, set_path, f"training_run_date = '{ctx.run_date.isoformat()}'",
-                                partition_by=["training_run_date"])
+        lakehouse.replace_where(training_set, set_path,
+                                f"model = '{spec.key}' AND training_run_date = '{ctx.run_date.isoformat()}'",
+                                partition_by=["model", "training_run_date"])
     finally:
         events.unpersist()
-    stored = (lakehouse.read(spark, set_path)
-              .where(F.col("training_run_date") == F.lit(ctx.run_date)).cache())
+    stored = lakehouse.read(spark, set_path).where(this_set).drop("model").cache()
     try:
-        checks = QualityChecks(ctx)
         check_features(checks, stored)
-        bounds = cfg.get("quality.training")
+        bounds = cfg.get(f"quality.training.{spec.key}")
         checks.run_suite("training_set", stored, {"min_label_rate": float(bounds["min_label_rate"]),
                                                   "max_label_rate": float(bounds["max_label_rate"])})
         checks.enforce()
@@ -96,7 +133,7 @@ def run(ctx: RunContext) -> dict:
         ctx.progress(f"training set: {sum(class_counts.get('train', {}).values())} rows from "
                      f"{len(plan.training)} snapshots, holdout {sum(class_counts.get('holdout', {}).values())} "
                      f"rows as of {plan.holdout}")
-        return _fit_and_register(ctx, checks, stored, plan, events_path, events_version, experiment_id)
+        return _fit_and_register(ctx, checks, spec, stored, plan, events_path, events_version, experiment_id)
     finally:
         stored.unpersist()
 
@@ -118,8 +155,7 @@ def _refused(ctx: RunContext, checks: QualityChecks, model_name: str, decision: 
         raise GateError(f"{decision.check} gate: {model_name}: {what}; there is no champion to score with")
     note = f"{what}; champion v{current.version} stays"
     ctx.progress(note)
-    return {**(outputs or {}), "promoted": 0, "champion_version": int(current.version), "gate": note,
-            **checks.outputs()}
+    return {**(outputs or {}), "promoted": 0, "champion_version": int(current.version), "gate": note}
 
 
 def _reused(model_name: str, version) -> dict:
@@ -145,14 +181,15 @@ def _champion_auc(holdout: DataFrame, model_name: str, inputs: list[str]) -> tup
     return evaluate(model.transform(holdout))["holdout_auc_roc"], f"champion v{current.version}"
 
 
-def _search(ctx: RunContext, train: DataFrame, plan, inputs: list[str]) -> tuple[dict, list[dict]]:
+def _search(ctx: RunContext, spec: PropensitySpec, train: DataFrame, plan,
+            inputs: list[str]) -> tuple[dict, list[dict]]:
     """The gbt settings to fit with: conf's, or the best of the search grid, judged on the
     latest training snapshot by models fitted on the earlier ones."""
-    model_cfg = ctx.cfg.get(f"models.{MODEL_KEY}")
+    model_cfg = ctx.cfg.get(f"models.{spec.key}")
     try:
         candidates = parameter_grid(dict(model_cfg["gbt"]), model_cfg.get("search"))
     except ValueError as err:
-        raise BadInputError(f"models.{MODEL_KEY}.{err}") from err
+        raise BadInputError(f"models.{spec.key}.{err}") from err
     if len(candidates) == 1 or len(plan.training) < 2:
         return candidates[0], []
     latest = F.col("as_of_date") == F.lit(plan.training[-1])
@@ -181,20 +218,20 @@ def _log_figures(roc: list, metrics: dict, evaluation: dict) -> None:
         plots.close(fig)
 
 
-def _fit_and_register(ctx: RunContext, checks: QualityChecks, stored: DataFrame, plan, events_path: str,
-                      events_version: int, experiment_id: str) -> dict:
+def _fit_and_register(ctx: RunContext, checks: QualityChecks, spec: PropensitySpec, stored: DataFrame, plan,
+                      events_path: str, events_version: int, experiment_id: str) -> dict:
     cfg, spark = ctx.cfg, ctx.spark
-    model_cfg = cfg.get(f"models.{MODEL_KEY}")
-    model_name = model_cfg["registered_name"]
-    horizon = int(model_cfg["horizon_days"])
+    model_cfg = cfg.get(f"models.{spec.key}")
+    model_name = spec.registered_name
     windows = cfg.get("features.windows_days")
     train, holdout = stored.where("split = 'train'"), stored.where("split = 'holdout'")
     inputs = feature_columns(windows)
-    settings, search = _search(ctx, train, plan, inputs)
+    settings, search = _search(ctx, spec, train, plan, inputs)
     estimator = classifier_pipeline(inputs, settings, int(model_cfg["seed"]))
-    with mlflow.start_run(experiment_id=experiment_id, run_name=f"{MODEL_KEY}-{ctx.run_date}") as mlrun:
+    with mlflow.start_run(experiment_id=experiment_id, run_name=f"{spec.key}-{ctx.run_date}") as mlrun:
         mlflow.log_params({
-            "model": MODEL_KEY, "run_date": ctx.run_date.isoformat(), "horizon_days": horizon,
+            "model": spec.key, "target": spec.target, "run_date": ctx.run_date.isoformat(),
+            "horizon_days": spec.horizon_days, "eligible_purchased_within_days": spec.purchased_within_days,
             "holdout_as_of": plan.holdout.isoformat(),
             "training_as_of": ",".join(d.isoformat() for d in plan.training),
             "silver_events_path": events_path, "silver_events_version": events_version,
@@ -219,6 +256,8 @@ def _fit_and_register(ctx: RunContext, checks: QualityChecks, stored: DataFrame,
         holdout_scored.unpersist()
         metrics["holdout_lift_top_decile"] = evaluation["gains"][0]["lift"]
         metrics["training_rows"] = float(train.count())
+        ctx.progress("fitting the logistic-regression baseline")
+        metrics["holdout_baseline_auc_roc"] = holdout_auc(baseline_pipeline(inputs).fit(train), holdout)
         mlflow.log_metrics(metrics)
         mlflow.log_dict({"roc": roc}, registry.ROC_ARTIFACT)
         mlflow.log_dict(evaluation, registry.EVALUATION_ARTIFACT)
@@ -226,7 +265,8 @@ def _fit_and_register(ctx: RunContext, checks: QualityChecks, stored: DataFrame,
         _log_figures(roc, metrics, evaluation)
         ctx.progress(f"holdout AUC-ROC {metrics['holdout_auc_roc']:.3f}, PR-AUC {metrics['holdout_pr_auc']:.3f}, "
                      f"lift in the top decile {metrics['holdout_lift_top_decile']:.2f}, "
-                     f"Brier {metrics['holdout_brier']:.4f}")
+                     f"Brier {metrics['holdout_brier']:.4f} (baseline AUC "
+                     f"{metrics['holdout_baseline_auc_roc']:.3f})")
         # A few rows give MLflow the input and output schema; the model itself stays in Spark.
         sample = holdout.select(*inputs).limit(5).toPandas()
         signature = infer_signature(sample, [0.5] * len(sample))
@@ -252,4 +292,4 @@ def _fit_and_register(ctx: RunContext, checks: QualityChecks, stored: DataFrame,
     checks.add([_gate_outcome(model_name, decision, "error")], 0.0)
     registry.promote(model_name, version)
     ctx.progress(f"{model_name} v{version} is the champion (MLflow run {mlrun.info.run_id})")
-    return {**metrics, "promoted": 1, "champion_version": int(version), **checks.outputs()}
+    return {**metrics, "promoted": 1, "champion_version": int(version)}

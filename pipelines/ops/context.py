@@ -22,6 +22,8 @@ class RunContext:
     run_id: str
     clock: datetime           # the run's time: the first start recorded for this run date
     step: str = ""
+    model: str | None = None  # `enrich train --model NAME`: only that model
+    scheduled: bool = False   # the nightly: models retrain on their cadence, not every run
     _t0: float = field(default_factory=time.monotonic)
 
     def progress(self, message: str) -> None:

@@ -34,21 +34,33 @@ def print_summary(ctx: RunContext, outputs: dict[str, dict]) -> None:
                      f"{outputs['ingest']['events_inserted']} new, "
                      f"{outputs['ingest']['events_already_present'] + outputs['ingest']['events_batch_duplicates']}"
                      f" duplicates, {quarantined} quarantined")
-    if "holdout_auc_roc" in train:
-        lines.append(f"model: convert_propensity v{train['model_version']}"
-                     f"{' (reused)' if train.get('reused') else ''}, holdout AUC-ROC "
-                     f"{train['holdout_auc_roc']:.3f}, PR-AUC {train['holdout_pr_auc']:.3f}"
-                     + (f", lift in the top decile {train['holdout_lift_top_decile']:.2f}, Brier "
-                        f"{train['holdout_brier']:.4f}" if "holdout_lift_top_decile" in train else ""))
-    if train.get("gate"):
-        lines.append(f"model gate: {train['gate']}")
+    for key, model in train.get("models", {}).items():
+        lines.append(_model_line(key, model))
+        if model.get("gate"):
+            lines.append(f"  model gate: {model['gate']}")
     checks = sum(int(out.get("dq_checks", 0)) for out in outputs.values())
     warnings = [w for out in outputs.values() for w in out.get("quality_warnings", [])]
     lines.append(f"quality: {checks} checks, {len(warnings)} warning(s); "
                  f"Data Docs: {data_docs_dir(ctx)}/index.html")
     lines.extend(f"  warning: {w}" for w in warnings)
-    if "mlflow_run_id" in train:
-        lines.append(f"mlflow run: {train['mlflow_run_id']} (tracking {ctx.cfg.mlflow_tracking_uri()})")
+    if train.get("models"):
+        lines.append(f"mlflow: {ctx.cfg.mlflow_tracking_uri()}")
     lines.append(f"profile table: {ctx.cfg.table('profile_enrichment')}")
     lines.append(f"report: {report}")
     print("\n".join(lines))
+
+
+def _model_line(key: str, model: dict) -> str:
+    """One model: version, whether it was trained tonight, and its holdout numbers."""
+    if "holdout_auc_roc" not in model:
+        return f"model: {key}: no version"
+    how = (" (not due for retraining)" if model.get("retrain") else " (reused)") if model.get("reused") else ""
+    line = (f"model: {key} v{model['model_version']}{how}, holdout AUC-ROC {model['holdout_auc_roc']:.3f}, "
+            f"PR-AUC {model['holdout_pr_auc']:.3f}")
+    if "holdout_lift_top_decile" in model:
+        line += f", lift in the top decile {model['holdout_lift_top_decile']:.2f}, Brier {model['holdout_brier']:.4f}"
+    if "holdout_baseline_auc_roc" in model:
+        line += f", baseline AUC {model['holdout_baseline_auc_roc']:.3f}"
+    if model.get("mlflow_run_id"):
+        line += f", mlflow run {model['mlflow_run_id']}"
+    return line

@@ -7,7 +7,7 @@ older date never overwrites a newer one.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import pyspark.sql.functions as F
 from delta.tables import DeltaTable
@@ -17,42 +17,61 @@ from pyspark.sql import types as T
 KEY = "person_id"
 ORDER = "score_date"
 
-PROFILE_SCHEMA = T.StructType([
+IDENTITY_FIELDS = [
     T.StructField("person_id", T.StringType(), False),
     T.StructField("primary_identity_namespace", T.StringType()),
     T.StructField("primary_identity_id", T.StringType()),
-    T.StructField("convert_probability", T.DoubleType()),
-    T.StructField("convert_score", T.IntegerType()),
-    T.StructField("convert_percentile", T.IntegerType()),
-    T.StructField("convert_bucket", T.StringType()),
-    T.StructField("model_name", T.StringType()),
-    T.StructField("model_version", T.IntegerType()),
+]
+# Per propensity model, under its profile prefix (convert_probability, churn_score, ...).
+MODEL_FIELDS = (("probability", T.DoubleType()), ("score", T.IntegerType()), ("percentile", T.IntegerType()),
+                ("bucket", T.StringType()), ("model_version", T.IntegerType()))
+RUN_FIELDS = [
     T.StructField("score_date", T.DateType()),
     T.StructField("as_of_date", T.DateType()),
     T.StructField("scored_at", T.TimestampType()),
     T.StructField("run_id", T.StringType()),
-])
+]
 
 
-def profile_rows(scores: DataFrame, primary_identities: DataFrame) -> DataFrame:
-    """Scores of one date + each person's primary identity -> rows in the profile table's shape."""
-    joined = scores.join(primary_identities, "person_id", "left")
-    return joined.select(
-        "person_id", "primary_identity_namespace", "primary_identity_id",
-        F.col("probability").alias("convert_probability"),
-        F.col("score").alias("convert_score"),
-        F.col("percentile").alias("convert_percentile"),
-        F.col("bucket").alias("convert_bucket"),
-        "model_name", F.col("model_version").cast("int").alias("model_version"),
-        "score_date", "as_of_date", "scored_at", "run_id",
-    )
+def profile_schema(prefixes: Sequence[str]) -> T.StructType:
+    model_fields = [T.StructField(f"{prefix}_{name}", kind) for prefix in prefixes for name, kind in MODEL_FIELDS]
+    return T.StructType(IDENTITY_FIELDS + model_fields + RUN_FIELDS)
 
 
-def ensure_table(spark: SparkSession, path: str, change_data_feed: bool) -> DeltaTable:
-    builder = DeltaTable.createIfNotExists(spark).location(path).addColumns(PROFILE_SCHEMA)
+def profile_rows(scores: DataFrame, primary_identities: DataFrame, prefixes: Mapping[str, str]) -> DataFrame:
+    """Scores of one date (a row per person and model; `prefixes` maps model_name to its
+    profile prefix) + each person's primary identity -> one row per person in the profile
+    table's shape. A model that did not score a person (not eligible) leaves its columns null."""
+    per_model = [F.max(F.when(F.col("model_name") == F.lit(name), F.col(column))).cast(kind).alias(f"{prefix}_{column}")
+                 for name, prefix in prefixes.items() for column, kind in MODEL_FIELDS]
+    wide = (scores.groupBy("person_id", "score_date")
+            .agg(*per_model, F.max("as_of_date").alias("as_of_date"), F.max("scored_at").alias("scored_at"),
+                 F.max("run_id").alias("run_id")))
+    joined = wide.join(primary_identities, "person_id", "left")
+    return joined.select(*[f.name for f in profile_schema(list(prefixes.values())).fields])
+
+
+def ensure_table(spark: SparkSession, path: str, schema: T.StructType, change_data_feed: bool) -> DeltaTable:
+    """The profile table, created on first use; columns of newly configured models are added."""
+    builder = DeltaTable.createIfNotExists(spark).location(path).addColumns(schema)
     if change_data_feed:
         builder = builder.property("delta.enableChangeDataFeed", "true")
-    return builder.execute()
+    table = builder.execute()
+    present = set(table.toDF().columns)
+    missing = [f for f in schema.fields if f.name not in present]
+    if missing:
+        columns = ", ".join(f"`{f.name}` {f.dataType.simpleString()}" for f in missing)
+        spark.sql(f"ALTER TABLE delta.`{path}` ADD COLUMNS ({columns})")
+        table = DeltaTable.forPath(spark, path)
+    return table
+
+
+def aligned(rows: DataFrame, table_schema: T.StructType) -> DataFrame:
+    """`rows` with the table's columns in its order; columns of models no longer configured
+    are null, so a MERGE of all columns clears what no model writes any more."""
+    present = set(rows.columns)
+    return rows.select(*[F.col(f.name) if f.name in present else F.lit(None).cast(f.dataType).alias(f.name)
+                         for f in table_schema.fields])
 
 
 def _differs(columns: Sequence[str]) -> str:
@@ -60,8 +79,9 @@ def _differs(columns: Sequence[str]) -> str:
 
 
 def merge_profiles(table: DeltaTable, rows: DataFrame) -> None:
-    """Newer score date wins; the same date updates only changed rows; new people are inserted."""
-    attributes = [f.name for f in PROFILE_SCHEMA.fields if f.name != KEY]
+    """Newer score date wins; the same date updates only changed rows; new people are inserted.
+    `rows` has the table's columns (see `aligned`)."""
+    attributes = [c for c in rows.columns if c != KEY]
     newer = f"s.{ORDER} > t.{ORDER} OR (s.{ORDER} = t.{ORDER} AND ({_differs(attributes)}))"
     (table.alias("t")
      .merge(rows.alias("s"), f"t.{KEY} = s.{KEY}")

@@ -7,23 +7,30 @@ import pyspark.sql.functions as F
 
 from pipelines import lakehouse
 from pipelines.ingest.identity import primary_identity_per_person
+from pipelines.models.specs import propensity_specs
 from pipelines.ops.context import RunContext
-from pipelines.publish.profile_table import KEY, ORDER, ensure_table, merge_profiles, profile_rows
+from pipelines.publish.profile_table import (KEY, ORDER, aligned, ensure_table, merge_profiles, profile_rows,
+                                             profile_schema)
 from pipelines.quality.gate import QualityChecks
-from pipelines.quality.views import profile_table_after_merge
+from pipelines.quality.views import profile_ranges_view, profile_table_after_merge
 
 
 def run(ctx: RunContext) -> dict:
     cfg, spark = ctx.cfg, ctx.spark
+    prefixes = {spec.registered_name: spec.prefix for spec in propensity_specs(cfg)}
     scores = (lakehouse.read(spark, cfg.table("scores"), "score")
               .where(F.col("score_date") == F.lit(ctx.run_date)))
     graph = lakehouse.read(spark, cfg.table("identity_graph"), "ingest")
     path = cfg.table("profile_enrichment")
-    table = ensure_table(spark, path, bool(cfg.get("publish.change_data_feed")))
+    table = ensure_table(spark, path, profile_schema(list(prefixes.values())),
+                         bool(cfg.get("publish.change_data_feed")))
     primary = primary_identity_per_person(graph, cfg.get("identity.namespace_priority"))
-    rows = profile_rows(scores, primary)
+    current = table.toDF()
+    rows = aligned(profile_rows(scores, primary, prefixes), current.schema)
     checks = QualityChecks(ctx)
-    checks.run_suite("profile_enrichment", rows.transform(profile_table_after_merge(table.toDF(), KEY, ORDER)),
+    checks.run_suite("profile_enrichment",
+                     rows.transform(profile_table_after_merge(current, KEY, ORDER))
+                     .transform(profile_ranges_view(list(prefixes.values()))),
                      {"run_date": ctx.run_date})
     checks.enforce()
     merge_profiles(table, rows)

@@ -69,9 +69,10 @@ def psi(expected: Sequence[float], actual: Sequence[float]) -> float:
 
 
 def drift_outcomes(reference: Reference, current: DataFrame, thresholds: Mapping[str, Mapping],
-                   score_column: str) -> list[ExpectationOutcome]:
+                   score_column: str, model: str | None = None) -> list[ExpectationOutcome]:
     """PSI per column of `reference`, judged by `thresholds["score"]` for the score column
-    and `thresholds["features"]` for the rest ({warning: x, error: y}; null: not checked)."""
+    and `thresholds["features"]` for the rest ({warning: x, error: y}; null: not checked).
+    Checks are named `psi_<column>`, after `<model>.` when a model is given."""
     shares = bin_shares(current, {c: ref["edges"] for c, ref in reference.items()})
     outcomes = []
     for column, ref in reference.items():
@@ -82,7 +83,7 @@ def drift_outcomes(reference: Reference, current: DataFrame, thresholds: Mapping
         failed_warning = warning is not None and value >= float(warning)
         severity = "error" if failed_error or (error is not None and not failed_warning) else "warning"
         outcomes.append(ExpectationOutcome(
-            suite="drift", check=f"psi_{column}",
+            suite="drift", check=f"{model + '.' if model else ''}psi_{column}",
             expectation=f"population_stability_index({column}) < {error if severity == 'error' else warning}",
             severity=severity, success=not (failed_error or failed_warning),
             observed=f"PSI {value:.4f}", samples=[]))

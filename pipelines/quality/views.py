@@ -67,13 +67,31 @@ def features_view(feature_columns: Sequence[str], windowed_columns: Sequence[str
 
 
 def scores_view(eligible: DataFrame) -> Callable[[DataFrame], DataFrame]:
-    """Scores of a date -> the same rows plus `ineligible_person` (the person id when the
-    person has no feature row that day, i.e. was not eligible to be scored)."""
+    """Scores of a date (one row per person and model) -> the same rows plus `person_model`
+    (what must be unique) and `ineligible_person` (the person id when `eligible`, rows of
+    person_id and model_name, does not hold the pair: the model should not have scored them)."""
     def _apply(scores: DataFrame) -> DataFrame:
-        marks = eligible.select("person_id").distinct().withColumn("_eligible", F.lit(True))
-        return (scores.join(marks, "person_id", "left")
+        marks = eligible.select("person_id", "model_name").distinct().withColumn("_eligible", F.lit(True))
+        return (scores.join(marks, ["person_id", "model_name"], "left")
+                .withColumn("person_model", F.concat_ws(" ", "model_name", "person_id"))
                 .withColumn("ineligible_person", F.when(F.col("_eligible").isNull(), F.col("person_id")))
                 .drop("_eligible"))
+    return _apply
+
+
+def profile_ranges_view(prefixes: Sequence[str]) -> Callable[[DataFrame], DataFrame]:
+    """Profile rows -> the same rows plus, per kind of value, the first of the models'
+    columns (`<prefix>_probability`, ...) outside its range, null when all are in range.
+    One expectation per kind then covers however many models conf declares."""
+    ranges = {"probability": (0.0, 1.0), "score": (0, 100), "percentile": (1, 100)}
+
+    def _apply(profiles: DataFrame) -> DataFrame:
+        for kind, (low, high) in ranges.items():
+            outside = [F.when(~F.col(f"{p}_{kind}").between(low, high), F.col(f"{p}_{kind}").cast("double"))
+                       for p in prefixes]
+            profiles = profiles.withColumn(f"{kind}_out_of_range", F.coalesce(*outside) if len(outside) > 1
+                                           else outside[0])
+        return profiles
     return _apply
 
 

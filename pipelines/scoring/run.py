@@ -1,16 +1,20 @@
-"""The score step: champion model x features of the run date -> gold/scores (that date replaced),
-then the scores suite and drift against the champion's training population."""
+"""The score step: each propensity model's champion x the eligible feature rows of the run
+date -> gold/scores (a row per person and model; the date replaced in one transaction),
+then the scores suite and drift against each champion's training population."""
 
 from __future__ import annotations
 
 import time
+from functools import reduce
 
 import pyspark.sql.functions as F
+from pyspark.sql import DataFrame
 
 from pipelines import lakehouse
 from pipelines.models import registry
 from pipelines.models.propensity import positive_probability
-from pipelines.models.run import MODEL_KEY, SCORE_COLUMN
+from pipelines.models.run import SCORE_COLUMN
+from pipelines.models.specs import PropensitySpec, propensity_specs
 from pipelines.ops.context import RunContext
 from pipelines.quality.drift import drift_outcomes
 from pipelines.quality.gate import QualityChecks
@@ -21,48 +25,74 @@ from pipelines.scoring.scores import percentile_cut_points, with_score_columns
 
 def run(ctx: RunContext) -> dict:
     cfg, spark = ctx.cfg, ctx.spark
-    model_name = cfg.get(f"models.{MODEL_KEY}.registered_name")
     registry.connect(cfg)
-    champion = registry.require_champion(model_name)
-    model = registry.load_spark_model(model_name, champion.version)
+    specs = propensity_specs(cfg)
+    champions = {spec.key: registry.require_champion(spec.registered_name) for spec in specs}
     features = (lakehouse.read(spark, cfg.table("features"), "features")
                 .where(F.col("as_of_date") == F.lit(ctx.run_date)))
-    scored = (model.transform(features)
+    models, scored, counts = {}, [], {}
+    for spec in specs:
+        champion = champions[spec.key]
+        models[spec.key] = registry.load_spark_model(spec.registered_name, champion.version)
+        scored.append(_score(ctx, spec, champion, models[spec.key], features.where(spec.eligible())))
+        counts[spec.key] = scored[-1][1].count()
+    path = cfg.table("scores")
+    lakehouse.replace_where(reduce(DataFrame.unionByName, [rows for rows, _ in scored]), path,
+                            f"score_date = '{ctx.run_date.isoformat()}'", partition_by=["score_date"])
+    for _, probabilities in scored:
+        probabilities.unpersist()
+    for spec in specs:
+        ctx.progress(f"{counts[spec.key]} people scored with {spec.registered_name} v{champions[spec.key].version}")
+
+    checks = QualityChecks(ctx)
+    stored = lakehouse.read(spark, path).where(F.col("score_date") == F.lit(ctx.run_date))
+    eligible = reduce(DataFrame.unionByName, [
+        features.where(spec.eligible()).select("person_id", F.lit(spec.registered_name).alias("model_name"))
+        for spec in specs])
+    checks.run_suite("scores", stored.transform(scores_view(eligible)))
+    for spec in specs:
+        _check_drift(ctx, checks, spec, champions[spec.key], models[spec.key], features.where(spec.eligible()))
+    checks.enforce()
+    return {"people_scored": sum(counts.values()),
+            **{f"{key}.people_scored": n for key, n in counts.items()},
+            **{f"{key}.model_version": int(v.version) for key, v in champions.items()},
+            **checks.outputs()}
+
+
+def _score(ctx: RunContext, spec: PropensitySpec, champion, model,
+           eligible: DataFrame) -> tuple[DataFrame, DataFrame]:
+    """One model's rows for gold/scores (lazy), and the cached probabilities they come from."""
+    scored = (model.transform(eligible)
               .select("person_id", "as_of_date", positive_probability().alias(SCORE_COLUMN))
               .cache())
     cuts = percentile_cut_points(scored, SCORE_COLUMN)
-    buckets = cfg.get("scoring.buckets")
+    buckets = ctx.cfg.get("scoring.buckets")
     rows = (scored.transform(with_score_columns(cuts, int(buckets["medium_from_percentile"]),
                                                 int(buckets["high_from_percentile"])))
             .withColumn("score_date", F.lit(ctx.run_date).cast("date"))
-            .withColumn("model_name", F.lit(model_name))
+            .withColumn("model_name", F.lit(spec.registered_name))
             .withColumn("model_version", F.lit(int(champion.version)))
             .withColumn("mlflow_run_id", F.lit(champion.run_id))
             .withColumn("scored_at", F.lit(ctx.clock).cast("timestamp"))
             .withColumn("run_id", F.lit(ctx.run_id)))
-    path = cfg.table("scores")
-    lakehouse.replace_where(rows, path, f"score_date = '{ctx.run_date.isoformat()}'", partition_by=["score_date"])
-    count = scored.count()
-    scored.unpersist()
-    ctx.progress(f"{count} people scored with {model_name} v{champion.version}")
+    return rows, scored
 
-    checks = QualityChecks(ctx)
-    stored = lakehouse.read(spark, path).where(F.col("score_date") == F.lit(ctx.run_date))
-    checks.run_suite("scores", stored.transform(scores_view(features)))
+
+def _check_drift(ctx: RunContext, checks: QualityChecks, spec: PropensitySpec, champion, model,
+                 eligible: DataFrame) -> None:
     started = time.monotonic()
     reference = registry.drift_reference(champion.run_id)
+    name = spec.registered_name
     if reference is None:
         missing = ExpectationOutcome(
-            suite="drift", check="reference_present",
-            expectation=f"drift reference of {model_name} v{champion.version}", severity="warning",
+            suite="drift", check=f"{spec.key}.reference_present",
+            expectation=f"drift reference of {name} v{champion.version}", severity="warning",
             success=False, samples=[],
             observed="the champion logged no training distribution; drift is measured once a version "
                      "trained by this release is champion")
         checks.add([missing], 0.0)
-    else:
-        inputs = [column for column in reference if column != SCORE_COLUMN]
-        population = model.transform(features).select(*inputs, positive_probability().alias(SCORE_COLUMN))
-        checks.add(drift_outcomes(reference, population, cfg.get("quality.drift"), SCORE_COLUMN),
-                   time.monotonic() - started)
-    checks.enforce()
-    return {"people_scored": count, "model_version": int(champion.version), **checks.outputs()}
+        return
+    inputs = [column for column in reference if column != SCORE_COLUMN]
+    population = model.transform(eligible).select(*inputs, positive_probability().alias(SCORE_COLUMN))
+    checks.add(drift_outcomes(reference, population, ctx.cfg.get("quality.drift"), SCORE_COLUMN, spec.key),
+               time.monotonic() - started)

@@ -37,6 +37,7 @@ def nightly(spark, tmp_path_factory) -> NightlyRun:
     root = tmp_path_factory.mktemp("e2e") / "lakehouse"
     args = ["--run-date", RUN_DATE.isoformat(), "--set", f"lakehouse.root={root}",
             "--set", "models.convert_propensity.gbt.max_iter=20", "--set", "models.convert_propensity.search=null",
+            "--set", "models.churn_propensity.gbt.max_iter=20",
             # 1,500 people give about 150 buyers per snapshot, not the 500 a real run needs.
             "--set", "quality.sufficiency.min_labels_per_class=20"]
     cfg = load_config("local", overrides=[f"lakehouse.root={root}"])

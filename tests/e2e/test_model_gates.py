@@ -1,4 +1,5 @@
-"""The sufficiency and promotion gates on a copy of the nightly lakehouse (its champion is v1)."""
+"""The sufficiency and promotion gates, and the retraining cadence, on a copy of the nightly
+lakehouse (each model's champion is v1). The gate tests train the convert model only."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from pipelines.models import registry
 from .conftest import RUN_DATE
 
 NEXT_DAY = (RUN_DATE + timedelta(days=1)).isoformat()
+TRAIN_CONVERT = ["train", "--model", "convert_propensity", "--run-date", NEXT_DAY]
 
 
 @pytest.fixture
@@ -23,7 +25,7 @@ def copy(nightly, tmp_path):
     root = tmp_path / "lakehouse"
     shutil.copytree(nightly.root, root)
     sets = [f"lakehouse.root={root}", "models.convert_propensity.gbt.max_iter=20",
-            "models.convert_propensity.search=null",
+            "models.convert_propensity.search=null", "models.churn_propensity.gbt.max_iter=20",
             "quality.sufficiency.min_labels_per_class=20"]
     return load_config("local", overrides=sets), [arg for s in sets for arg in ("--set", s)]
 
@@ -42,7 +44,7 @@ def _gate_rows(spark, cfg, check):
 def test_too_few_labels_refuse_training_and_the_champion_stays(spark, copy):
     cfg, args = copy
     assert int(_champion(cfg).version) == 1
-    code = main(["train", "--run-date", NEXT_DAY, *args, "--set", "quality.sufficiency.min_labels_per_class=100000"])
+    code = main([*TRAIN_CONVERT, *args, "--set", "quality.sufficiency.min_labels_per_class=100000"])
     assert code == 0
     assert int(_champion(cfg).version) == 1
     assert registry.version_trained_for("convert_propensity", NEXT_DAY) is None
@@ -54,7 +56,7 @@ def test_too_few_labels_refuse_training_and_the_champion_stays(spark, copy):
 def test_without_a_champion_refused_training_blocks_the_run_with_exit_3(spark, copy, tmp_path, capsys):
     cfg, args = copy
     empty = [f"mlflow.tracking_uri=sqlite:///{tmp_path}/empty.db", f"mlflow.artifact_location={tmp_path}/art"]
-    code = main(["train", "--run-date", NEXT_DAY, *args, "--set", "quality.sufficiency.min_labels_per_class=100000",
+    code = main([*TRAIN_CONVERT, *args, "--set", "quality.sufficiency.min_labels_per_class=100000",
                  *[arg for s in empty for arg in ("--set", s)]])
     err = capsys.readouterr().err
     assert code == 3
@@ -65,7 +67,7 @@ def test_without_a_champion_refused_training_blocks_the_run_with_exit_3(spark, c
 
 def test_a_model_below_the_minimum_auc_is_registered_but_not_promoted(spark, copy):
     cfg, args = copy
-    code = main(["train", "--run-date", NEXT_DAY, *args, "--set", "quality.promotion.min_auc=0.999"])
+    code = main([*TRAIN_CONVERT, *args, "--set", "quality.promotion.min_auc=0.999"])
     assert code == 0
     new = registry.version_trained_for("convert_propensity", NEXT_DAY)
     assert new is not None and int(new.version) == 2
@@ -75,5 +77,21 @@ def test_a_model_below_the_minimum_auc_is_registered_but_not_promoted(spark, cop
     assert (row["success"], row["severity"]) == (False, "warning")
     assert "champion v1" in row["observed"], "the champion was scored on the same holdout"
     # The rerun reuses v2 and still reports why it is not the champion.
-    assert main(["train", "--run-date", NEXT_DAY, *args]) == 0
+    assert main([*TRAIN_CONVERT, *args]) == 0
     assert int(_champion(cfg).version) == 1
+
+
+def test_the_next_night_scores_with_the_champions_and_retrains_only_when_due(spark, copy):
+    cfg, args = copy
+    assert main(["nightly", "--run-date", NEXT_DAY, *args]) == 0
+    for name in ("convert_propensity", "churn_propensity"):
+        assert registry.version_trained_for(name, NEXT_DAY) is None, "a week has not passed"
+    (train,) = (lakehouse.read(spark, cfg.table("runs"))
+                .where((F.col("step") == "train") & (F.col("run_date") == F.lit(NEXT_DAY).cast("date"))).collect())
+    assert train["metrics"]["convert_propensity.reused"] == train["metrics"]["churn_propensity.reused"] == 1.0
+    scores = lakehouse.read(spark, cfg.table("scores")).where(F.col("score_date") == F.lit(NEXT_DAY).cast("date"))
+    assert {(r["model_name"], r["model_version"]) for r in scores.select("model_name", "model_version")
+            .distinct().collect()} == {("convert_propensity", 1), ("churn_propensity", 1)}
+    # Explicitly asked for, training happens whatever the cadence says.
+    assert main(["train", "--model", "churn_propensity", "--run-date", NEXT_DAY, *args]) == 0
+    assert int(registry.version_trained_for("churn_propensity", NEXT_DAY).version) == 2

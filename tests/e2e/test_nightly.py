@@ -70,38 +70,60 @@ def test_every_event_resolves_to_a_person_and_logins_link_devices(spark, nightly
     assert linked > 0
 
 
-def test_holdout_auc_is_clearly_better_than_chance(spark, nightly):
+def test_both_models_rank_clearly_better_than_chance_and_than_the_baseline_bar(spark, nightly):
     train = _ledger(spark, nightly, "train")[0]["metrics"]
-    assert train["holdout_auc_roc"] > 0.7, train
-    assert 0 < train["holdout_positive_rate"] < 1
+    for model in ("convert_propensity", "churn_propensity"):
+        assert train[f"{model}.holdout_auc_roc"] > 0.7, train
+        assert 0 < train[f"{model}.holdout_positive_rate"] < 1
+        assert train[f"{model}.holdout_baseline_auc_roc"] > 0.6, "the logistic baseline is logged beside"
 
 
 def test_the_champion_is_registered_and_the_rerun_reuses_it(spark, nightly):
     runs = _ledger(spark, nightly, "train")
-    assert [r["metrics"]["reused"] for r in runs] == [0.0, 1.0]
     uri = nightly.cfg.mlflow_tracking_uri()
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)  # other tests may point MLflow elsewhere
-    versions = client.search_model_versions("name = 'convert_propensity'")
-    assert len(versions) == 1
-    assert client.get_model_version_by_alias("convert_propensity", "champion").version == versions[0].version
-    run = client.get_run(versions[0].run_id)
-    assert {"silver_events_version", "training_set_version"} <= set(run.data.params)
-    assert {"holdout_auc_roc", "holdout_pr_auc", "holdout_brier", "holdout_lift_top_decile"} <= set(run.data.metrics)
-    plots = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
-    assert plots == {f"plots/{n}.png" for n in ("holdout_roc", "holdout_gains", "holdout_calibration",
-                                                "feature_importances")}
+    for model in ("convert_propensity", "churn_propensity"):
+        assert [r["metrics"][f"{model}.reused"] for r in runs] == [0.0, 1.0]
+        versions = client.search_model_versions(f"name = '{model}'")
+        assert len(versions) == 1
+        assert client.get_model_version_by_alias(model, "champion").version == versions[0].version
+        run = client.get_run(versions[0].run_id)
+        assert {"silver_events_version", "training_set_version", "target"} <= set(run.data.params)
+        assert {"holdout_auc_roc", "holdout_pr_auc", "holdout_brier", "holdout_lift_top_decile",
+                "holdout_baseline_auc_roc"} <= set(run.data.metrics)
+        plots = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
+        assert plots == {f"plots/{n}.png" for n in ("holdout_roc", "holdout_gains", "holdout_calibration",
+                                                    "feature_importances")}
+
+
+def test_each_model_scores_exactly_its_eligible_people(spark, nightly):
+    scores = _table(spark, nightly, "scores").where(F.col("score_date") == F.lit(RUN_DATE))
+    features = _table(spark, nightly, "features").where(F.col("as_of_date") == F.lit(RUN_DATE))
+    within = nightly.cfg.get("models.churn_propensity.eligible_purchased_within_days")
+    expected = {"convert_propensity": features,
+                "churn_propensity": features.where(F.col("days_since_last_purchase") <= within)}
+    for model, eligible in expected.items():
+        scored = scores.where(F.col("model_name") == model).select("person_id")
+        assert scored.count() == eligible.count() > 0, model
+        assert scored.exceptAll(eligible.select("person_id")).count() == 0, model
 
 
 def test_one_profile_row_per_scored_person_with_valid_attributes(spark, nightly):
     scores = _table(spark, nightly, "scores").where(F.col("score_date") == F.lit(RUN_DATE))
     profiles = _table(spark, nightly, "profile_enrichment")
-    assert profiles.count() == profiles.select("person_id").distinct().count() == scores.count() > 0
-    assert profiles.join(scores, "person_id", "left_anti").count() == 0
-    bad = profiles.where(~F.col("convert_probability").between(0, 1) | ~F.col("convert_score").between(0, 100)
-                         | ~F.col("convert_percentile").between(1, 100)
-                         | ~F.col("convert_bucket").isin("low", "medium", "high")
-                         | F.col("primary_identity_id").isNull())
-    assert bad.count() == 0
+    people = scores.select("person_id").distinct()
+    assert profiles.count() == profiles.select("person_id").distinct().count() == people.count() > 0
+    assert profiles.join(people, "person_id", "left_anti").count() == 0
+    for prefix in ("convert", "churn"):
+        bad = profiles.where(~F.col(f"{prefix}_probability").between(0, 1)
+                             | ~F.col(f"{prefix}_score").between(0, 100)
+                             | ~F.col(f"{prefix}_percentile").between(1, 100)
+                             | ~F.col(f"{prefix}_bucket").isin("low", "medium", "high")
+                             | (F.col(f"{prefix}_model_version") != 1))
+        assert bad.count() == 0, prefix
+    assert profiles.where(F.col("convert_probability").isNull() | F.col("primary_identity_id").isNull()).count() == 0
+    churn_scored = scores.where(F.col("model_name") == "churn_propensity").count()
+    assert profiles.where(F.col("churn_probability").isNotNull()).count() == churn_scored < profiles.count()
     props = spark.sql(f"SHOW TBLPROPERTIES delta.`{nightly.cfg.table('profile_enrichment')}`").collect()
     assert {r["key"]: r["value"] for r in props}.get("delta.enableChangeDataFeed") == "true"
 
@@ -113,6 +135,21 @@ def test_scores_rank_buyers_above_non_buyers_on_the_ground_truth(spark, nightly)
     joined = _table(spark, nightly, "profile_enrichment").join(truth, "primary_identity_id")
     correlation = joined.stat.corr("convert_probability", "oracle_purchase_probability")
     assert joined.count() > 100 and correlation > 0.3
+
+
+def test_churn_scores_follow_the_generators_chance_of_no_purchase(spark, nightly):
+    days, horizon = 240, nightly.cfg.get("models.churn_propensity.horizon_days")
+    # P(no purchase in the horizon after the history ends) from each person's latent traits.
+    active = F.greatest(F.lit(0.0), F.least("active_until_day", F.lit(float(days + horizon)))
+                        - F.greatest("start_day", F.lit(float(days))))
+    truth = (spark.read.json(str(nightly.root / "landing" / "ground_truth"))
+             .where(F.col("crm_id").isNotNull())
+             .select(F.col("crm_id").alias("primary_identity_id"),
+                     F.exp(-F.col("purchase_rate_per_day") * active).alias("oracle_churn_probability")))
+    joined = (_table(spark, nightly, "profile_enrichment").where(F.col("churn_probability").isNotNull())
+              .join(truth, "primary_identity_id"))
+    correlation = joined.stat.corr("churn_probability", "oracle_churn_probability")
+    assert joined.count() > 100 and correlation > 0.3, correlation
 
 
 def _comparable(df):
@@ -133,12 +170,14 @@ def test_a_second_nightly_run_leaves_every_table_as_it_was(spark, nightly):
 def test_the_summary_names_date_auc_mlflow_run_and_profile_table(nightly):
     out = nightly.stdout_first
     assert f"for {RUN_DATE}: done" in out
-    assert "holdout AUC-ROC" in out and "mlflow run:" in out
+    assert "model: convert_propensity v1, holdout AUC-ROC" in out and "model: churn_propensity v1" in out
+    assert "mlflow run " in out
     assert nightly.cfg.table("profile_enrichment") in out
     report = (nightly.root / "reports" / RUN_DATE.isoformat() / "index.html").read_text()
     # Written last by the rerun, which reused the model: the ROC comes from its MLflow run.
-    assert "alt='ROC curve'" in report and "alt='score histogram'" in report
-    assert "alt='calibration'" in report and "alt='cumulative gains'" in report
+    for model in ("convert_propensity", "churn_propensity"):
+        assert f"alt='{model} ROC curve'" in report and f"alt='{model} score histogram'" in report
+        assert f"alt='{model} calibration'" in report and f"alt='{model} cumulative gains'" in report
     assert "lift in the top decile" in out and "Brier" in out
 
 
@@ -149,8 +188,10 @@ def test_every_layer_was_checked_and_the_results_are_recorded_and_rendered(spark
                       "drift", "profile_enrichment"}
     blocking = results.where(~F.col("success") & (F.col("severity") == "error")).count()
     assert blocking == 0, "a run that finished has no failed error-level check"
-    gates = {r["check"]: r["success"] for r in results.where(F.col("suite") == "model_gates").collect()}
-    assert gates == {"data_sufficiency": True, "promotion": True}
+    gates = {(r["check"], r["expectation"].split(":")[0]): r["success"]
+             for r in results.where(F.col("suite") == "model_gates").collect()}
+    assert gates == {(f"{check}", f"{check}({model})"): True for check in ("data_sufficiency", "promotion")
+                     for model in ("convert_propensity", "churn_propensity")}
     docs = nightly.root / "reports" / "data_docs"
     index = (docs / "index.html").read_text()
     for suite in ("bronze_events", "features", "scores", "profile_enrichment"):
@@ -158,5 +199,6 @@ def test_every_layer_was_checked_and_the_results_are_recorded_and_rendered(spark
         assert list((docs / "validations" / suite).rglob("*.html")), suite
     assert f"Data Docs: {docs}/index.html" in nightly.stdout_first
     # Tenure drifts by construction in 240 days of sample data: a warning, and the run went on.
-    assert "  warning: drift.psi_tenure_days" in nightly.stdout_first and nightly.exit_codes == [0, 0]
+    assert "  warning: drift.convert_propensity.psi_tenure_days" in nightly.stdout_first
+    assert nightly.exit_codes == [0, 0]
     assert "../data_docs/index.html" in (nightly.root / "reports" / RUN_DATE.isoformat() / "index.html").read_text()

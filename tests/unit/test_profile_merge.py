@@ -1,12 +1,16 @@
 from datetime import date, datetime
 
+import pytest
+
 from pipelines import lakehouse
-from pipelines.publish.profile_table import PROFILE_SCHEMA, ensure_table, merge_profiles
+from pipelines.publish.profile_table import aligned, ensure_table, merge_profiles, profile_rows, profile_schema
+
+SCHEMA = profile_schema(["convert"])
+RUN = datetime(2026, 1, 1)
 
 
 def _row(pid, probability, day):
-    return (pid, "CRMID", f"c-{pid}", probability, round(probability * 100), 50, "medium", "m", 1, day, day,
-            datetime(2026, 1, 1), "r")
+    return (pid, "CRMID", f"c-{pid}", probability, round(probability * 100), 50, "medium", 1, day, day, RUN, "r")
 
 
 def _state(spark, path):
@@ -16,19 +20,18 @@ def _state(spark, path):
 
 def test_newer_scores_win_older_never_overwrite_and_new_people_are_inserted(spark, lake):
     path = lake.table("profile_enrichment")
-    table = ensure_table(spark, path, change_data_feed=True)
+    table = ensure_table(spark, path, SCHEMA, change_data_feed=True)
     d1, d2 = date(2026, 1, 1), date(2026, 1, 2)
-    merge_profiles(table, spark.createDataFrame([_row("a", 0.1, d1), _row("b", 0.2, d1)], PROFILE_SCHEMA))
-    merge_profiles(table, spark.createDataFrame([_row("a", 0.9, d2), _row("c", 0.3, d2)], PROFILE_SCHEMA))
-    merge_profiles(table, spark.createDataFrame([_row("a", 0.5, d1), _row("b", 0.7, d1)], PROFILE_SCHEMA))
+    merge_profiles(table, spark.createDataFrame([_row("a", 0.1, d1), _row("b", 0.2, d1)], SCHEMA))
+    merge_profiles(table, spark.createDataFrame([_row("a", 0.9, d2), _row("c", 0.3, d2)], SCHEMA))
+    merge_profiles(table, spark.createDataFrame([_row("a", 0.5, d1), _row("b", 0.7, d1)], SCHEMA))
     assert _state(spark, path) == {"a": (0.9, d2), "b": (0.7, d1), "c": (0.3, d2)}
 
 
 def test_rerunning_a_date_with_the_same_scores_changes_nothing_in_the_feed(spark, lake):
     path = lake.table("profile_enrichment")
-    table = ensure_table(spark, path, change_data_feed=True)
-    rows = spark.createDataFrame([_row("a", 0.1, date(2026, 1, 1)), _row("b", 0.2, date(2026, 1, 1))],
-                                 PROFILE_SCHEMA)
+    table = ensure_table(spark, path, SCHEMA, change_data_feed=True)
+    rows = spark.createDataFrame([_row("a", 0.1, date(2026, 1, 1)), _row("b", 0.2, date(2026, 1, 1))], SCHEMA)
     merge_profiles(table, rows)
     after_first = lakehouse.version(spark, path)
     merge_profiles(table, rows)
@@ -37,3 +40,43 @@ def test_rerunning_a_date_with_the_same_scores_changes_nothing_in_the_feed(spark
         spark, path) > after_first else None
     assert changes is None or changes.count() == 0
     assert _state(spark, path) == {"a": (0.1, date(2026, 1, 1)), "b": (0.2, date(2026, 1, 1))}
+
+
+def test_scores_of_several_models_become_one_row_per_person(spark):
+    day = date(2026, 1, 1)
+    scores = spark.createDataFrame(
+        [("a", "convert_propensity", 0.8, 80, 95, "high", 3), ("a", "churn_propensity", 0.1, 10, 5, "low", 1),
+         ("b", "convert_propensity", 0.2, 20, 30, "low", 3)],
+        "person_id string, model_name string, probability double, score int, percentile int, bucket string, "
+        "model_version int").selectExpr("*", f"date'{day}' as score_date", f"date'{day}' as as_of_date",
+                                        "timestamp'2026-01-01 02:00:00' as scored_at", "'r' as run_id")
+    identities = spark.createDataFrame([("a", "CRMID", "c-a")], "person_id string, primary_identity_namespace "
+                                       "string, primary_identity_id string")
+    rows = {r["person_id"]: r for r in profile_rows(
+        scores, identities, {"convert_propensity": "convert", "churn_propensity": "churn"}).collect()}
+    assert (rows["a"]["convert_probability"], rows["a"]["convert_model_version"], rows["a"]["churn_score"],
+            rows["a"]["churn_bucket"], rows["a"]["primary_identity_id"]) == (0.8, 3, 10, "low", "c-a")
+    # b was not eligible for churn (no recent purchase): its churn columns stay empty.
+    assert (rows["b"]["convert_percentile"], rows["b"]["churn_probability"], rows["b"]["churn_model_version"],
+            rows["b"]["primary_identity_id"]) == (30, None, None, None)
+
+
+def test_a_newly_configured_model_adds_its_columns_and_a_dropped_one_is_cleared(spark, lake):
+    path = lake.table("profile_enrichment")
+    day = date(2026, 1, 1)
+    merge_profiles(ensure_table(spark, path, SCHEMA, change_data_feed=True),
+                   spark.createDataFrame([_row("a", 0.1, day)], SCHEMA))
+    table = ensure_table(spark, path, profile_schema(["churn"]), change_data_feed=True)
+    assert {"convert_probability", "churn_probability", "churn_model_version"} <= set(table.toDF().columns)
+    later = spark.createDataFrame([("a", "CRMID", "c-a", 0.4, 40, 60, "medium", 2, date(2026, 1, 2),
+                                    date(2026, 1, 2), RUN, "r2")], profile_schema(["churn"]))
+    merge_profiles(table, aligned(later, table.toDF().schema))
+    (row,) = lakehouse.read(spark, path).collect()
+    assert (row["churn_probability"], row["convert_probability"], row["score_date"]) == (0.4, None, date(2026, 1, 2))
+
+
+@pytest.mark.parametrize("prefixes", [["convert"], ["convert", "churn"]])
+def test_the_schema_holds_each_model_once(prefixes):
+    names = profile_schema(prefixes).names
+    assert len(names) == len(set(names)) and names[0] == "person_id"
+    assert [n for n in names if n.endswith("_probability")] == [f"{p}_probability" for p in prefixes]

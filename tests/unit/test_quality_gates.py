@@ -10,7 +10,8 @@ from pyspark.sql import types as T
 
 from pipelines.quality import model_gates
 from pipelines.quality.drift import bin_shares, drift_outcomes, psi, reference_profile
-from pipelines.quality.views import bronze_events_view, profile_table_after_merge, scores_view
+from pipelines.quality.views import (bronze_events_view, profile_ranges_view, profile_table_after_merge,
+                                      scores_view)
 from pipelines.xdm.schema import EXPERIENCE_EVENT
 
 THRESHOLDS = {"features": {"warning": 0.1, "error": None}, "score": {"warning": 0.1, "error": 0.25}}
@@ -124,11 +125,25 @@ def test_the_events_view_names_the_first_bad_currency_and_unknown_namespace(spar
     assert (got["bare"]["unknown_currency_code"], got["bare"]["min_item_price"]) == (None, None)
 
 
-def test_scores_of_people_without_a_feature_row_are_marked_ineligible(spark):
-    scores = spark.createDataFrame([("p1", 0.5), ("p2", 0.1)], ["person_id", "probability"])
-    features = spark.createDataFrame([("p1",)], ["person_id"])
-    marked = {r["person_id"]: r["ineligible_person"] for r in scores.transform(scores_view(features)).collect()}
-    assert marked == {"p1": None, "p2": "p2"}
+def test_scores_a_model_should_not_have_given_are_marked_ineligible(spark):
+    scores = spark.createDataFrame([("p1", "convert", 0.5), ("p2", "convert", 0.1), ("p2", "churn", 0.4)],
+                                   ["person_id", "model_name", "probability"])
+    # p2 may be scored for convert but not for churn (no recent purchase).
+    eligible = spark.createDataFrame([("p1", "convert"), ("p2", "convert")], ["person_id", "model_name"])
+    marked = {(r["model_name"], r["person_id"]): (r["ineligible_person"], r["person_model"])
+              for r in scores.transform(scores_view(eligible)).collect()}
+    assert marked == {("convert", "p1"): (None, "convert p1"), ("convert", "p2"): (None, "convert p2"),
+                      ("churn", "p2"): ("p2", "churn p2")}
+
+
+def test_the_profile_range_view_names_the_first_value_out_of_range(spark):
+    rows = spark.createDataFrame([("a", 0.5, 1.5, 50, 101, 10, 0), ("b", 0.5, None, 50, None, 10, None)],
+                                 "person_id string, convert_probability double, churn_probability double, "
+                                 "convert_score int, churn_score int, convert_percentile int, churn_percentile int")
+    got = {r["person_id"]: (r["probability_out_of_range"], r["score_out_of_range"], r["percentile_out_of_range"])
+           for r in rows.transform(profile_ranges_view(["convert", "churn"])).collect()}
+    # Nulls are models that did not score the person, not values out of range.
+    assert got == {"a": (1.5, 101.0, 0.0), "b": (None, None, None)}
 
 
 def test_the_profile_view_is_the_table_the_merge_would_leave(spark):

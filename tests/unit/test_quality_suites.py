@@ -139,15 +139,20 @@ TRAINING = dict(
 )
 
 SCORES = dict(
-    schema=_schema(("person_id", T.StringType()), ("ineligible_person", T.StringType()),
+    schema=_schema(("person_id", T.StringType()), ("person_model", T.StringType()),
+                   ("ineligible_person", T.StringType()),
                    ("probability", T.DoubleType()), ("score", T.IntegerType()), ("percentile", T.IntegerType()),
                    ("bucket", T.StringType())),
-    rows=[{"person_id": "p1", "probability": 0.91, "score": 91, "percentile": 100, "bucket": "high"},
-          {"person_id": "p2", "probability": 0.02, "score": 2, "percentile": 1, "bucket": "low"}],
+    rows=[{"person_id": "p1", "person_model": "convert p1", "probability": 0.91, "score": 91, "percentile": 100,
+           "bucket": "high"},
+          {"person_id": "p2", "person_model": "convert p2", "probability": 0.02, "score": 2, "percentile": 1,
+           "bucket": "low"},
+          {"person_id": "p1", "person_model": "churn p1", "probability": 0.3, "score": 30, "percentile": 40,
+           "bucket": "low"}],
     parameters={},
     breaks={
         "has_rows": _no_rows,
-        "one_score_per_person": _with(1, person_id="p1"),
+        "one_score_per_person_and_model": _with(1, person_model="convert p1"),
         "only_eligible_people_scored": _with(1, ineligible_person="p2"),
         "probability_present": _with(1, probability=None),
         "probability_in_0_1": _with(0, probability=1.2),
@@ -159,19 +164,17 @@ SCORES = dict(
 
 PROFILE_TABLE = dict(
     schema=_schema(("person_id", T.StringType()), ("primary_identity_id", T.StringType()),
-                   ("convert_probability", T.DoubleType()), ("convert_score", T.IntegerType()),
-                   ("convert_percentile", T.IntegerType()), ("score_date", T.DateType())),
-    rows=[{"person_id": "p1", "primary_identity_id": "c1", "convert_probability": 0.5, "convert_score": 50,
-           "convert_percentile": 60, "score_date": RUN_DATE},
-          {"person_id": "p2", "primary_identity_id": "c2", "convert_probability": 0.0, "convert_score": 0,
-           "convert_percentile": 1, "score_date": date(2026, 5, 1)}],
+                   ("probability_out_of_range", T.DoubleType()), ("score_out_of_range", T.DoubleType()),
+                   ("percentile_out_of_range", T.DoubleType()), ("score_date", T.DateType())),
+    rows=[{"person_id": "p1", "primary_identity_id": "c1", "score_date": RUN_DATE},
+          {"person_id": "p2", "primary_identity_id": "c2", "score_date": date(2026, 5, 1)}],
     parameters={"run_date": RUN_DATE},
     breaks={
         "person_present": _with(1, person_id=None),
         "one_current_row_per_person": _with(1, person_id="p1"),
-        "probability_in_0_1": _with(1, convert_probability=-0.1),
-        "score_in_0_100": _with(1, convert_score=-1),
-        "percentile_in_1_100": _with(0, convert_percentile=101),
+        "probability_in_0_1": _with(1, probability_out_of_range=-0.1),
+        "score_in_0_100": _with(1, score_out_of_range=-1.0),
+        "percentile_in_1_100": _with(0, percentile_out_of_range=101.0),
         "score_date_not_in_future": _with(0, score_date=date(2026, 6, 2)),
         "primary_identity_present": _with(0, primary_identity_id=None),
     },
@@ -208,7 +211,7 @@ def test_failures_carry_sample_values_and_the_severity_from_conf(spark):
     frame = spark.createDataFrame([tuple(r.get(f.name) for f in spec["schema"].fields) for r in bad], spec["schema"])
     (outcome,) = [o for o in validate(frame, suite, {}, sample_size=3) if not o.success]
     assert (outcome.check, outcome.severity, outcome.blocks) == ("bucket_known", "warning", False)
-    assert outcome.samples == ["lukewarm"] and outcome.observed == "1 unexpected of 2"
+    assert outcome.samples == ["lukewarm"] and outcome.observed == "1 unexpected of 3"
 
 
 def _write_suite(tmp_path, expectations) -> object:
