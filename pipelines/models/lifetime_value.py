@@ -111,37 +111,46 @@ def gamma_gamma_log_likelihood(params: GammaGamma, x: np.ndarray, mean_spend: np
             + (px - 1) * np.log(mean_spend) + px * np.log(x) - (px + q) * np.log(g + mean_spend * x))
 
 
-def _fit(negative_ll: Callable[[np.ndarray], float], start: Sequence[float], what: str) -> np.ndarray:
-    """Minimise over log-parameters (all parameters are positive)."""
-    result = minimize(negative_ll, np.log(start), method="Nelder-Mead", options=_TOLERANCE)
-    if not result.success:
-        raise ValueError(f"{what} fit did not converge: {result.message}")
-    return np.exp(result.x)
+def _fit(negative_ll: Callable[[np.ndarray], float], starts: Sequence[Sequence[float]], what: str) -> np.ndarray:
+    """Minimise over log-parameters (all parameters are positive) from each start; the
+    best converged optimum wins. Several starts because these likelihoods are flat in
+    places: from a start far from the data's scale, the simplex can wander off to a
+    degenerate edge (a huge shape with a tiny scale) and stop there or run out of steps."""
+    results = [minimize(negative_ll, np.log(start), method="Nelder-Mead", options=_TOLERANCE) for start in starts]
+    converged = [r for r in results if r.success and np.isfinite(r.fun)]
+    if not converged:
+        raise ValueError(f"{what} fit did not converge from any start: {results[-1].message}")
+    return np.exp(min(converged, key=lambda r: r.fun).x)
 
 
-def fit_bgnbd(data: dict[str, np.ndarray], start: Sequence[float] = (1.0, 1.0, 1.0, 1.0)) -> BgNbd:
-    """Maximum-likelihood BG/NBD over weighted (x, t_x, T) tuples."""
+def fit_bgnbd(data: dict[str, np.ndarray], start: Sequence[float] | None = None) -> BgNbd:
+    """Maximum-likelihood BG/NBD over weighted (x, t_x, T) tuples. Without `start`, two
+    starts: unit values, and alpha at the mean observation time (alpha carries the time unit)."""
     x, t_x, T = data["x"], data["t_x"], data["T"]
     weight = data.get("weight", np.ones_like(x))
     if len(x) == 0 or not (x > 0).any():
         raise ValueError("BG/NBD needs people with repeat purchases; there are none")
+    starts = [start] if start else [(1.0, 1.0, 1.0, 1.0), (1.0, float(np.average(T, weights=weight)), 1.0, 1.0)]
 
     def negative_ll(log_params: np.ndarray) -> float:
         return -float(np.sum(weight * bgnbd_log_likelihood(BgNbd(*np.exp(log_params)), x, t_x, T)))
-    return BgNbd(*(float(v) for v in _fit(negative_ll, start, "BG/NBD")))
+    return BgNbd(*(float(v) for v in _fit(negative_ll, starts, "BG/NBD")))
 
 
-def fit_gamma_gamma(data: dict[str, np.ndarray], start: Sequence[float] = (1.0, 1.0, 1.0)) -> GammaGamma:
-    """Maximum-likelihood Gamma-Gamma over weighted (x, mean spend) of repeat buyers."""
+def fit_gamma_gamma(data: dict[str, np.ndarray], start: Sequence[float] | None = None) -> GammaGamma:
+    """Maximum-likelihood Gamma-Gamma over weighted (x, mean spend) of repeat buyers.
+    Without `start`, two starts: unit values, and p = 2, q = 3 with gamma set so the
+    model's mean spend p * gamma / (q - 1) equals the observed mean (gamma carries the currency)."""
     keep = (data["x"] > 0) & (data["mean_spend"] > 0)
     x, spend = data["x"][keep], data["mean_spend"][keep]
     weight = data.get("weight", np.ones_like(data["x"]))[keep]
     if len(x) == 0:
         raise ValueError("Gamma-Gamma needs repeat buyers with a positive spend; there are none")
+    starts = [start] if start else [(1.0, 1.0, 1.0), (2.0, 3.0, float(np.average(spend, weights=weight)))]
 
     def negative_ll(log_params: np.ndarray) -> float:
         return -float(np.sum(weight * gamma_gamma_log_likelihood(GammaGamma(*np.exp(log_params)), x, spend)))
-    return GammaGamma(*(float(v) for v in _fit(negative_ll, start, "Gamma-Gamma")))
+    return GammaGamma(*(float(v) for v in _fit(negative_ll, starts, "Gamma-Gamma")))
 
 
 def probability_alive(params: BgNbd, x: np.ndarray, t_x: np.ndarray, T: np.ndarray) -> np.ndarray:
@@ -189,3 +198,48 @@ def with_lifetime_value(bgnbd: BgNbd, spend: GammaGamma, horizon: float) -> Call
         schema = StructType(summary.schema.fields + added)   # StructType.add would change the frame's own
         return summary.mapInPandas(_predict, schema)
     return _apply
+
+
+def actual_value(as_of: date, horizon_days: int) -> Callable[[DataFrame], DataFrame]:
+    """Silver events -> per buyer in [as_of, as_of + horizon): purchase days and revenue,
+    counted the way the summaries count them (several orders on one day are one purchase)."""
+    end = date.fromordinal(as_of.toordinal() + horizon_days)
+
+    def _apply(events: DataFrame) -> DataFrame:
+        days = (events.where(F.col("is_purchase") & (F.col("event_date") >= F.lit(as_of))
+                             & (F.col("event_date") < F.lit(end)))
+                .groupBy("person_id", "event_date").agg(F.sum("revenue").alias("revenue")))
+        return days.groupBy("person_id").agg(F.count(F.lit(1)).cast("double").alias("actual_purchases"),
+                                             F.sum("revenue").cast("double").alias("actual_value"))
+    return _apply
+
+
+def holdout_errors(predicted: DataFrame, actual: DataFrame) -> dict[str, float]:
+    """Predictions of the summaries' people vs. what they did (people absent from `actual`
+    bought nothing): MAE and RMSE of value and of purchases, totals. One aggregation."""
+    joined = (predicted.join(actual, "person_id", "left")
+              .fillna(0.0, subset=["actual_purchases", "actual_value"]))
+    value_error = F.col("expected_value") - F.col("actual_value")
+    purchase_error = F.col("expected_purchases") - F.col("actual_purchases")
+    row = joined.agg(F.count(F.lit(1)).alias("people"), F.avg(F.abs(value_error)).alias("mae"),
+                     F.sqrt(F.avg(value_error ** 2)).alias("rmse"),
+                     F.avg(F.abs(purchase_error)).alias("purchases_mae"),
+                     F.sum("expected_value").alias("predicted"), F.sum("actual_value").alias("actual"),
+                     F.sum("expected_purchases").alias("predicted_purchases"),
+                     F.sum("actual_purchases").alias("actual_purchases")).first()
+    actual_total = float(row["actual"] or 0.0)
+    return {"holdout_people": float(row["people"]), "holdout_mae": float(row["mae"] or 0.0),
+            "holdout_rmse": float(row["rmse"] or 0.0), "holdout_purchases_mae": float(row["purchases_mae"] or 0.0),
+            "holdout_total_predicted": float(row["predicted"] or 0.0), "holdout_total_actual": actual_total,
+            "holdout_total_ratio": float(row["predicted"] or 0.0) / actual_total if actual_total else float("inf"),
+            "holdout_purchases_predicted": float(row["predicted_purchases"] or 0.0),
+            "holdout_purchases_actual": float(row["actual_purchases"] or 0.0)}
+
+
+def parameters_dict(bgnbd: BgNbd, spend: GammaGamma) -> dict[str, dict[str, float]]:
+    return {"bgnbd": {k: float(v) for k, v in vars(bgnbd).items()},
+            "gamma_gamma": {k: float(v) for k, v in vars(spend).items()}}
+
+
+def parameters_from_dict(data: dict) -> tuple[BgNbd, GammaGamma]:
+    return BgNbd(**data["bgnbd"]), GammaGamma(**data["gamma_gamma"])

@@ -80,6 +80,10 @@ def evaluation(run_id: str) -> dict | None:
     return _optional_dict(run_id, EVALUATION_ARTIFACT)
 
 
+def load_dict(run_id: str, name: str) -> dict:
+    return mlflow.artifacts.load_dict(f"runs:/{run_id}/{name}")
+
+
 def _optional_dict(run_id: str, name: str) -> dict | None:
     names = {item.path for item in MlflowClient().list_artifacts(run_id)}
     return mlflow.artifacts.load_dict(f"runs:/{run_id}/{name}") if name in names else None

@@ -19,22 +19,20 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame
 
 from pipelines import lakehouse
-from pipelines.errors import BadInputError, GateError
+from pipelines.errors import BadInputError
 from pipelines.features.build import feature_columns, person_features
 from pipelines.features.run import check_features
-from pipelines.models import registry
-from pipelines.models.registry import RUN_DATE_TAG
+from pipelines.models import lifecycle, registry
 from pipelines.models.propensity import (baseline_pipeline, classifier_pipeline, cumulative_gains, evaluate,
                                          feature_importances, holdout_auc, parameter_grid, positive_probability,
                                          reliability_curve, roc_points, snapshot_plan, time_based_search)
-from pipelines.models.specs import PropensitySpec, propensity_specs
+from pipelines.models import lifetime_value_train
+from pipelines.models.specs import LIFETIME_VALUE, PropensitySpec, lifetime_value_enabled, propensity_specs
 from pipelines.ops import plots
 from pipelines.ops.context import RunContext
 from pipelines.quality import model_gates
 from pipelines.quality.drift import reference_profile
 from pipelines.quality.gate import QualityChecks
-from pipelines.quality.model_gates import Decision
-from pipelines.quality.suites import ExpectationOutcome
 
 SCORE_COLUMN = "probability"
 # Metrics of each model that the ledger keeps as numbers (`<model>.<metric>`).
@@ -57,33 +55,25 @@ def run(ctx: RunContext) -> dict:
     for spec in specs:
         ctx.progress(f"model {spec.key}: {spec.target} within {spec.horizon_days} days")
         per_model[spec.key] = _train(ctx, checks, spec, experiment_id)
-    numbers = {f"{key}.{name}": out[name] for key, out in per_model.items() for name in LEDGER_METRICS
+    if lifetime_value_enabled(ctx.cfg) and ctx.model in (None, LIFETIME_VALUE):
+        ctx.progress(f"model {LIFETIME_VALUE}: purchases and spend within "
+                     f"{lifetime_value_train.horizon_days(ctx)} days")
+        per_model[LIFETIME_VALUE] = lifetime_value_train.train(ctx, checks, experiment_id)
+    numbers = {f"{key}.{name}": out[name] for key, out in per_model.items()
+               for name in LEDGER_METRICS + lifetime_value_train.LEDGER_METRICS
                if isinstance(out.get(name), (int, float))}
     return {"models": per_model, **numbers, **checks.outputs()}
-
-
-def _retrain_due(ctx: RunContext, spec: PropensitySpec):
-    """The champion, when the nightly need not retrain yet (None: train)."""
-    current = registry.champion(spec.registered_name)
-    if not ctx.scheduled or current is None or RUN_DATE_TAG not in current.tags:
-        return None
-    trained = date.fromisoformat(current.tags[RUN_DATE_TAG])
-    return current if 0 <= (ctx.run_date - trained).days < spec.retrain_every_days else None
 
 
 def _train(ctx: RunContext, checks: QualityChecks, spec: PropensitySpec, experiment_id: str) -> dict:
     cfg, spark = ctx.cfg, ctx.spark
     model_cfg = cfg.get(f"models.{spec.key}")
     model_name = spec.registered_name
-    existing = registry.version_trained_for(model_name, ctx.run_date.isoformat())
-    if existing is not None:
-        ctx.progress(f"{model_name} v{existing.version} was trained for {ctx.run_date}; reusing it")
-        return _reused(model_name, existing)
-    recent = _retrain_due(ctx, spec)
-    if recent is not None:
-        ctx.progress(f"{model_name}: champion v{recent.version} was trained {recent.tags[RUN_DATE_TAG]}; "
-                     f"retraining every {spec.retrain_every_days} days, so not tonight")
-        return {**_reused(model_name, recent), "retrain": "not due"}
+    earlier = lifecycle.already_trained(ctx, model_name, spec.retrain_every_days)
+    if earlier is not None:
+        version, why = earlier
+        return {**lifecycle.reused(model_name, version, why), "roc": registry.holdout_roc(version.run_id),
+                "evaluation": registry.evaluation(version.run_id)}
 
     try:
         plan = snapshot_plan(ctx.run_date, spec.horizon_days, int(model_cfg["cadence_days"]),
@@ -128,46 +118,14 @@ def _train(ctx: RunContext, checks: QualityChecks, spec: PropensitySpec, experim
             class_counts, int(rules["min_labels_per_class"]), history["first"], history["last"],
             plan.training[0], ctx.run_date, int(rules["min_history_days"]), int(rules["max_staleness_days"]))
         if not decision.allowed:
-            return _refused(ctx, checks, model_name, decision, f"training refused: {decision.reason}")
-        checks.add([_gate_outcome(model_name, decision, "error")], 0.0)
+            return lifecycle.refused(ctx, checks, model_name, decision, f"training refused: {decision.reason}")
+        checks.add([lifecycle.gate_outcome(model_name, decision, "error")], 0.0)
         ctx.progress(f"training set: {sum(class_counts.get('train', {}).values())} rows from "
                      f"{len(plan.training)} snapshots, holdout {sum(class_counts.get('holdout', {}).values())} "
                      f"rows as of {plan.holdout}")
         return _fit_and_register(ctx, checks, spec, stored, plan, events_path, events_version, experiment_id)
     finally:
         stored.unpersist()
-
-
-def _gate_outcome(model_name: str, decision: Decision, severity: str) -> ExpectationOutcome:
-    observed = decision.observed + (f"; refused: {decision.reason}" if not decision.allowed else "")
-    return ExpectationOutcome(suite="model_gates", check=decision.check,
-                              expectation=f"{decision.check}({model_name}): {decision.rule}",
-                              severity=severity, success=decision.allowed, observed=observed, samples=[])
-
-
-def _refused(ctx: RunContext, checks: QualityChecks, model_name: str, decision: Decision, what: str,
-             outputs: dict | None = None) -> dict:
-    """A gate said no: the champion stays and the run goes on (a warning), or, with no
-    champion to score with, the run stops (exit code 3)."""
-    current = registry.champion(model_name)
-    checks.add([_gate_outcome(model_name, decision, "warning" if current else "error")], 0.0)
-    if current is None:
-        raise GateError(f"{decision.check} gate: {model_name}: {what}; there is no champion to score with")
-    note = f"{what}; champion v{current.version} stays"
-    ctx.progress(note)
-    return {**(outputs or {}), "promoted": 0, "champion_version": int(current.version), "gate": note}
-
-
-def _reused(model_name: str, version) -> dict:
-    outputs = {"model_version": int(version.version), "reused": 1, "mlflow_run_id": version.run_id,
-               "roc": registry.holdout_roc(version.run_id), "evaluation": registry.evaluation(version.run_id),
-               **{k: float(v) for k, v in version.tags.items() if k.startswith("holdout_")}}
-    current = registry.champion(model_name)
-    outputs["promoted"] = int(version.tags.get(registry.PROMOTION_TAG) == "promoted")
-    outputs["champion_version"] = int(current.version) if current else None
-    if not outputs["promoted"]:
-        outputs["gate"] = version.tags.get(registry.PROMOTION_TAG, "")
-    return outputs
 
 
 def _champion_auc(holdout: DataFrame, model_name: str, inputs: list[str]) -> tuple[float | None, str]:
@@ -278,18 +236,6 @@ def _fit_and_register(ctx: RunContext, checks: QualityChecks, spec: PropensitySp
     rules = cfg.get("quality.promotion")
     decision = model_gates.promotion(metrics["holdout_auc_roc"], champion_auc, float(rules["min_auc"]),
                                      float(rules["max_auc_drop"]), note)
-    client = mlflow.MlflowClient()
-    client.set_model_version_tag(model_name, version, registry.RUN_DATE_TAG, ctx.run_date.isoformat())
-    for key, value in metrics.items():
-        client.set_model_version_tag(model_name, version, key, f"{value:.6f}")
-    what = f"{model_name} v{version} registered, not promoted: {decision.reason}"
-    client.set_model_version_tag(model_name, version, registry.PROMOTION_TAG,
-                                 "promoted" if decision.allowed else what)
-    metrics.update({"model_version": int(version), "reused": 0, "mlflow_run_id": mlrun.info.run_id, "roc": roc,
-                    "evaluation": evaluation})
-    if not decision.allowed:
-        return _refused(ctx, checks, model_name, decision, what, metrics)
-    checks.add([_gate_outcome(model_name, decision, "error")], 0.0)
-    registry.promote(model_name, version)
-    ctx.progress(f"{model_name} v{version} is the champion (MLflow run {mlrun.info.run_id})")
-    return {**metrics, "promoted": 1, "champion_version": int(version)}
+    metrics_out = {**metrics, "model_version": int(version), "reused": 0, "mlflow_run_id": mlrun.info.run_id,
+                   "roc": roc, "evaluation": evaluation}
+    return lifecycle.register_decision(ctx, checks, model_name, version, metrics, decision, metrics_out)

@@ -50,11 +50,24 @@ class PropensitySpec:
         return _apply
 
 
+LIFETIME_VALUE = "lifetime_value"
+
+
+def lifetime_value_enabled(cfg: Config) -> bool:
+    return bool(cfg.get(f"models.{LIFETIME_VALUE}.enabled", False))
+
+
+def model_names(cfg: Config) -> list[str]:
+    """Every model `enrich train` trains, in order."""
+    return list(cfg.get("models.propensity") or []) + ([LIFETIME_VALUE] if lifetime_value_enabled(cfg) else [])
+
+
 def propensity_specs(cfg: Config, only: str | None = None) -> list[PropensitySpec]:
-    """The models of `models.propensity`, in order; `only` keeps one (bad name: exit code 2)."""
+    """The models of `models.propensity`, in order; `only` keeps one of `model_names`
+    (none when it names the lifetime-value model; an unknown name: exit code 2)."""
     keys = list(cfg.get("models.propensity") or [])
-    if only is not None and only not in keys:
-        raise BadInputError(f"--model {only!r} is not a model; known: {', '.join(keys)}")
+    if only is not None and only not in model_names(cfg):
+        raise BadInputError(f"--model {only!r} is not a model; known: {', '.join(model_names(cfg))}")
     specs = [_spec(cfg, key) for key in keys if only in (None, key)]
     prefixes = [s.prefix for s in specs]
     if len(set(prefixes)) != len(prefixes):

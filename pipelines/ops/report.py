@@ -89,7 +89,7 @@ def write_report(ctx: RunContext, outputs: dict[str, dict], counts: dict) -> str
     if trained:
         sections.append("<h2>Models</h2>")
         for key, out in trained.items():
-            if "holdout_auc_roc" in out:
+            if "holdout_auc_roc" in out or "holdout_mae" in out:
                 sections.extend(_model_section(key, out))
     warnings = [w for out in outputs.values() for w in out.get("quality_warnings", [])]
     sections.append("<h2>Quality</h2>")

@@ -7,7 +7,7 @@ from pipelines.ops.context import RunContext
 from pipelines.quality.gate import data_docs_dir
 
 SUMMARY_TABLES = ("events", "profiles", "quarantine", "identity_graph", "silver_events", "features",
-                  "scores", "profile_enrichment")
+                  "scores", "lifetime_value", "profile_enrichment")
 
 
 def table_rows(ctx: RunContext) -> dict[str, int | None]:
@@ -52,9 +52,14 @@ def print_summary(ctx: RunContext, outputs: dict[str, dict]) -> None:
 
 def _model_line(key: str, model: dict) -> str:
     """One model: version, whether it was trained tonight, and its holdout numbers."""
+    how = (" (not due for retraining)" if model.get("retrain") else " (reused)") if model.get("reused") else ""
+    if "holdout_mae" in model:
+        line = (f"model: {key} v{model['model_version']}{how}, holdout MAE {model['holdout_mae']:.2f}, "
+                f"RMSE {model['holdout_rmse']:.2f}, predicted {model['holdout_total_predicted']:,.0f} vs actual "
+                f"{model['holdout_total_actual']:,.0f} ({model['holdout_total_ratio']:.2f}x)")
+        return line + (f", mlflow run {model['mlflow_run_id']}" if model.get("mlflow_run_id") else "")
     if "holdout_auc_roc" not in model:
         return f"model: {key}: no version"
-    how = (" (not due for retraining)" if model.get("retrain") else " (reused)") if model.get("reused") else ""
     line = (f"model: {key} v{model['model_version']}{how}, holdout AUC-ROC {model['holdout_auc_roc']:.3f}, "
             f"PR-AUC {model['holdout_pr_auc']:.3f}")
     if "holdout_lift_top_decile" in model:

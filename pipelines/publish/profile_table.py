@@ -25,6 +25,9 @@ IDENTITY_FIELDS = [
 # Per propensity model, under its profile prefix (convert_probability, churn_score, ...).
 MODEL_FIELDS = (("probability", T.DoubleType()), ("score", T.IntegerType()), ("percentile", T.IntegerType()),
                 ("bucket", T.StringType()), ("model_version", T.IntegerType()))
+# The lifetime-value model's columns, under its prefix (ltv_expected_value, ...).
+VALUE_FIELDS = (("expected_value", T.DoubleType()), ("expected_purchases", T.DoubleType()),
+                ("p_alive", T.DoubleType()), ("value_percentile", T.IntegerType()), ("model_version", T.IntegerType()))
 RUN_FIELDS = [
     T.StructField("score_date", T.DateType()),
     T.StructField("as_of_date", T.DateType()),
@@ -33,22 +36,31 @@ RUN_FIELDS = [
 ]
 
 
-def profile_schema(prefixes: Sequence[str]) -> T.StructType:
+def profile_schema(prefixes: Sequence[str], value_prefix: str | None = None) -> T.StructType:
     model_fields = [T.StructField(f"{prefix}_{name}", kind) for prefix in prefixes for name, kind in MODEL_FIELDS]
-    return T.StructType(IDENTITY_FIELDS + model_fields + RUN_FIELDS)
+    value_fields = [T.StructField(f"{value_prefix}_{name}", kind) for name, kind in VALUE_FIELDS if value_prefix]
+    return T.StructType(IDENTITY_FIELDS + model_fields + value_fields + RUN_FIELDS)
 
 
-def profile_rows(scores: DataFrame, primary_identities: DataFrame, prefixes: Mapping[str, str]) -> DataFrame:
+def profile_rows(scores: DataFrame, primary_identities: DataFrame, prefixes: Mapping[str, str],
+                 values: DataFrame | None = None, value_prefix: str | None = None) -> DataFrame:
     """Scores of one date (a row per person and model; `prefixes` maps model_name to its
-    profile prefix) + each person's primary identity -> one row per person in the profile
-    table's shape. A model that did not score a person (not eligible) leaves its columns null."""
+    profile prefix), the date's lifetime values (`values`, a row per buyer, under
+    `value_prefix`) and each person's primary identity -> one row per person in the
+    profile table's shape. A model that did not score a person (not eligible) leaves its
+    columns null."""
     per_model = [F.max(F.when(F.col("model_name") == F.lit(name), F.col(column))).cast(kind).alias(f"{prefix}_{column}")
                  for name, prefix in prefixes.items() for column, kind in MODEL_FIELDS]
     wide = (scores.groupBy("person_id", "score_date")
             .agg(*per_model, F.max("as_of_date").alias("as_of_date"), F.max("scored_at").alias("scored_at"),
                  F.max("run_id").alias("run_id")))
     joined = wide.join(primary_identities, "person_id", "left")
-    return joined.select(*[f.name for f in profile_schema(list(prefixes.values())).fields])
+    if values is not None and value_prefix:
+        joined = joined.join(values.select("person_id", *[F.col(name).cast(kind).alias(f"{value_prefix}_{name}")
+                                                          for name, kind in VALUE_FIELDS]), "person_id", "left")
+    else:
+        value_prefix = None
+    return joined.select(*[f.name for f in profile_schema(list(prefixes.values()), value_prefix).fields])
 
 
 def ensure_table(spark: SparkSession, path: str, schema: T.StructType, change_data_feed: bool) -> DeltaTable:

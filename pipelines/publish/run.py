@@ -7,7 +7,7 @@ import pyspark.sql.functions as F
 
 from pipelines import lakehouse
 from pipelines.ingest.identity import primary_identity_per_person
-from pipelines.models.specs import propensity_specs
+from pipelines.models.specs import lifetime_value_enabled, propensity_specs
 from pipelines.ops.context import RunContext
 from pipelines.publish.profile_table import (KEY, ORDER, aligned, ensure_table, merge_profiles, profile_rows,
                                              profile_schema)
@@ -20,13 +20,16 @@ def run(ctx: RunContext) -> dict:
     prefixes = {spec.registered_name: spec.prefix for spec in propensity_specs(cfg)}
     scores = (lakehouse.read(spark, cfg.table("scores"), "score")
               .where(F.col("score_date") == F.lit(ctx.run_date)))
+    value_prefix = str(cfg.get("models.lifetime_value.profile_prefix")) if lifetime_value_enabled(cfg) else None
+    values = (lakehouse.read(spark, cfg.table("lifetime_value"), "score")
+              .where(F.col("score_date") == F.lit(ctx.run_date)) if value_prefix else None)
     graph = lakehouse.read(spark, cfg.table("identity_graph"), "ingest")
     path = cfg.table("profile_enrichment")
-    table = ensure_table(spark, path, profile_schema(list(prefixes.values())),
+    table = ensure_table(spark, path, profile_schema(list(prefixes.values()), value_prefix),
                          bool(cfg.get("publish.change_data_feed")))
     primary = primary_identity_per_person(graph, cfg.get("identity.namespace_priority"))
     current = table.toDF()
-    rows = aligned(profile_rows(scores, primary, prefixes), current.schema)
+    rows = aligned(profile_rows(scores, primary, prefixes, values, value_prefix), current.schema)
     checks = QualityChecks(ctx)
     checks.run_suite("profile_enrichment",
                      rows.transform(profile_table_after_merge(current, KEY, ORDER))

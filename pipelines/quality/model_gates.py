@@ -67,3 +67,32 @@ def promotion(new_auc: float, champion_auc: float | None, min_auc: float, max_au
                         "on the same holdout")
     return Decision(allowed=not problems, check="promotion", rule=rule, observed=observed,
                     reason="; ".join(problems))
+
+
+def value_sufficiency(buyers: int, repeat_buyers: int, min_repeat_buyers: int) -> Decision:
+    """Refuse a lifetime-value fit without `min_repeat_buyers` people who bought on two
+    days or more: the spend model learns only from them."""
+    rule = f"min_repeat_buyers={min_repeat_buyers}"
+    observed = f"{buyers} buyers, {repeat_buyers} repeat buyers"
+    reason = (f"{repeat_buyers} repeat buyers (at least {min_repeat_buyers} are needed)"
+              if repeat_buyers < min_repeat_buyers else "")
+    return Decision(allowed=not reason, check="data_sufficiency", rule=rule, observed=observed, reason=reason)
+
+
+def value_promotion(new_mae: float, total_ratio: float, champion_mae: float | None, max_total_error: float,
+                    max_mae_increase: float, champion_note: str = "") -> Decision:
+    """Promote a lifetime-value model when its holdout total is within `max_total_error`
+    of the actual total (ratio 1 +- error) and its per-person MAE is at most
+    `max_mae_increase` (relative) above the champion's on the same holdout."""
+    rule = f"max_total_error={max_total_error}, max_mae_increase={max_mae_increase}"
+    observed = (f"holdout MAE {new_mae:.4f}, predicted/actual total {total_ratio:.3f}"
+                + (f", champion MAE {champion_mae:.4f}" if champion_mae is not None else "")
+                + (f" ({champion_note})" if champion_note else ""))
+    problems = []
+    if not abs(total_ratio - 1.0) <= max_total_error:
+        problems.append(f"predicted/actual total {total_ratio:.3f} is outside 1 +- {max_total_error}")
+    if champion_mae is not None and new_mae > champion_mae * (1.0 + max_mae_increase):
+        problems.append(f"holdout MAE {new_mae:.3f} is worse than the champion's {champion_mae:.3f} "
+                        "on the same holdout")
+    return Decision(allowed=not problems, check="promotion", rule=rule, observed=observed,
+                    reason="; ".join(problems))

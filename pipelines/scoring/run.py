@@ -1,6 +1,7 @@
 """The score step: each propensity model's champion x the eligible feature rows of the run
 date -> gold/scores (a row per person and model; the date replaced in one transaction),
-then the scores suite and drift against each champion's training population."""
+then the scores suite and drift against each champion's training population; and the
+lifetime value of every active buyer -> gold/lifetime_value."""
 
 from __future__ import annotations
 
@@ -14,12 +15,13 @@ from pipelines import lakehouse
 from pipelines.models import registry
 from pipelines.models.propensity import positive_probability
 from pipelines.models.run import SCORE_COLUMN
-from pipelines.models.specs import PropensitySpec, propensity_specs
+from pipelines.models.specs import PropensitySpec, lifetime_value_enabled, propensity_specs
 from pipelines.ops.context import RunContext
 from pipelines.quality.drift import drift_outcomes
 from pipelines.quality.gate import QualityChecks
 from pipelines.quality.suites import ExpectationOutcome
 from pipelines.quality.views import scores_view
+from pipelines.scoring import lifetime_value
 from pipelines.scoring.scores import percentile_cut_points, with_score_columns
 
 
@@ -52,8 +54,9 @@ def run(ctx: RunContext) -> dict:
     checks.run_suite("scores", stored.transform(scores_view(eligible)))
     for spec in specs:
         _check_drift(ctx, checks, spec, champions[spec.key], models[spec.key], features.where(spec.eligible()))
+    values = lifetime_value.score(ctx, checks, features) if lifetime_value_enabled(cfg) else {}
     checks.enforce()
-    return {"people_scored": sum(counts.values()),
+    return {"people_scored": sum(counts.values()), **values,
             **{f"{key}.people_scored": n for key, n in counts.items()},
             **{f"{key}.model_version": int(v.version) for key, v in champions.items()},
             **checks.outputs()}

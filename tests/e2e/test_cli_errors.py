@@ -27,7 +27,8 @@ def _error_lines(text: str) -> list[str]:
     (["train", "--env", "staging"], "invalid choice: 'staging'"),
     (["generate", "--profiles", "0"], "expected a number >= 1"),
     (["explode"], "invalid choice: 'explode'"),
-    (["train", "--model", "ltv"], "--model 'ltv' is not a model; known: convert_propensity, churn_propensity"),
+    (["train", "--model", "ltv"],
+     "--model 'ltv' is not a model; known: convert_propensity, churn_propensity, lifetime_value"),
     (["score", "--model", "churn_propensity"], "unrecognized arguments: --model"),
 ])
 def test_a_bad_option_exits_2_with_one_line(argv, fragment):

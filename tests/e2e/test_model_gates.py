@@ -84,11 +84,13 @@ def test_a_model_below_the_minimum_auc_is_registered_but_not_promoted(spark, cop
 def test_the_next_night_scores_with_the_champions_and_retrains_only_when_due(spark, copy):
     cfg, args = copy
     assert main(["nightly", "--run-date", NEXT_DAY, *args]) == 0
-    for name in ("convert_propensity", "churn_propensity"):
+    for name in ("convert_propensity", "churn_propensity", "lifetime_value"):
         assert registry.version_trained_for(name, NEXT_DAY) is None, "a week has not passed"
     (train,) = (lakehouse.read(spark, cfg.table("runs"))
                 .where((F.col("step") == "train") & (F.col("run_date") == F.lit(NEXT_DAY).cast("date"))).collect())
-    assert train["metrics"]["convert_propensity.reused"] == train["metrics"]["churn_propensity.reused"] == 1.0
+    assert {name: train["metrics"][f"{name}.reused"] for name in ("convert_propensity", "churn_propensity",
+                                                                  "lifetime_value")} == dict.fromkeys(
+        ("convert_propensity", "churn_propensity", "lifetime_value"), 1.0)
     scores = lakehouse.read(spark, cfg.table("scores")).where(F.col("score_date") == F.lit(NEXT_DAY).cast("date"))
     assert {(r["model_name"], r["model_version"]) for r in scores.select("model_name", "model_version")
             .distinct().collect()} == {("convert_propensity", 1), ("churn_propensity", 1)}

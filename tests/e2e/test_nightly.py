@@ -137,6 +137,35 @@ def test_scores_rank_buyers_above_non_buyers_on_the_ground_truth(spark, nightly)
     assert joined.count() > 100 and correlation > 0.3
 
 
+def test_lifetime_value_is_fitted_gated_and_scored_for_every_active_buyer(spark, nightly):
+    train = _ledger(spark, nightly, "train")[0]["metrics"]
+    assert train["lifetime_value.promoted"] == 1.0, "the holdout total is within the gate's bounds"
+    assert 0.5 <= train["lifetime_value.holdout_total_ratio"] <= 1.5
+    features = _table(spark, nightly, "features").where(F.col("as_of_date") == F.lit(RUN_DATE))
+    buyers = (_table(spark, nightly, "silver_events").where(F.col("is_purchase") & (F.col("event_date") < RUN_DATE))
+              .select("person_id").distinct().join(features.select("person_id"), "person_id"))
+    values = _table(spark, nightly, "lifetime_value").where(F.col("score_date") == F.lit(RUN_DATE))
+    assert values.count() == buyers.count() > 100
+    assert values.select("person_id").exceptAll(buyers).count() == 0
+    profiles = _table(spark, nightly, "profile_enrichment")
+    assert profiles.where(F.col("ltv_expected_value").isNotNull()).count() == values.count()
+    assert profiles.where(F.col("ltv_p_alive").isNotNull() & ~F.col("ltv_p_alive").between(0, 1)).count() == 0
+
+
+def test_lifetime_values_follow_the_generators_expected_spend(spark, nightly):
+    days, horizon = 240, nightly.cfg.get("models.lifetime_value.horizon_days")
+    active = F.greatest(F.lit(0.0), F.least("active_until_day", F.lit(float(days + horizon)))
+                        - F.greatest("start_day", F.lit(float(days))))
+    truth = (spark.read.json(str(nightly.root / "landing" / "ground_truth"))
+             .where(F.col("crm_id").isNotNull())
+             .select(F.col("crm_id").alias("primary_identity_id"),
+                     (F.col("purchase_rate_per_day") * active * F.col("spend_level")).alias("oracle_value")))
+    joined = (_table(spark, nightly, "profile_enrichment").where(F.col("ltv_expected_value").isNotNull())
+              .join(truth, "primary_identity_id"))
+    correlation = joined.stat.corr("ltv_expected_value", "oracle_value")
+    assert joined.count() > 100 and correlation > 0.3, correlation
+
+
 def test_churn_scores_follow_the_generators_chance_of_no_purchase(spark, nightly):
     days, horizon = 240, nightly.cfg.get("models.churn_propensity.horizon_days")
     # P(no purchase in the horizon after the history ends) from each person's latent traits.
@@ -171,7 +200,7 @@ def test_the_summary_names_date_auc_mlflow_run_and_profile_table(nightly):
     out = nightly.stdout_first
     assert f"for {RUN_DATE}: done" in out
     assert "model: convert_propensity v1, holdout AUC-ROC" in out and "model: churn_propensity v1" in out
-    assert "mlflow run " in out
+    assert "mlflow run " in out and "model: lifetime_value v1, holdout MAE" in out
     assert nightly.cfg.table("profile_enrichment") in out
     report = (nightly.root / "reports" / RUN_DATE.isoformat() / "index.html").read_text()
     # Written last by the rerun, which reused the model: the ROC comes from its MLflow run.
@@ -185,13 +214,14 @@ def test_every_layer_was_checked_and_the_results_are_recorded_and_rendered(spark
     results = lakehouse.read(spark, nightly.cfg.table("dq_results"))
     suites = {r["suite"] for r in results.select("suite").distinct().collect()}
     assert suites == {"bronze_events", "bronze_profiles", "features", "training_set", "model_gates", "scores",
+                      "lifetime_value",
                       "drift", "profile_enrichment"}
     blocking = results.where(~F.col("success") & (F.col("severity") == "error")).count()
     assert blocking == 0, "a run that finished has no failed error-level check"
     gates = {(r["check"], r["expectation"].split(":")[0]): r["success"]
              for r in results.where(F.col("suite") == "model_gates").collect()}
     assert gates == {(f"{check}", f"{check}({model})"): True for check in ("data_sufficiency", "promotion")
-                     for model in ("convert_propensity", "churn_propensity")}
+                     for model in ("convert_propensity", "churn_propensity", "lifetime_value")}
     docs = nightly.root / "reports" / "data_docs"
     index = (docs / "index.html").read_text()
     for suite in ("bronze_events", "features", "scores", "profile_enrichment"):

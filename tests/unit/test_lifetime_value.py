@@ -10,8 +10,9 @@ from datetime import date
 import numpy as np
 import pytest
 
-from pipelines.models.lifetime_value import (BgNbd, compress_for_bgnbd, compress_for_gamma_gamma, collect_weighted,
-                                             expected_purchases, expected_spend, fit_bgnbd, fit_gamma_gamma,
+from pipelines.models.lifetime_value import (BgNbd, GammaGamma, actual_value, collect_weighted, compress_for_bgnbd,
+                                             compress_for_gamma_gamma, expected_purchases, expected_spend, fit_bgnbd,
+                                             fit_gamma_gamma, holdout_errors, parameters_dict, parameters_from_dict,
                                              probability_alive, purchase_summary, with_lifetime_value)
 
 
@@ -111,3 +112,53 @@ def test_predictions_in_spark_equal_the_driver_formulas(spark, cdnow):
     assert np.allclose([r["expected_purchases"] for r in scored], purchases)
     assert np.allclose([r["p_alive"] for r in scored], probability_alive(bgnbd, x, t_x, T))
     assert np.allclose([r["expected_value"] for r in scored], purchases * expected_spend(spend, x, mean))
+
+
+def test_holdout_errors_count_people_who_bought_nothing_as_zero(spark):
+    events = spark.createDataFrame(
+        [("a", date(2026, 3, 2), True, 30.0), ("a", date(2026, 3, 2), True, 10.0), ("a", date(2026, 3, 9), True, 20.0),
+         ("b", date(2026, 3, 31), True, 99.0),    # after the 30-day window
+         ("c", date(2026, 2, 28), True, 50.0)],   # before it
+        "person_id string, event_date date, is_purchase boolean, revenue double")
+    actual = {r["person_id"]: (r["actual_purchases"], r["actual_value"])
+              for r in events.transform(actual_value(date(2026, 3, 1), 30)).collect()}
+    assert actual == {"a": (2.0, 60.0)}, "two purchase days, all their revenue; nothing outside the window"
+    predicted = spark.createDataFrame([("a", 1.0, 50.0), ("b", 0.5, 20.0)],
+                                      "person_id string, expected_purchases double, expected_value double")
+    errors = holdout_errors(predicted, events.transform(actual_value(date(2026, 3, 1), 30)))
+    assert errors["holdout_mae"] == pytest.approx((10.0 + 20.0) / 2)
+    assert errors["holdout_rmse"] == pytest.approx(np.sqrt((100.0 + 400.0) / 2))
+    assert errors["holdout_purchases_mae"] == pytest.approx((1.0 + 0.5) / 2)
+    assert (errors["holdout_total_predicted"], errors["holdout_total_actual"]) == (70.0, 60.0)
+    assert errors["holdout_total_ratio"] == pytest.approx(70.0 / 60.0)
+
+
+def test_the_registered_model_predicts_what_the_formulas_say(cdnow):
+    import pandas as pd
+
+    from pipelines.models.lifetime_value_train import LifetimeValueModel
+
+    bgnbd, spend = fit_bgnbd(cdnow), fit_gamma_gamma(cdnow)
+    model = LifetimeValueModel(parameters_dict(bgnbd, spend), 39)
+    frame = pd.DataFrame({"x": cdnow["x"][:50], "t_x": cdnow["t_x"][:50], "T": cdnow["T"][:50],
+                          "mean_spend": np.where(cdnow["x"][:50] > 0, cdnow["mean_spend"][:50], np.nan)})
+    out = model.predict(None, frame)
+    x, t_x, T = cdnow["x"][:50], cdnow["t_x"][:50], cdnow["T"][:50]
+    purchases = expected_purchases(bgnbd, 39.0, x, t_x, T)
+    assert np.allclose(out["expected_purchases"], purchases)
+    assert np.allclose(out["expected_value"], purchases * expected_spend(spend, x, frame["mean_spend"].to_numpy()))
+    assert parameters_from_dict(parameters_dict(bgnbd, spend)) == (bgnbd, spend)
+
+
+def test_spend_in_a_large_currency_unit_is_fitted_from_a_start_on_the_datas_scale():
+    # Spend per purchase ~ Gamma(p, nu), nu ~ Gamma(q, gamma): simulated with mean orders
+    # around 100 (a scale the unit start is far from), 4,000 repeat buyers.
+    rng = np.random.default_rng(5)
+    truth = GammaGamma(p=2.0, q=5.0, gamma=235.0)
+    x = rng.integers(1, 8, size=4000).astype(float)
+    nu = rng.gamma(truth.q, 1 / truth.gamma, size=x.size)
+    mean_spend = np.array([rng.gamma(truth.p, 1 / v, size=int(n)).mean() for v, n in zip(nu, x, strict=True)])
+    fitted = fit_gamma_gamma({"x": x, "mean_spend": mean_spend})
+    population_mean = truth.p * truth.gamma / (truth.q - 1)
+    assert fitted.p * fitted.gamma / (fitted.q - 1) == pytest.approx(population_mean, rel=0.05)
+    assert fitted.p == pytest.approx(truth.p, rel=0.15) and fitted.q == pytest.approx(truth.q, rel=0.25)

@@ -14,10 +14,11 @@ def test_conf_declares_convert_and_churn_in_order():
     assert [(s.key, s.target, s.prefix) for s in specs] == [("convert_propensity", "purchase", "convert"),
                                                            ("churn_propensity", "churn", "churn")]
     assert [s.key for s in propensity_specs(load_config("local"), "churn_propensity")] == ["churn_propensity"]
+    assert propensity_specs(load_config("local"), "lifetime_value") == [], "trained by its own module"
 
 
 @pytest.mark.parametrize("overrides,message", [
-    ([], "--model 'nope' is not a model; known: convert_propensity, churn_propensity"),
+    ([], "--model 'nope' is not a model; known: convert_propensity, churn_propensity, lifetime_value"),
     (["models.churn_propensity.target=attrition"], "models.churn_propensity.target must be one of"),
     (["models.churn_propensity.eligible_purchased_within_days=null"], "is required for a churn model"),
     (["models.churn_propensity.profile_prefix=convert"], "profile_prefix must differ"),

@@ -75,6 +75,24 @@ def test_a_newly_configured_model_adds_its_columns_and_a_dropped_one_is_cleared(
     assert (row["churn_probability"], row["convert_probability"], row["score_date"]) == (0.4, None, date(2026, 1, 2))
 
 
+def test_lifetime_values_join_the_scores_and_people_without_purchases_have_none(spark):
+    day = date(2026, 1, 1)
+    scores = spark.createDataFrame(
+        [("a", "convert_propensity", 0.8, 80, 95, "high", 3), ("b", "convert_propensity", 0.2, 20, 30, "low", 3)],
+        "person_id string, model_name string, probability double, score int, percentile int, bucket string, "
+        "model_version int").selectExpr("*", f"date'{day}' as score_date", f"date'{day}' as as_of_date",
+                                        "timestamp'2026-01-01 02:00:00' as scored_at", "'r' as run_id")
+    values = spark.createDataFrame([("a", 250.0, 2.5, 0.9, 99, 4)], "person_id string, expected_value double, "
+                                   "expected_purchases double, p_alive double, value_percentile int, model_version int")
+    identities = spark.createDataFrame([], "person_id string, primary_identity_namespace string, "
+                                       "primary_identity_id string")
+    rows = {r["person_id"]: r for r in profile_rows(scores, identities, {"convert_propensity": "convert"},
+                                                     values, "ltv").collect()}
+    assert (rows["a"]["ltv_expected_value"], rows["a"]["ltv_p_alive"], rows["a"]["ltv_value_percentile"],
+            rows["a"]["ltv_model_version"], rows["a"]["convert_score"]) == (250.0, 0.9, 99, 4, 80)
+    assert (rows["b"]["ltv_expected_value"], rows["b"]["ltv_model_version"]) == (None, None)
+
+
 @pytest.mark.parametrize("prefixes", [["convert"], ["convert", "churn"]])
 def test_the_schema_holds_each_model_once(prefixes):
     names = profile_schema(prefixes).names

@@ -105,6 +105,26 @@ def test_a_tolerated_drop_against_the_champion_still_promotes():
     assert model_gates.promotion(0.79, 0.80, min_auc=0.65, max_auc_drop=0.02).allowed
 
 
+@pytest.mark.parametrize("mae, ratio, champion_mae, allowed, reason", [
+    (10.0, 1.2, None, True, ""),
+    (10.0, 1.2, 10.0, True, ""),
+    (10.0, 1.6, None, False, "predicted/actual total 1.600 is outside 1 +- 0.5"),
+    (10.0, float("inf"), None, False, "predicted/actual total inf is outside"),
+    (11.0, 0.9, 10.0, False, "holdout MAE 11.000 is worse than the champion's 10.000 on the same holdout"),
+])
+def test_a_value_model_is_promoted_when_its_total_is_close_and_it_beats_the_champion(mae, ratio, champion_mae,
+                                                                                    allowed, reason):
+    decision = model_gates.value_promotion(mae, ratio, champion_mae, max_total_error=0.5, max_mae_increase=0.0)
+    assert decision.allowed is allowed
+    assert decision.reason.startswith(reason) and bool(reason) is not allowed
+
+
+def test_a_value_fit_needs_enough_repeat_buyers():
+    assert model_gates.value_sufficiency(1000, 500, 500).allowed
+    refused = model_gates.value_sufficiency(1000, 499, 500)
+    assert not refused.allowed and refused.reason == "499 repeat buyers (at least 500 are needed)"
+
+
 def test_the_events_view_names_the_first_bad_currency_and_unknown_namespace(spark):
     bronze = T.StructType(EXPERIENCE_EVENT.fields + [T.StructField("primary_id", T.StringType())])
     item = {"priceTotal": 3.0, "quantity": 2, "currencyCode": "EUR"}

@@ -162,6 +162,27 @@ SCORES = dict(
     },
 )
 
+LIFETIME_VALUE = dict(
+    schema=_schema(("person_model", T.StringType()), ("ineligible_person", T.StringType()),
+                   ("expected_value", T.DoubleType()), ("expected_purchases", T.DoubleType()),
+                   ("p_alive", T.DoubleType()), ("value_percentile", T.IntegerType())),
+    rows=[{"person_model": "ltv p1", "expected_value": 120.0, "expected_purchases": 1.5, "p_alive": 0.9,
+           "value_percentile": 100},
+          {"person_model": "ltv p2", "expected_value": 0.0, "expected_purchases": 0.0, "p_alive": 0.0,
+           "value_percentile": 1}],
+    parameters={},
+    breaks={
+        "has_rows": _no_rows,
+        "one_value_per_person": _with(1, person_model="ltv p1"),
+        "only_active_people_valued": _with(0, ineligible_person="p1"),
+        "expected_value_present": _with(1, expected_value=None),
+        "expected_value_not_negative": _with(1, expected_value=-0.01),
+        "expected_purchases_not_negative": _with(0, expected_purchases=-1.0),
+        "p_alive_in_0_1": _with(0, p_alive=1.01),
+        "percentile_in_1_100": _with(1, value_percentile=0),
+    },
+)
+
 PROFILE_TABLE = dict(
     schema=_schema(("person_id", T.StringType()), ("primary_identity_id", T.StringType()),
                    ("probability_out_of_range", T.DoubleType()), ("score_out_of_range", T.DoubleType()),
@@ -181,7 +202,7 @@ PROFILE_TABLE = dict(
 )
 
 SUITES = {"bronze_events": EVENTS, "bronze_profiles": PROFILES, "features": FEATURES, "training_set": TRAINING,
-          "scores": SCORES, "profile_enrichment": PROFILE_TABLE}
+          "scores": SCORES, "lifetime_value": LIFETIME_VALUE, "profile_enrichment": PROFILE_TABLE}
 
 
 def _failed_checks(spark, suite_name: str, rows: list[dict]) -> set[str]:

@@ -1,0 +1,89 @@
+"""What every model goes through around its fit, whatever it predicts: reuse of a version
+already trained for the run date, the retraining cadence, the gate outcomes, and
+registration tags and promotion."""
+
+from __future__ import annotations
+
+from datetime import date
+
+from mlflow import MlflowClient
+from mlflow.entities.model_registry import ModelVersion
+
+from pipelines.errors import GateError
+from pipelines.models import registry
+from pipelines.ops.context import RunContext
+from pipelines.quality.gate import QualityChecks
+from pipelines.quality.model_gates import Decision
+from pipelines.quality.suites import ExpectationOutcome
+
+
+def already_trained(ctx: RunContext, model_name: str, retrain_every_days: int) -> tuple[ModelVersion, str] | None:
+    """The version to use instead of training tonight, and why: one trained for this run
+    date (a rerun), or, in the nightly, a champion younger than `retrain_every_days`."""
+    existing = registry.version_trained_for(model_name, ctx.run_date.isoformat())
+    if existing is not None:
+        ctx.progress(f"{model_name} v{existing.version} was trained for {ctx.run_date}; reusing it")
+        return existing, "rerun"
+    current = registry.champion(model_name)
+    if not ctx.scheduled or current is None or registry.RUN_DATE_TAG not in current.tags:
+        return None
+    trained = date.fromisoformat(current.tags[registry.RUN_DATE_TAG])
+    if not 0 <= (ctx.run_date - trained).days < retrain_every_days:
+        return None
+    ctx.progress(f"{model_name}: champion v{current.version} was trained {trained}; "
+                 f"retraining every {retrain_every_days} days, so not tonight")
+    return current, "not due"
+
+
+def reused(model_name: str, version: ModelVersion, why: str) -> dict:
+    """The outputs of a version used again: its holdout numbers (from its tags) and its
+    promotion state."""
+    outputs = {"model_version": int(version.version), "reused": 1, "mlflow_run_id": version.run_id,
+               **{k: float(v) for k, v in version.tags.items() if k.startswith("holdout_")}}
+    if why == "not due":
+        outputs["retrain"] = why
+    current = registry.champion(model_name)
+    outputs["promoted"] = int(version.tags.get(registry.PROMOTION_TAG) == "promoted")
+    outputs["champion_version"] = int(current.version) if current else None
+    if not outputs["promoted"]:
+        outputs["gate"] = version.tags.get(registry.PROMOTION_TAG, "")
+    return outputs
+
+
+def gate_outcome(model_name: str, decision: Decision, severity: str) -> ExpectationOutcome:
+    observed = decision.observed + (f"; refused: {decision.reason}" if not decision.allowed else "")
+    return ExpectationOutcome(suite="model_gates", check=decision.check,
+                              expectation=f"{decision.check}({model_name}): {decision.rule}",
+                              severity=severity, success=decision.allowed, observed=observed, samples=[])
+
+
+def refused(ctx: RunContext, checks: QualityChecks, model_name: str, decision: Decision, what: str,
+            outputs: dict | None = None) -> dict:
+    """A gate said no: the champion stays and the run goes on (a warning), or, with no
+    champion to score with, the run stops (exit code 3)."""
+    current = registry.champion(model_name)
+    checks.add([gate_outcome(model_name, decision, "warning" if current else "error")], 0.0)
+    if current is None:
+        raise GateError(f"{decision.check} gate: {model_name}: {what}; there is no champion to score with")
+    note = f"{what}; champion v{current.version} stays"
+    ctx.progress(note)
+    return {**(outputs or {}), "promoted": 0, "champion_version": int(current.version), "gate": note}
+
+
+def register_decision(ctx: RunContext, checks: QualityChecks, model_name: str, version: str, metrics: dict,
+                      decision: Decision, outputs: dict) -> dict:
+    """Tag the new version (run date, holdout numbers, promotion state) and promote it
+    when the gate allows; otherwise the champion stays."""
+    client = MlflowClient()
+    client.set_model_version_tag(model_name, version, registry.RUN_DATE_TAG, ctx.run_date.isoformat())
+    for key, value in metrics.items():
+        client.set_model_version_tag(model_name, version, key, f"{value:.6f}")
+    what = f"{model_name} v{version} registered, not promoted: {decision.reason}"
+    client.set_model_version_tag(model_name, version, registry.PROMOTION_TAG,
+                                 "promoted" if decision.allowed else what)
+    if not decision.allowed:
+        return refused(ctx, checks, model_name, decision, what, outputs)
+    checks.add([gate_outcome(model_name, decision, "error")], 0.0)
+    registry.promote(model_name, version)
+    ctx.progress(f"{model_name} v{version} is the champion (MLflow run {outputs.get('mlflow_run_id')})")
+    return {**outputs, "promoted": 1, "champion_version": int(version)}

@@ -1,0 +1,49 @@
+"""Lifetime value of the run date: the champion's BG/NBD and Gamma-Gamma parameters applied
+to every active buyer's purchase summary (in the executors) -> gold/lifetime_value."""
+
+from __future__ import annotations
+
+import pyspark.sql.functions as F
+from pyspark.sql import DataFrame
+
+from pipelines import lakehouse
+from pipelines.models import registry
+from pipelines.models.lifetime_value import purchase_summary, with_lifetime_value
+from pipelines.models.lifetime_value_train import KEY, PARAMETERS_ARTIFACT, fitted_parameters
+from pipelines.ops.context import RunContext
+from pipelines.quality.gate import QualityChecks
+from pipelines.quality.views import scores_view
+from pipelines.scoring.scores import percentile_cut_points, percentile_from_cut_points
+
+
+def score(ctx: RunContext, checks: QualityChecks, features: DataFrame) -> dict:
+    """Value every buyer with a feature row tonight (a purchase before the run date and an
+    event in the look-back); write the date's rows in one transaction, then check them."""
+    cfg, spark = ctx.cfg, ctx.spark
+    name = str(cfg.get(f"models.{KEY}.registered_name"))
+    champion = registry.require_champion(name)
+    bgnbd, spend = fitted_parameters(champion.run_id)
+    horizon = int(registry.load_dict(champion.run_id, PARAMETERS_ARTIFACT)["horizon_days"])
+    active = features.select("person_id")
+    summary = (lakehouse.read(spark, cfg.table("silver_events"), "ingest")
+               .transform(purchase_summary(ctx.run_date)).join(active, "person_id"))
+    valued = summary.transform(with_lifetime_value(bgnbd, spend, float(horizon))).cache()
+    cuts = percentile_cut_points(valued, "expected_value")
+    rows = (valued.withColumn("value_percentile", percentile_from_cut_points(F.col("expected_value"), cuts))
+            .withColumn("horizon_days", F.lit(horizon))
+            .withColumn("score_date", F.lit(ctx.run_date).cast("date"))
+            .withColumn("as_of_date", F.lit(ctx.run_date).cast("date"))
+            .withColumn("model_name", F.lit(name))
+            .withColumn("model_version", F.lit(int(champion.version)))
+            .withColumn("mlflow_run_id", F.lit(champion.run_id))
+            .withColumn("scored_at", F.lit(ctx.clock).cast("timestamp"))
+            .withColumn("run_id", F.lit(ctx.run_id)))
+    path = cfg.table("lifetime_value")
+    lakehouse.replace_where(rows, path, f"score_date = '{ctx.run_date.isoformat()}'", partition_by=["score_date"])
+    people = valued.count()
+    valued.unpersist()
+    ctx.progress(f"{people} buyers valued with {name} v{champion.version} over {horizon} days")
+    stored = lakehouse.read(spark, path).where(F.col("score_date") == F.lit(ctx.run_date))
+    eligible = active.withColumn("model_name", F.lit(name))
+    checks.run_suite("lifetime_value", stored.transform(scores_view(eligible)))
+    return {f"{KEY}.people_valued": people, f"{KEY}.model_version": int(champion.version)}
