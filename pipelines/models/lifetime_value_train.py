@@ -130,6 +130,7 @@ def _fit_and_register(ctx: RunContext, checks: QualityChecks, name: str, summary
         example = pd.DataFrame({"x": [0.0, 2.0], "t_x": [0.0, 30.0], "T": [40.0, 90.0], "mean_spend": [None, 55.0]})
         model = LifetimeValueModel(parameters, horizon)
         info = mlflow.pyfunc.log_model(name="model", python_model=model, registered_model_name=name,
+                                       input_example=example,
                                        signature=infer_signature(example, model.predict(None, example)),
                                        pip_requirements=["scipy", "numpy", "pandas"])
         version = str(info.registered_model_version)

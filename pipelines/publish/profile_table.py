@@ -36,18 +36,29 @@ RUN_FIELDS = [
 ]
 
 
-def profile_schema(prefixes: Sequence[str], value_prefix: str | None = None) -> T.StructType:
+def profile_schema(prefixes: Sequence[str], attributes: Sequence[T.StructField] = ()) -> T.StructType:
+    """Identity, a column group per propensity model, the `attributes` of other insights
+    (lifetime value, engagement), then when and by which run."""
     model_fields = [T.StructField(f"{prefix}_{name}", kind) for prefix in prefixes for name, kind in MODEL_FIELDS]
-    value_fields = [T.StructField(f"{value_prefix}_{name}", kind) for name, kind in VALUE_FIELDS if value_prefix]
-    return T.StructType(IDENTITY_FIELDS + model_fields + value_fields + RUN_FIELDS)
+    return T.StructType(IDENTITY_FIELDS + model_fields + list(attributes) + RUN_FIELDS)
+
+
+def value_attributes(values: DataFrame, prefix: str) -> DataFrame:
+    """Lifetime values of one date -> person_id and the `<prefix>_...` profile columns."""
+    return values.select("person_id", *[F.col(name).cast(kind).alias(f"{prefix}_{name}")
+                                        for name, kind in VALUE_FIELDS])
+
+
+def attribute_fields(attributes: Sequence[DataFrame]) -> list[T.StructField]:
+    return [f for frame in attributes for f in frame.schema.fields if f.name != KEY]
 
 
 def profile_rows(scores: DataFrame, primary_identities: DataFrame, prefixes: Mapping[str, str],
-                 values: DataFrame | None = None, value_prefix: str | None = None) -> DataFrame:
+                 attributes: Sequence[DataFrame] = ()) -> DataFrame:
     """Scores of one date (a row per person and model; `prefixes` maps model_name to its
-    profile prefix), the date's lifetime values (`values`, a row per buyer, under
-    `value_prefix`) and each person's primary identity -> one row per person in the
-    profile table's shape. A model that did not score a person (not eligible) leaves its
+    profile prefix), other insights (`attributes`: frames of person_id and ready-named
+    columns) and each person's primary identity -> one row per person in the profile
+    table's shape. An insight that has nothing for a person (not eligible) leaves its
     columns null."""
     per_model = [F.max(F.when(F.col("model_name") == F.lit(name), F.col(column))).cast(kind).alias(f"{prefix}_{column}")
                  for name, prefix in prefixes.items() for column, kind in MODEL_FIELDS]
@@ -55,12 +66,10 @@ def profile_rows(scores: DataFrame, primary_identities: DataFrame, prefixes: Map
             .agg(*per_model, F.max("as_of_date").alias("as_of_date"), F.max("scored_at").alias("scored_at"),
                  F.max("run_id").alias("run_id")))
     joined = wide.join(primary_identities, "person_id", "left")
-    if values is not None and value_prefix:
-        joined = joined.join(values.select("person_id", *[F.col(name).cast(kind).alias(f"{value_prefix}_{name}")
-                                                          for name, kind in VALUE_FIELDS]), "person_id", "left")
-    else:
-        value_prefix = None
-    return joined.select(*[f.name for f in profile_schema(list(prefixes.values()), value_prefix).fields])
+    for frame in attributes:
+        joined = joined.join(frame, "person_id", "left")
+    schema = profile_schema(list(prefixes.values()), attribute_fields(attributes))
+    return joined.select(*[f.name for f in schema.fields])
 
 
 def ensure_table(spark: SparkSession, path: str, schema: T.StructType, change_data_feed: bool) -> DeltaTable:

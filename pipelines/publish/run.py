@@ -4,13 +4,16 @@ table as the MERGE would leave it has passed the profile_enrichment suite."""
 from __future__ import annotations
 
 import pyspark.sql.functions as F
+from pyspark.sql import DataFrame
 
 from pipelines import lakehouse
+from pipelines.errors import BadInputError
 from pipelines.ingest.identity import primary_identity_per_person
 from pipelines.models.specs import lifetime_value_enabled, propensity_specs
 from pipelines.ops.context import RunContext
-from pipelines.publish.profile_table import (KEY, ORDER, aligned, ensure_table, merge_profiles, profile_rows,
-                                             profile_schema)
+from pipelines.publish.profile_table import (KEY, ORDER, aligned, attribute_fields, ensure_table, merge_profiles,
+                                             profile_rows, profile_schema, value_attributes)
+from pipelines.scoring.engagement import engagement_score
 from pipelines.quality.gate import QualityChecks
 from pipelines.quality.views import profile_ranges_view, profile_table_after_merge
 
@@ -20,20 +23,19 @@ def run(ctx: RunContext) -> dict:
     prefixes = {spec.registered_name: spec.prefix for spec in propensity_specs(cfg)}
     scores = (lakehouse.read(spark, cfg.table("scores"), "score")
               .where(F.col("score_date") == F.lit(ctx.run_date)))
-    value_prefix = str(cfg.get("models.lifetime_value.profile_prefix")) if lifetime_value_enabled(cfg) else None
-    values = (lakehouse.read(spark, cfg.table("lifetime_value"), "score")
-              .where(F.col("score_date") == F.lit(ctx.run_date)) if value_prefix else None)
+    attributes = _other_insights(ctx)
     graph = lakehouse.read(spark, cfg.table("identity_graph"), "ingest")
     path = cfg.table("profile_enrichment")
-    table = ensure_table(spark, path, profile_schema(list(prefixes.values()), value_prefix),
+    table = ensure_table(spark, path, profile_schema(list(prefixes.values()), attribute_fields(attributes)),
                          bool(cfg.get("publish.change_data_feed")))
     primary = primary_identity_per_person(graph, cfg.get("identity.namespace_priority"))
     current = table.toDF()
-    rows = aligned(profile_rows(scores, primary, prefixes, values, value_prefix), current.schema)
+    rows = aligned(profile_rows(scores, primary, prefixes, attributes), current.schema)
     checks = QualityChecks(ctx)
     checks.run_suite("profile_enrichment",
                      rows.transform(profile_table_after_merge(current, KEY, ORDER))
-                     .transform(profile_ranges_view(list(prefixes.values()))),
+                     .transform(profile_ranges_view(list(prefixes.values()),
+                                                    ["engagement_score"] if cfg.get("engagement.enabled") else [])),
                      {"run_date": ctx.run_date})
     checks.enforce()
     merge_profiles(table, rows)
@@ -43,3 +45,22 @@ def run(ctx: RunContext) -> dict:
     people = lakehouse.read(spark, path).count()
     ctx.progress(f"profile table: {people} people, version {last['version']}: {metrics}")
     return {"profiles": people, "table_version": int(last["version"]), **metrics, **checks.outputs()}
+
+
+def _other_insights(ctx: RunContext) -> list[DataFrame]:
+    """The run date's lifetime values and engagement, as profile columns keyed by person_id."""
+    cfg, spark = ctx.cfg, ctx.spark
+    attributes = []
+    if lifetime_value_enabled(cfg):
+        values = (lakehouse.read(spark, cfg.table("lifetime_value"), "score")
+                  .where(F.col("score_date") == F.lit(ctx.run_date)))
+        attributes.append(value_attributes(values, str(cfg.get("models.lifetime_value.profile_prefix"))))
+    if cfg.get("engagement.enabled"):
+        features = (lakehouse.read(spark, cfg.table("features"), "features")
+                    .where(F.col("as_of_date") == F.lit(ctx.run_date)))
+        try:
+            attributes.append(features.transform(engagement_score(cfg.get("engagement"),
+                                                                  cfg.get("features.windows_days"))))
+        except ValueError as err:
+            raise BadInputError(str(err)) from err
+    return attributes

@@ -79,16 +79,17 @@ def scores_view(eligible: DataFrame) -> Callable[[DataFrame], DataFrame]:
     return _apply
 
 
-def profile_ranges_view(prefixes: Sequence[str]) -> Callable[[DataFrame], DataFrame]:
+def profile_ranges_view(prefixes: Sequence[str], other_scores: Sequence[str] = ()) -> Callable[[DataFrame], DataFrame]:
     """Profile rows -> the same rows plus, per kind of value, the first of the models'
-    columns (`<prefix>_probability`, ...) outside its range, null when all are in range.
-    One expectation per kind then covers however many models conf declares."""
+    columns (`<prefix>_probability`, ...; `other_scores` are more 0-100 scores) outside its
+    range, null when all are in range. One expectation per kind then covers however many
+    models conf declares."""
     ranges = {"probability": (0.0, 1.0), "score": (0, 100), "percentile": (1, 100)}
 
     def _apply(profiles: DataFrame) -> DataFrame:
         for kind, (low, high) in ranges.items():
-            outside = [F.when(~F.col(f"{p}_{kind}").between(low, high), F.col(f"{p}_{kind}").cast("double"))
-                       for p in prefixes]
+            columns = [f"{p}_{kind}" for p in prefixes] + (list(other_scores) if kind == "score" else [])
+            outside = [F.when(~F.col(c).between(low, high), F.col(c).cast("double")) for c in columns]
             profiles = profiles.withColumn(f"{kind}_out_of_range", F.coalesce(*outside) if len(outside) > 1
                                            else outside[0])
         return profiles

@@ -166,6 +166,17 @@ def test_lifetime_values_follow_the_generators_expected_spend(spark, nightly):
     assert joined.count() > 100 and correlation > 0.3, correlation
 
 
+def test_engagement_is_on_every_profile_and_follows_how_often_people_visit(spark, nightly):
+    profiles = _table(spark, nightly, "profile_enrichment")
+    assert profiles.where(F.col("engagement_score").isNull() | ~F.col("engagement_score").between(0, 100)).count() == 0
+    truth = (spark.read.json(str(nightly.root / "landing" / "ground_truth")).where(F.col("crm_id").isNotNull())
+             .select(F.col("crm_id").alias("primary_identity_id"), "visit_rate_per_day", "active_until_day"))
+    # Among people still active when the history ends, engagement should track the visit rate.
+    joined = profiles.join(truth, "primary_identity_id").where(F.col("active_until_day") >= 240)
+    correlation = joined.stat.corr("engagement_score", "visit_rate_per_day")
+    assert joined.count() > 100 and correlation > 0.3, correlation
+
+
 def test_churn_scores_follow_the_generators_chance_of_no_purchase(spark, nightly):
     days, horizon = 240, nightly.cfg.get("models.churn_propensity.horizon_days")
     # P(no purchase in the horizon after the history ends) from each person's latent traits.

@@ -3,7 +3,8 @@ from datetime import date, datetime
 import pytest
 
 from pipelines import lakehouse
-from pipelines.publish.profile_table import aligned, ensure_table, merge_profiles, profile_rows, profile_schema
+from pipelines.publish.profile_table import (aligned, ensure_table, merge_profiles, profile_rows, profile_schema,
+                                             value_attributes)
 
 SCHEMA = profile_schema(["convert"])
 RUN = datetime(2026, 1, 1)
@@ -86,8 +87,10 @@ def test_lifetime_values_join_the_scores_and_people_without_purchases_have_none(
                                    "expected_purchases double, p_alive double, value_percentile int, model_version int")
     identities = spark.createDataFrame([], "person_id string, primary_identity_namespace string, "
                                        "primary_identity_id string")
+    engagement = spark.createDataFrame([("a", 70), ("b", 5)], "person_id string, engagement_score int")
     rows = {r["person_id"]: r for r in profile_rows(scores, identities, {"convert_propensity": "convert"},
-                                                     values, "ltv").collect()}
+                                                     [value_attributes(values, "ltv"), engagement]).collect()}
+    assert (rows["a"]["engagement_score"], rows["b"]["engagement_score"]) == (70, 5)
     assert (rows["a"]["ltv_expected_value"], rows["a"]["ltv_p_alive"], rows["a"]["ltv_value_percentile"],
             rows["a"]["ltv_model_version"], rows["a"]["convert_score"]) == (250.0, 0.9, 99, 4, 80)
     assert (rows["b"]["ltv_expected_value"], rows["b"]["ltv_model_version"]) == (None, None)
