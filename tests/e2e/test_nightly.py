@@ -128,13 +128,31 @@ def test_one_profile_row_per_scored_person_with_valid_attributes(spark, nightly)
     assert {r["key"]: r["value"] for r in props}.get("delta.enableChangeDataFeed") == "true"
 
 
+HISTORY_DAYS = 240   # the fixture's --days
+
+
+def _truth(spark, nightly, *columns):
+    """The generator's latent traits of registered people, keyed like the profile table."""
+    return (spark.read.json(str(nightly.root / "landing" / "ground_truth")).where(F.col("crm_id").isNotNull())
+            .select(F.col("crm_id").alias("primary_identity_id"), *columns))
+
+
+def _active_days_after_history(horizon: int):
+    """Days of the `horizon` after the history ends during which the person is a customer."""
+    return F.greatest(F.lit(0.0), F.least("active_until_day", F.lit(float(HISTORY_DAYS + horizon)))
+                      - F.greatest("start_day", F.lit(float(HISTORY_DAYS))))
+
+
+def _correlation_with_truth(spark, nightly, insight: str, oracle):
+    joined = (_table(spark, nightly, "profile_enrichment").where(F.col(insight).isNotNull())
+              .join(_truth(spark, nightly, oracle.alias("oracle")), "primary_identity_id"))
+    return joined.count(), joined.stat.corr(insight, "oracle")
+
+
 def test_scores_rank_buyers_above_non_buyers_on_the_ground_truth(spark, nightly):
-    truth = (spark.read.json(str(nightly.root / "landing" / "ground_truth"))
-             .where(F.col("crm_id").isNotNull())
-             .select(F.col("crm_id").alias("primary_identity_id"), "oracle_purchase_probability"))
-    joined = _table(spark, nightly, "profile_enrichment").join(truth, "primary_identity_id")
-    correlation = joined.stat.corr("convert_probability", "oracle_purchase_probability")
-    assert joined.count() > 100 and correlation > 0.3
+    people, correlation = _correlation_with_truth(spark, nightly, "convert_probability",
+                                                  F.col("oracle_purchase_probability"))
+    assert people > 100 and correlation > 0.3, correlation
 
 
 def test_lifetime_value_is_fitted_gated_and_scored_for_every_active_buyer(spark, nightly):
@@ -153,43 +171,28 @@ def test_lifetime_value_is_fitted_gated_and_scored_for_every_active_buyer(spark,
 
 
 def test_lifetime_values_follow_the_generators_expected_spend(spark, nightly):
-    days, horizon = 240, nightly.cfg.get("models.lifetime_value.horizon_days")
-    active = F.greatest(F.lit(0.0), F.least("active_until_day", F.lit(float(days + horizon)))
-                        - F.greatest("start_day", F.lit(float(days))))
-    truth = (spark.read.json(str(nightly.root / "landing" / "ground_truth"))
-             .where(F.col("crm_id").isNotNull())
-             .select(F.col("crm_id").alias("primary_identity_id"),
-                     (F.col("purchase_rate_per_day") * active * F.col("spend_level")).alias("oracle_value")))
-    joined = (_table(spark, nightly, "profile_enrichment").where(F.col("ltv_expected_value").isNotNull())
-              .join(truth, "primary_identity_id"))
-    correlation = joined.stat.corr("ltv_expected_value", "oracle_value")
-    assert joined.count() > 100 and correlation > 0.3, correlation
+    active = _active_days_after_history(nightly.cfg.get("models.lifetime_value.horizon_days"))
+    people, correlation = _correlation_with_truth(spark, nightly, "ltv_expected_value",
+                                                  F.col("purchase_rate_per_day") * active * F.col("spend_level"))
+    assert people > 100 and correlation > 0.3, correlation
 
 
 def test_engagement_is_on_every_profile_and_follows_how_often_people_visit(spark, nightly):
     profiles = _table(spark, nightly, "profile_enrichment")
     assert profiles.where(F.col("engagement_score").isNull() | ~F.col("engagement_score").between(0, 100)).count() == 0
-    truth = (spark.read.json(str(nightly.root / "landing" / "ground_truth")).where(F.col("crm_id").isNotNull())
-             .select(F.col("crm_id").alias("primary_identity_id"), "visit_rate_per_day", "active_until_day"))
     # Among people still active when the history ends, engagement should track the visit rate.
-    joined = profiles.join(truth, "primary_identity_id").where(F.col("active_until_day") >= 240)
+    joined = (profiles.join(_truth(spark, nightly, "visit_rate_per_day", "active_until_day"), "primary_identity_id")
+              .where(F.col("active_until_day") >= HISTORY_DAYS))
     correlation = joined.stat.corr("engagement_score", "visit_rate_per_day")
     assert joined.count() > 100 and correlation > 0.3, correlation
 
 
 def test_churn_scores_follow_the_generators_chance_of_no_purchase(spark, nightly):
-    days, horizon = 240, nightly.cfg.get("models.churn_propensity.horizon_days")
     # P(no purchase in the horizon after the history ends) from each person's latent traits.
-    active = F.greatest(F.lit(0.0), F.least("active_until_day", F.lit(float(days + horizon)))
-                        - F.greatest("start_day", F.lit(float(days))))
-    truth = (spark.read.json(str(nightly.root / "landing" / "ground_truth"))
-             .where(F.col("crm_id").isNotNull())
-             .select(F.col("crm_id").alias("primary_identity_id"),
-                     F.exp(-F.col("purchase_rate_per_day") * active).alias("oracle_churn_probability")))
-    joined = (_table(spark, nightly, "profile_enrichment").where(F.col("churn_probability").isNotNull())
-              .join(truth, "primary_identity_id"))
-    correlation = joined.stat.corr("churn_probability", "oracle_churn_probability")
-    assert joined.count() > 100 and correlation > 0.3, correlation
+    active = _active_days_after_history(nightly.cfg.get("models.churn_propensity.horizon_days"))
+    people, correlation = _correlation_with_truth(spark, nightly, "churn_probability",
+                                                  F.exp(-F.col("purchase_rate_per_day") * active))
+    assert people > 100 and correlation > 0.3, correlation
 
 
 def _comparable(df):
