@@ -22,7 +22,6 @@ from mlflow.models import infer_signature
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame
 
-from pipelines import lakehouse
 from pipelines.models import lifecycle, registry
 from pipelines.models.lifetime_value import (BgNbd, GammaGamma, actual_value, collect_weighted, compress_for_bgnbd,
                                              compress_for_gamma_gamma, expected_purchases, expected_spend,
@@ -64,9 +63,10 @@ def fitted_parameters(run_id: str) -> tuple[BgNbd, GammaGamma]:
     return parameters_from_dict(registry.load_dict(run_id, PARAMETERS_ARTIFACT))
 
 
-def train(ctx: RunContext, checks: QualityChecks, experiment_id: str) -> dict:
-    """Fit, judge and register tonight's lifetime-value model (or reuse one; see lifecycle)."""
-    cfg, spark = ctx.cfg, ctx.spark
+def train(ctx: RunContext, checks: QualityChecks, events, experiment_id: str) -> dict:
+    """Fit, judge and register tonight's lifetime-value model (or reuse one; see lifecycle).
+    `events` is the step's pinned read of silver/events (models.run.PinnedEvents)."""
+    cfg = ctx.cfg
     model_cfg = cfg.get(f"models.{KEY}")
     name = str(model_cfg["registered_name"])
     earlier = lifecycle.already_trained(ctx, name, int(model_cfg["retrain_every_days"]))
@@ -75,11 +75,7 @@ def train(ctx: RunContext, checks: QualityChecks, experiment_id: str) -> dict:
                                                                                      PARAMETERS_ARTIFACT)}
     horizon = horizon_days(ctx)
     holdout = ctx.run_date - timedelta(days=horizon)
-    events_path = cfg.table("silver_events")
-    events_version = lakehouse.version(spark, events_path)
-    events = (spark.read.format("delta").option("versionAsOf", events_version).load(events_path)
-              .persist(StorageLevel.MEMORY_AND_DISK))
-    summary = events.transform(purchase_summary(holdout)).persist(StorageLevel.MEMORY_AND_DISK)
+    summary = events.frame.transform(purchase_summary(holdout)).persist(StorageLevel.MEMORY_AND_DISK)
     try:
         counts = summary.agg(F.count(F.lit(1)).alias("buyers"),
                              F.sum(F.when(F.col("x") > 0, 1).otherwise(0)).alias("repeat")).first()
@@ -88,16 +84,13 @@ def train(ctx: RunContext, checks: QualityChecks, experiment_id: str) -> dict:
         if not decision.allowed:
             return lifecycle.refused(ctx, checks, name, decision, f"training refused: {decision.reason}")
         checks.add([lifecycle.gate_outcome(name, decision, "error")], 0.0)
-        return _fit_and_register(ctx, checks, name, summary, events, holdout, horizon, events_path,
-                                 events_version, experiment_id)
+        return _fit_and_register(ctx, checks, name, summary, events, holdout, horizon, experiment_id)
     finally:
         summary.unpersist()
-        events.unpersist()
 
 
-def _fit_and_register(ctx: RunContext, checks: QualityChecks, name: str, summary: DataFrame, events: DataFrame,
-                      holdout: date, horizon: int, events_path: str, events_version: int,
-                      experiment_id: str) -> dict:
+def _fit_and_register(ctx: RunContext, checks: QualityChecks, name: str, summary: DataFrame, events,
+                      holdout: date, horizon: int, experiment_id: str) -> dict:
     cfg = ctx.cfg
     rules = cfg.get(f"models.{KEY}.promotion")
     decimals = int(cfg.get(f"models.{KEY}.spend_decimals"))
@@ -110,7 +103,7 @@ def _fit_and_register(ctx: RunContext, checks: QualityChecks, name: str, summary
         failed = Decision(allowed=False, check="data_sufficiency", rule="the likelihood fit converges",
                           observed=str(err), reason=str(err))
         return lifecycle.refused(ctx, checks, name, failed, f"training refused: {err}")
-    actual = events.transform(actual_value(holdout, horizon))
+    actual = events.frame.transform(actual_value(holdout, horizon))
     metrics = holdout_errors(summary.transform(with_lifetime_value(bgnbd, spend, float(horizon))), actual)
     parameters = parameters_dict(bgnbd, spend)
     ctx.progress(f"{len(bgnbd_data['x'])} distinct (x, t_x, T) of {int(metrics['holdout_people'])} buyers; "
@@ -119,8 +112,8 @@ def _fit_and_register(ctx: RunContext, checks: QualityChecks, name: str, summary
     champion_mae, note = _champion_mae(name, summary, actual, horizon)
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"{KEY}-{ctx.run_date}") as mlrun:
         mlflow.log_params({"model": KEY, "run_date": ctx.run_date.isoformat(), "horizon_days": horizon,
-                           "holdout_as_of": holdout.isoformat(), "silver_events_path": events_path,
-                           "silver_events_version": events_version, "spend_decimals": decimals,
+                           "holdout_as_of": holdout.isoformat(), "silver_events_path": events.path,
+                           "silver_events_version": events.version, "spend_decimals": decimals,
                            "distinct_bgnbd_tuples": len(bgnbd_data["x"]),
                            "distinct_spend_tuples": len(spend_data["x"]),
                            **{f"bgnbd_{k}": v for k, v in parameters["bgnbd"].items()},

@@ -86,7 +86,7 @@ def load_dict(run_id: str, name: str) -> dict:
 
 def _optional_dict(run_id: str, name: str) -> dict | None:
     names = {item.path for item in MlflowClient().list_artifacts(run_id)}
-    return mlflow.artifacts.load_dict(f"runs:/{run_id}/{name}") if name in names else None
+    return load_dict(run_id, name) if name in names else None
 
 
 def drift_reference(run_id: str) -> dict | None:

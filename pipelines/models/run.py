@@ -8,7 +8,9 @@ nightly, a model whose champion is younger than `retrain_every_days` is not retr
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import date
+from functools import cached_property
 from functools import reduce
 
 import mlflow
@@ -41,6 +43,35 @@ LEDGER_METRICS = ("holdout_auc_roc", "holdout_pr_auc", "holdout_brier", "holdout
                   "model_version", "promoted", "reused")
 
 
+@dataclass
+class PinnedEvents:
+    """silver/events at the Delta version the step read, so a training run can be
+    reproduced with time travel; persisted because every snapshot and label reads it."""
+    frame: DataFrame
+    path: str
+    version: int
+
+    @classmethod
+    def read(cls, ctx: RunContext) -> "PinnedEvents":
+        path = ctx.cfg.table("silver_events")
+        version = lakehouse.version(ctx.spark, path)
+        frame = (ctx.spark.read.format("delta").option("versionAsOf", version).load(path)
+                 .persist(StorageLevel.MEMORY_AND_DISK))
+        return cls(frame, path, version)
+
+    @cached_property
+    def _span(self):
+        return self.frame.agg(F.min("event_date").alias("first"), F.max("event_date").alias("last")).first()
+
+    @property
+    def first_date(self) -> date | None:
+        return self._span["first"]
+
+    @property
+    def last_date(self) -> date | None:
+        return self._span["last"]
+
+
 def labelled_snapshot(events: DataFrame, spec: PropensitySpec, as_of: date, windows, lookback: int) -> DataFrame:
     return (events.transform(person_features(as_of, windows, lookback))
             .transform(spec.labels(events, as_of)))
@@ -51,21 +82,28 @@ def run(ctx: RunContext) -> dict:
     specs = propensity_specs(ctx.cfg, ctx.model)
     experiment_id = registry.connect(ctx.cfg)
     checks = QualityChecks(ctx)
+    # One pinned read of silver/events for every model of the step; cached on first use,
+    # so a night on which no model is due reads nothing.
+    events = PinnedEvents.read(ctx)
     per_model = {}
-    for spec in specs:
-        ctx.progress(f"model {spec.key}: {spec.target} within {spec.horizon_days} days")
-        per_model[spec.key] = _train(ctx, checks, spec, experiment_id)
-    if lifetime_value_enabled(ctx.cfg) and ctx.model in (None, LIFETIME_VALUE):
-        ctx.progress(f"model {LIFETIME_VALUE}: purchases and spend within "
-                     f"{lifetime_value_train.horizon_days(ctx)} days")
-        per_model[LIFETIME_VALUE] = lifetime_value_train.train(ctx, checks, experiment_id)
+    try:
+        for spec in specs:
+            ctx.progress(f"model {spec.key}: {spec.target} within {spec.horizon_days} days")
+            per_model[spec.key] = _train(ctx, checks, spec, events, experiment_id)
+        if lifetime_value_enabled(ctx.cfg) and ctx.model in (None, LIFETIME_VALUE):
+            ctx.progress(f"model {LIFETIME_VALUE}: purchases and spend within "
+                         f"{lifetime_value_train.horizon_days(ctx)} days")
+            per_model[LIFETIME_VALUE] = lifetime_value_train.train(ctx, checks, events, experiment_id)
+    finally:
+        events.frame.unpersist()
     numbers = {f"{key}.{name}": out[name] for key, out in per_model.items()
                for name in LEDGER_METRICS + lifetime_value_train.LEDGER_METRICS
                if isinstance(out.get(name), (int, float))}
     return {"models": per_model, **numbers, **checks.outputs()}
 
 
-def _train(ctx: RunContext, checks: QualityChecks, spec: PropensitySpec, experiment_id: str) -> dict:
+def _train(ctx: RunContext, checks: QualityChecks, spec: PropensitySpec, events: PinnedEvents,
+           experiment_id: str) -> dict:
     cfg, spark = ctx.cfg, ctx.spark
     model_cfg = cfg.get(f"models.{spec.key}")
     model_name = spec.registered_name
@@ -82,13 +120,8 @@ def _train(ctx: RunContext, checks: QualityChecks, spec: PropensitySpec, experim
         raise BadInputError(f"models.{spec.key}: {err}") from err
     windows = cfg.get("features.windows_days")
     lookback = int(cfg.get("features.eligibility_lookback_days"))
-    events_path = cfg.table("silver_events")
-    events_version = lakehouse.version(spark, events_path)
-    # Pin the Delta version read, so the run can be reproduced with time travel.
-    events = (spark.read.format("delta").option("versionAsOf", events_version).load(events_path)
-              .persist(StorageLevel.MEMORY_AND_DISK))  # read by every snapshot and its labels
-
-    snapshots = [labelled_snapshot(events, spec, d, windows, lookback) for d in plan.training + (plan.holdout,)]
+    snapshots = [labelled_snapshot(events.frame, spec, d, windows, lookback)
+                 for d in plan.training + (plan.holdout,)]
     training_set = (reduce(DataFrame.unionByName, snapshots)
                     .withColumn("model", F.lit(spec.key))
                     .withColumn("training_run_date", F.lit(ctx.run_date).cast("date"))
@@ -96,13 +129,9 @@ def _train(ctx: RunContext, checks: QualityChecks, spec: PropensitySpec, experim
                                 .otherwise("train")))
     set_path = cfg.table("training_set")
     this_set = (F.col("model") == F.lit(spec.key)) & (F.col("training_run_date") == F.lit(ctx.run_date))
-    try:
-        history = events.agg(F.min("event_date").alias("first"), F.max("event_date").alias("last")).first()
-        lakehouse.replace_where(training_set, set_path,
-                                f"model = '{spec.key}' AND training_run_date = '{ctx.run_date.isoformat()}'",
-                                partition_by=["model", "training_run_date"])
-    finally:
-        events.unpersist()
+    lakehouse.replace_where(training_set, set_path,
+                            f"model = '{spec.key}' AND training_run_date = '{ctx.run_date.isoformat()}'",
+                            partition_by=["model", "training_run_date"])
     stored = lakehouse.read(spark, set_path).where(this_set).drop("model").cache()
     try:
         check_features(checks, stored)
@@ -115,7 +144,7 @@ def _train(ctx: RunContext, checks: QualityChecks, spec: PropensitySpec, experim
             class_counts.setdefault(row["split"], {})[row["label"]] = row["count"]
         rules = cfg.get("quality.sufficiency")
         decision = model_gates.sufficiency(
-            class_counts, int(rules["min_labels_per_class"]), history["first"], history["last"],
+            class_counts, int(rules["min_labels_per_class"]), events.first_date, events.last_date,
             plan.training[0], ctx.run_date, int(rules["min_history_days"]), int(rules["max_staleness_days"]))
         if not decision.allowed:
             return lifecycle.refused(ctx, checks, model_name, decision, f"training refused: {decision.reason}")
@@ -123,7 +152,7 @@ def _train(ctx: RunContext, checks: QualityChecks, spec: PropensitySpec, experim
         ctx.progress(f"training set: {sum(class_counts.get('train', {}).values())} rows from "
                      f"{len(plan.training)} snapshots, holdout {sum(class_counts.get('holdout', {}).values())} "
                      f"rows as of {plan.holdout}")
-        return _fit_and_register(ctx, checks, spec, stored, plan, events_path, events_version, experiment_id)
+        return _fit_and_register(ctx, checks, spec, stored, plan, events, experiment_id)
     finally:
         stored.unpersist()
 
@@ -177,7 +206,7 @@ def _log_figures(roc: list, metrics: dict, evaluation: dict) -> None:
 
 
 def _fit_and_register(ctx: RunContext, checks: QualityChecks, spec: PropensitySpec, stored: DataFrame, plan,
-                      events_path: str, events_version: int, experiment_id: str) -> dict:
+                      events: PinnedEvents, experiment_id: str) -> dict:
     cfg, spark = ctx.cfg, ctx.spark
     model_cfg = cfg.get(f"models.{spec.key}")
     model_name = spec.registered_name
@@ -192,7 +221,7 @@ def _fit_and_register(ctx: RunContext, checks: QualityChecks, spec: PropensitySp
             "horizon_days": spec.horizon_days, "eligible_purchased_within_days": spec.purchased_within_days,
             "holdout_as_of": plan.holdout.isoformat(),
             "training_as_of": ",".join(d.isoformat() for d in plan.training),
-            "silver_events_path": events_path, "silver_events_version": events_version,
+            "silver_events_path": events.path, "silver_events_version": events.version,
             "training_set_path": cfg.table("training_set"),
             "training_set_version": lakehouse.version(spark, cfg.table("training_set")),
             "features": ",".join(inputs), **{f"gbt_{k}": v for k, v in settings.items()},
