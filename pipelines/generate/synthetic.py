@@ -149,6 +149,19 @@ class _Person:
         return 1.0 - math.exp(-self.purchase_rate * active_days)
 
 
+# Items in a purchase: the viewed products, Poisson(VIEWS_PER_SESSION) + 1, all carted, each
+# QUANTITY_CHOICES; unit price Gamma(6, spend_level / 12) + 1.
+VIEWS_PER_SESSION = 1.2
+QUANTITY_CHOICES = (1, 2)
+
+
+def expected_order_value(spend_level: float) -> float:
+    """Mean value of one purchase of a person with this spend level (as `session` draws it)."""
+    items = VIEWS_PER_SESSION + 1.0
+    quantity = sum(QUANTITY_CHOICES) / len(QUANTITY_CHOICES)
+    return items * quantity * (6.0 * spend_level / 12.0 + 1.0)
+
+
 class _EventWriter:
     """Builds XDM event dicts for one person's sessions."""
 
@@ -189,12 +202,12 @@ class _EventWriter:
             page = PAGES[int(self.rng.integers(len(PAGES)))]
             yield event("web.webpagedetails.pageViews", {"web": {"webPageDetails": {
                 "name": page, "URL": f"{SITE}/{page}", "pageViews": {"value": 1}}}})
-        viewed = [self._product() for _ in range(int(self.rng.poisson(1.2)) + (1 if buys else 0))]
+        viewed = [self._product() for _ in range(int(self.rng.poisson(VIEWS_PER_SESSION)) + (1 if buys else 0))]
         for product in viewed:
             yield event("commerce.productViews", {"commerce": {"productViews": {"value": 1}},
                                                   "productListItems": [product]})
-        carted = [dict(prod, quantity=int(self.rng.integers(1, 3))) for prod in viewed
-                  if buys or self.rng.random() < 0.15]
+        carted = [dict(prod, quantity=int(self.rng.integers(QUANTITY_CHOICES[0], QUANTITY_CHOICES[-1] + 1)))
+                  for prod in viewed if buys or self.rng.random() < 0.15]
         for product in carted:
             yield event("commerce.productListAdds", {"commerce": {"productListAdds": {"value": 1}},
                                                      "productListItems": [product]})
@@ -251,8 +264,12 @@ def _ground_truth(person: _Person, opts: GenerateOptions) -> dict:
         "visit_rate_per_day": person.visit_rate,
         "spend_level": person.spend_level,
         "top_category": CATEGORIES[int(np.argmax(person.category_prefs))][1],
+        "category_preferences": {name: round(float(share), 6)
+                                 for (_, name), share in zip(CATEGORIES, person.category_prefs, strict=True)},
         "oracle_purchase_probability": person.oracle_purchase_probability(opts.days, opts.oracle_horizon_days),
         "oracle_horizon_days": opts.oracle_horizon_days,
+        "history_start_date": (opts.run_date - timedelta(days=opts.days)).isoformat(),
+        "expected_order_value": expected_order_value(person.spend_level),
     }
 
 

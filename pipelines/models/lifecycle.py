@@ -17,6 +17,10 @@ from pipelines.quality.model_gates import Decision
 from pipelines.quality.suites import ExpectationOutcome
 
 
+# Version tags that are metrics without the holdout_ prefix (segments judge the people they segment).
+METRIC_TAGS = ("silhouette", "k", "people")
+
+
 def already_trained(ctx: RunContext, model_name: str, retrain_every_days: int) -> tuple[ModelVersion, str] | None:
     """The version to use instead of training tonight, and why: one trained for this run
     date (a rerun), or, in the nightly, a champion younger than `retrain_every_days`."""
@@ -39,7 +43,7 @@ def reused(model_name: str, version: ModelVersion, why: str) -> dict:
     """The outputs of a version used again: its holdout numbers (from its tags) and its
     promotion state."""
     outputs = {"model_version": int(version.version), "reused": 1, "mlflow_run_id": version.run_id,
-               **{k: float(v) for k, v in version.tags.items() if k.startswith("holdout_")}}
+               **{k: float(v) for k, v in version.tags.items() if k in METRIC_TAGS or k.startswith("holdout_")}}
     if why == "not due":
         outputs["retrain"] = why
     current = registry.champion(model_name)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 
 import mlflow
 import mlflow.artifacts
@@ -10,6 +11,7 @@ import mlflow.spark
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
+from mlflow.models import ModelSignature, infer_signature
 
 from pipelines.config import Config
 from pipelines.errors import BadInputError
@@ -97,3 +99,11 @@ def drift_reference(run_id: str) -> dict | None:
 def holdout_roc(run_id: str) -> list[list[float]]:
     """The holdout ROC points a training run logged (for the report of a rerun)."""
     return mlflow.artifacts.load_dict(f"runs:/{run_id}/{ROC_ARTIFACT}")["roc"]
+
+
+def signature(inputs, outputs) -> ModelSignature:
+    """infer_signature without its hint about integer columns: ranks and segment ids are
+    never missing, so an integer schema is the right one."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer", category=UserWarning)
+        return infer_signature(inputs, outputs)

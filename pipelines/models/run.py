@@ -28,8 +28,8 @@ from pipelines.models import lifecycle, registry
 from pipelines.models.propensity import (baseline_pipeline, classifier_pipeline, cumulative_gains, evaluate,
                                          feature_importances, holdout_auc, parameter_grid, positive_probability,
                                          reliability_curve, roc_points, snapshot_plan, time_based_search)
-from pipelines.models import lifetime_value_train
-from pipelines.models.specs import LIFETIME_VALUE, PropensitySpec, lifetime_value_enabled, propensity_specs
+from pipelines.models import affinity_train, lifetime_value_train, segments_train
+from pipelines.models.specs import AFFINITY, LIFETIME_VALUE, SEGMENTS, PropensitySpec, enabled, propensity_specs
 from pipelines.ops import plots
 from pipelines.ops.context import RunContext
 from pipelines.quality import model_gates
@@ -90,15 +90,22 @@ def run(ctx: RunContext) -> dict:
         for spec in specs:
             ctx.progress(f"model {spec.key}: {spec.target} within {spec.horizon_days} days")
             per_model[spec.key] = _train(ctx, checks, spec, events, experiment_id)
-        if lifetime_value_enabled(ctx.cfg) and ctx.model in (None, LIFETIME_VALUE):
+        if enabled(ctx.cfg, LIFETIME_VALUE) and ctx.model in (None, LIFETIME_VALUE):
             ctx.progress(f"model {LIFETIME_VALUE}: purchases and spend within "
                          f"{lifetime_value_train.horizon_days(ctx)} days")
             per_model[LIFETIME_VALUE] = lifetime_value_train.train(ctx, checks, events, experiment_id)
+        if enabled(ctx.cfg, AFFINITY) and ctx.model in (None, AFFINITY):
+            ctx.progress(f"model {AFFINITY}: the categories each person leans to")
+            per_model[AFFINITY] = affinity_train.train(ctx, checks, events, experiment_id)
+        if enabled(ctx.cfg, SEGMENTS) and ctx.model in (None, SEGMENTS):
+            ctx.progress(f"model {SEGMENTS}: k-means on value and behaviour")
+            per_model[SEGMENTS] = segments_train.train(ctx, checks, experiment_id)
     finally:
         events.frame.unpersist()
+    ledger = (LEDGER_METRICS + lifetime_value_train.LEDGER_METRICS + affinity_train.LEDGER_METRICS
+              + segments_train.LEDGER_METRICS)
     numbers = {f"{key}.{name}": out[name] for key, out in per_model.items()
-               for name in LEDGER_METRICS + lifetime_value_train.LEDGER_METRICS
-               if isinstance(out.get(name), (int, float))}
+               for name in ledger if isinstance(out.get(name), (int, float))}
     return {"models": per_model, **numbers, **checks.outputs()}
 
 

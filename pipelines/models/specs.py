@@ -51,15 +51,23 @@ class PropensitySpec:
 
 
 LIFETIME_VALUE = "lifetime_value"
+AFFINITY = "affinity"
+SEGMENTS = "segments"
+# The insights beside the propensities, each switched on by `models.<key>.enabled`.
+OTHER_MODELS = (LIFETIME_VALUE, AFFINITY, SEGMENTS)
+
+
+def enabled(cfg: Config, key: str) -> bool:
+    return bool(cfg.get(f"models.{key}.enabled", False))
 
 
 def lifetime_value_enabled(cfg: Config) -> bool:
-    return bool(cfg.get(f"models.{LIFETIME_VALUE}.enabled", False))
+    return enabled(cfg, LIFETIME_VALUE)
 
 
 def model_names(cfg: Config) -> list[str]:
     """Every model `enrich train` trains, in order."""
-    return list(cfg.get("models.propensity") or []) + ([LIFETIME_VALUE] if lifetime_value_enabled(cfg) else [])
+    return list(cfg.get("models.propensity") or []) + [key for key in OTHER_MODELS if enabled(cfg, key)]
 
 
 def propensity_specs(cfg: Config, only: str | None = None) -> list[PropensitySpec]:

@@ -7,7 +7,7 @@ from pipelines.ops.context import RunContext
 from pipelines.quality.gate import data_docs_dir
 
 SUMMARY_TABLES = ("events", "profiles", "quarantine", "identity_graph", "silver_events", "features",
-                  "scores", "lifetime_value", "profile_enrichment")
+                  "scores", "lifetime_value", "affinity", "segments", "profile_enrichment")
 
 
 def table_rows(ctx: RunContext) -> dict[str, int | None]:
@@ -58,6 +58,18 @@ def _model_line(key: str, model: dict) -> str:
                 f"RMSE {model['holdout_rmse']:.2f}, predicted {model['holdout_total_predicted']:,.0f} vs actual "
                 f"{model['holdout_total_actual']:,.0f} ({model['holdout_total_ratio']:.2f}x)")
         return line + (f", mlflow run {model['mlflow_run_id']}" if model.get("mlflow_run_id") else "")
+    if "holdout_precision_at_k" in model:
+        line = (f"model: {key} v{model['model_version']}{how}, holdout precision@k "
+                f"{model['holdout_precision_at_k']:.3f} (popularity {model['holdout_popularity_precision_at_k']:.3f}"
+                + (f", ALS {model['holdout_als_precision_at_k']:.3f}" if "holdout_als_precision_at_k" in model else "")
+                + f"), top-1 hit rate {model['holdout_hit_rate_top1']:.3f}")
+        return line + (f", mlflow run {model['mlflow_run_id']}" if model.get("mlflow_run_id") else "")
+    if "silhouette" in model:
+        line = (f"model: {key} v{model['model_version']}{how}, {model['k']:.0f} segments, "
+                f"silhouette {model['silhouette']:.3f}"
+                + (f", mlflow run {model['mlflow_run_id']}" if model.get("mlflow_run_id") else ""))
+        return "\n".join([line] + [f"  segment {s['segment_id']}: {s['segment_name']} ({s['people']} people)"
+                                   for s in model.get("segments", [])])
     if "holdout_auc_roc" not in model:
         return f"model: {key}: no version"
     line = (f"model: {key} v{model['model_version']}{how}, holdout AUC-ROC {model['holdout_auc_roc']:.3f}, "

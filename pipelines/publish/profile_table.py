@@ -49,8 +49,32 @@ def value_attributes(values: DataFrame, prefix: str) -> DataFrame:
                                         for name, kind in VALUE_FIELDS])
 
 
+def affinity_attributes(rows: DataFrame, prefix: str) -> DataFrame:
+    """Top categories of one date (a row per person and rank) -> person_id and
+    `<prefix>_top_categories` (category and affinity, best first), `<prefix>_top_category`,
+    `<prefix>_model_version`."""
+    ranked = F.sort_array(F.collect_list(F.struct("rank", "category", "affinity")))
+    return (rows.groupBy("person_id")
+            .agg(ranked.alias("_ranked"), F.max("model_version").cast("int").alias(f"{prefix}_model_version"))
+            .select("person_id",
+                    F.transform("_ranked", lambda r: F.struct(r["category"].alias("category"),
+                                                              r["affinity"].alias("affinity")))
+                    .alias(f"{prefix}_top_categories"),
+                    F.col("_ranked")[0]["category"].alias(f"{prefix}_top_category"),
+                    f"{prefix}_model_version"))
+
+
+def segment_attributes(rows: DataFrame, prefix: str) -> DataFrame:
+    """Segments of one date -> person_id, `<prefix>_id`, `<prefix>_name`, `<prefix>_model_version`."""
+    return rows.select("person_id", F.col("segment_id").cast("int").alias(f"{prefix}_id"),
+                       F.col("segment_name").alias(f"{prefix}_name"),
+                       F.col("model_version").cast("int").alias(f"{prefix}_model_version"))
+
+
 def attribute_fields(attributes: Sequence[DataFrame]) -> list[T.StructField]:
-    return [f for frame in attributes for f in frame.schema.fields if f.name != KEY]
+    # Nullable whatever the frame says: a person an insight does not cover has nulls there.
+    return [T.StructField(f.name, f.dataType, True) for frame in attributes for f in frame.schema.fields
+            if f.name != KEY]
 
 
 def profile_rows(scores: DataFrame, primary_identities: DataFrame, prefixes: Mapping[str, str],

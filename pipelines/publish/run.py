@@ -9,10 +9,11 @@ from pyspark.sql import DataFrame
 from pipelines import lakehouse
 from pipelines.errors import BadInputError
 from pipelines.ingest.identity import primary_identity_per_person
-from pipelines.models.specs import lifetime_value_enabled, propensity_specs
+from pipelines.models.specs import AFFINITY, LIFETIME_VALUE, SEGMENTS, enabled, propensity_specs
 from pipelines.ops.context import RunContext
-from pipelines.publish.profile_table import (KEY, ORDER, aligned, attribute_fields, ensure_table, merge_profiles,
-                                             profile_rows, profile_schema, value_attributes)
+from pipelines.publish.profile_table import (KEY, ORDER, affinity_attributes, aligned, attribute_fields, ensure_table,
+                                             merge_profiles, profile_rows, profile_schema, segment_attributes,
+                                             value_attributes)
 from pipelines.scoring.engagement import engagement_score
 from pipelines.quality.gate import QualityChecks
 from pipelines.quality.views import profile_ranges_view, profile_table_after_merge
@@ -48,13 +49,17 @@ def run(ctx: RunContext) -> dict:
 
 
 def _other_insights(ctx: RunContext) -> list[DataFrame]:
-    """The run date's lifetime values and engagement, as profile columns keyed by person_id."""
+    """The run date's lifetime values, top categories, segments and engagement, as profile
+    columns keyed by person_id."""
     cfg, spark = ctx.cfg, ctx.spark
     attributes = []
-    if lifetime_value_enabled(cfg):
-        values = (lakehouse.read(spark, cfg.table("lifetime_value"), "score")
-                  .where(F.col("score_date") == F.lit(ctx.run_date)))
-        attributes.append(value_attributes(values, str(cfg.get("models.lifetime_value.profile_prefix"))))
+    builders = ((LIFETIME_VALUE, "lifetime_value", value_attributes), (AFFINITY, "affinity", affinity_attributes),
+                (SEGMENTS, "segments", segment_attributes))
+    for key, table, build in builders:
+        if enabled(cfg, key):
+            rows = (lakehouse.read(spark, cfg.table(table), "score")
+                    .where(F.col("score_date") == F.lit(ctx.run_date)))
+            attributes.append(build(rows, str(cfg.get(f"models.{key}.profile_prefix"))))
     if cfg.get("engagement.enabled"):
         features = (lakehouse.read(spark, cfg.table("features"), "features")
                     .where(F.col("as_of_date") == F.lit(ctx.run_date)))

@@ -96,3 +96,43 @@ def value_promotion(new_mae: float, total_ratio: float, champion_mae: float | No
                         "on the same holdout")
     return Decision(allowed=not problems, check="promotion", rule=rule, observed=observed,
                     reason="; ".join(problems))
+
+
+def affinity_promotion(new_precision: float, popularity_precision: float, champion_precision: float | None,
+                       min_lift_over_popularity: float, max_precision_drop: float,
+                       champion_note: str = "") -> Decision:
+    """Promote an affinity model when its holdout precision at k is at least
+    `min_lift_over_popularity` times the popularity baseline's, and at most
+    `max_precision_drop` below the champion's on the same holdout."""
+    rule = f"min_lift_over_popularity={min_lift_over_popularity}, max_precision_drop={max_precision_drop}"
+    observed = (f"holdout precision@k {new_precision:.4f}, popularity {popularity_precision:.4f}"
+                + (f", champion {champion_precision:.4f}" if champion_precision is not None else "")
+                + (f" ({champion_note})" if champion_note else ""))
+    problems = []
+    if new_precision < popularity_precision * min_lift_over_popularity:
+        problems.append(f"holdout precision@k {new_precision:.3f} is below {min_lift_over_popularity} x the "
+                        f"popularity baseline's {popularity_precision:.3f}")
+    if champion_precision is not None and new_precision < champion_precision - max_precision_drop:
+        problems.append(f"holdout precision@k {new_precision:.3f} is worse than the champion's "
+                        f"{champion_precision:.3f} on the same holdout")
+    return Decision(allowed=not problems, check="promotion", rule=rule, observed=observed,
+                    reason="; ".join(problems))
+
+
+def segments_promotion(silhouette: float, champion_silhouette: float | None, min_silhouette: float,
+                       max_silhouette_drop: float, champion_note: str = "") -> Decision:
+    """Promote a segmentation whose silhouette on the people it segments is at least
+    `min_silhouette` (below it the segments are not separated enough to name), and at most
+    `max_silhouette_drop` below the champion's on the same people."""
+    rule = f"min_silhouette={min_silhouette}, max_silhouette_drop={max_silhouette_drop}"
+    observed = (f"silhouette {silhouette:.4f}"
+                + (f", champion {champion_silhouette:.4f}" if champion_silhouette is not None else "")
+                + (f" ({champion_note})" if champion_note else ""))
+    problems = []
+    if silhouette < min_silhouette:
+        problems.append(f"silhouette {silhouette:.3f} < {min_silhouette}")
+    if champion_silhouette is not None and silhouette < champion_silhouette - max_silhouette_drop:
+        problems.append(f"silhouette {silhouette:.3f} is worse than the champion's {champion_silhouette:.3f} "
+                        "on the same people")
+    return Decision(allowed=not problems, check="promotion", rule=rule, observed=observed,
+                    reason="; ".join(problems))

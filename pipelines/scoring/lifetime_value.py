@@ -1,5 +1,6 @@
 """Lifetime value of the run date: the champion's BG/NBD and Gamma-Gamma parameters applied
-to every active buyer's purchase summary (in the executors) -> gold/lifetime_value."""
+to every active buyer's purchase summary (in the executors), the value from the regressor
+when that way won the champion's holdout -> gold/lifetime_value."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from pyspark.sql import DataFrame
 from pipelines import lakehouse
 from pipelines.models import registry
 from pipelines.models.lifetime_value import purchase_summary, with_lifetime_value
-from pipelines.models.lifetime_value_train import KEY, PARAMETERS_ARTIFACT, fitted_parameters
+from pipelines.models.lifetime_value_train import KEY, PARAMETERS_ARTIFACT, REGRESSOR, fitted_parameters, value_method
+from pipelines.models.value_regressor import non_negative_value
 from pipelines.ops.context import RunContext
 from pipelines.quality.gate import QualityChecks
 from pipelines.quality.views import scores_view
@@ -27,7 +29,15 @@ def score(ctx: RunContext, checks: QualityChecks, features: DataFrame) -> dict:
     active = features.select("person_id")
     summary = (lakehouse.read(spark, cfg.table("silver_events"), "ingest")
                .transform(purchase_summary(ctx.run_date)).join(active, "person_id"))
-    valued = summary.transform(with_lifetime_value(bgnbd, spend, float(horizon))).cache()
+    valued = summary.transform(with_lifetime_value(bgnbd, spend, float(horizon)))
+    if value_method(champion.run_id) == REGRESSOR:
+        # The regressor won on the holdout: it gives the value; BG/NBD still gives P(alive) and purchases.
+        regressor = registry.load_spark_model(name, champion.version)
+        predicted = (regressor.transform(features.join(summary.select("person_id"), "person_id"))
+                     .select("person_id", non_negative_value().alias("_regressor_value")))
+        valued = (valued.join(predicted, "person_id").withColumn("expected_value", F.col("_regressor_value"))
+                  .drop("_regressor_value"))
+    valued = valued.cache()
     cuts = percentile_cut_points(valued, "expected_value")
     rows = (valued.withColumn("value_percentile", percentile_from_cut_points(F.col("expected_value"), cuts))
             .withColumn("horizon_days", F.lit(horizon))

@@ -1,7 +1,8 @@
 """The score step: each propensity model's champion x the eligible feature rows of the run
 date -> gold/scores (a row per person and model; the date replaced in one transaction),
-then the scores suite and drift against each champion's training population; and the
-lifetime value of every active buyer -> gold/lifetime_value."""
+then the scores suite and drift against each champion's training population; then the
+other insights: the lifetime value of every active buyer -> gold/lifetime_value, the top
+categories of every active person -> gold/affinity, their segments -> gold/segments."""
 
 from __future__ import annotations
 
@@ -15,13 +16,13 @@ from pipelines import lakehouse
 from pipelines.models import registry
 from pipelines.models.propensity import positive_probability
 from pipelines.models.run import SCORE_COLUMN
-from pipelines.models.specs import PropensitySpec, lifetime_value_enabled, propensity_specs
+from pipelines.models.specs import AFFINITY, LIFETIME_VALUE, SEGMENTS, PropensitySpec, enabled, propensity_specs
 from pipelines.ops.context import RunContext
 from pipelines.quality.drift import drift_outcomes
 from pipelines.quality.gate import QualityChecks
 from pipelines.quality.suites import ExpectationOutcome
 from pipelines.quality.views import scores_view
-from pipelines.scoring import lifetime_value
+from pipelines.scoring import affinity, lifetime_value, segments
 from pipelines.scoring.scores import percentile_cut_points, with_score_columns
 
 
@@ -54,9 +55,12 @@ def run(ctx: RunContext) -> dict:
     checks.run_suite("scores", stored.transform(scores_view(eligible)))
     for spec in specs:
         _check_drift(ctx, checks, spec, champions[spec.key], models[spec.key], features.where(spec.eligible()))
-    values = lifetime_value.score(ctx, checks, features) if lifetime_value_enabled(cfg) else {}
+    others = {}
+    for key, module in ((LIFETIME_VALUE, lifetime_value), (AFFINITY, affinity), (SEGMENTS, segments)):
+        if enabled(cfg, key):
+            others.update(module.score(ctx, checks, features))
     checks.enforce()
-    return {"people_scored": sum(counts.values()), **values,
+    return {"people_scored": sum(counts.values()), **others,
             **{f"{key}.people_scored": n for key, n in counts.items()},
             **{f"{key}.model_version": int(v.version) for key, v in champions.items()},
             **checks.outputs()}

@@ -15,7 +15,7 @@ from pipelines.config import Config, load_config
 
 RUN_DATE = date(2026, 6, 1)
 TABLES = ("events", "profiles", "quarantine", "identity_graph", "silver_events", "features",
-          "training_set", "scores", "lifetime_value", "profile_enrichment")
+          "training_set", "scores", "lifetime_value", "affinity", "segments", "profile_enrichment")
 
 
 @dataclass

@@ -84,16 +84,28 @@ def test_a_model_below_the_minimum_auc_is_registered_but_not_promoted(spark, cop
 def test_the_next_night_scores_with_the_champions_and_retrains_only_when_due(spark, copy):
     cfg, args = copy
     assert main(["nightly", "--run-date", NEXT_DAY, *args]) == 0
-    for name in ("convert_propensity", "churn_propensity", "lifetime_value"):
+    for name in ("convert_propensity", "churn_propensity", "lifetime_value", "category_affinity",
+                 "customer_segments"):
         assert registry.version_trained_for(name, NEXT_DAY) is None, "a week has not passed"
     (train,) = (lakehouse.read(spark, cfg.table("runs"))
                 .where((F.col("step") == "train") & (F.col("run_date") == F.lit(NEXT_DAY).cast("date"))).collect())
-    assert {name: train["metrics"][f"{name}.reused"] for name in ("convert_propensity", "churn_propensity",
-                                                                  "lifetime_value")} == dict.fromkeys(
-        ("convert_propensity", "churn_propensity", "lifetime_value"), 1.0)
+    keys = ("convert_propensity", "churn_propensity", "lifetime_value", "affinity", "segments")
+    assert {key: train["metrics"][f"{key}.reused"] for key in keys} == dict.fromkeys(keys, 1.0)
     scores = lakehouse.read(spark, cfg.table("scores")).where(F.col("score_date") == F.lit(NEXT_DAY).cast("date"))
     assert {(r["model_name"], r["model_version"]) for r in scores.select("model_name", "model_version")
             .distinct().collect()} == {("convert_propensity", 1), ("churn_propensity", 1)}
     # Explicitly asked for, training happens whatever the cadence says.
     assert main(["train", "--model", "churn_propensity", "--run-date", NEXT_DAY, *args]) == 0
     assert int(registry.version_trained_for("churn_propensity", NEXT_DAY).version) == 2
+
+
+def test_affinity_and_segments_that_fail_their_gates_are_registered_but_not_promoted(spark, copy):
+    cfg, args = copy
+    impossible = {"affinity": "models.affinity.promotion.min_lift_over_popularity=100",
+                  "segments": "models.segments.promotion.min_silhouette=0.999"}
+    for key, rule in impossible.items():
+        name = cfg.get(f"models.{key}.registered_name")
+        assert main(["train", "--model", key, "--run-date", NEXT_DAY, *args, "--set", rule]) == 0
+        new = registry.version_trained_for(name, NEXT_DAY)
+        assert int(new.version) == 2 and "not promoted" in new.tags[registry.PROMOTION_TAG]
+        assert registry.champion(name).version == "1"

@@ -159,6 +159,10 @@ def test_lifetime_value_is_fitted_gated_and_scored_for_every_active_buyer(spark,
     train = _ledger(spark, nightly, "train")[0]["metrics"]
     assert train["lifetime_value.promoted"] == 1.0, "the holdout total is within the gate's bounds"
     assert 0.5 <= train["lifetime_value.holdout_total_ratio"] <= 1.5
+    # Both ways were judged on the same buyers, and the better one is the version.
+    maes = {way: train[f"lifetime_value.holdout_{way}_mae"] for way in ("bgnbd_gamma_gamma", "gbt_regressor")}
+    assert train["lifetime_value.holdout_mae"] == min(maes.values())
+    assert train["lifetime_value.value_method_is_regressor"] == float(maes["gbt_regressor"] < maes["bgnbd_gamma_gamma"])
     features = _table(spark, nightly, "features").where(F.col("as_of_date") == F.lit(RUN_DATE))
     buyers = (_table(spark, nightly, "silver_events").where(F.col("is_purchase") & (F.col("event_date") < RUN_DATE))
               .select("person_id").distinct().join(features.select("person_id"), "person_id"))
@@ -195,6 +199,43 @@ def test_churn_scores_follow_the_generators_chance_of_no_purchase(spark, nightly
     assert people > 100 and correlation > 0.3, correlation
 
 
+def test_top_categories_capture_most_of_what_the_generators_preferences_would(spark, nightly):
+    k = nightly.cfg.get("models.affinity.top_k")
+    profiles = _table(spark, nightly, "profile_enrichment").where(F.col("affinity_top_categories").isNotNull())
+    preferences = F.from_json(F.to_json("category_preferences"), "map<string,double>").alias("category_preferences")
+    joined = profiles.join(_truth(spark, nightly, preferences, "top_category"), "primary_identity_id")
+    # The preference mass the model's top k holds, over the most any k categories hold (the oracle's).
+    prefs = F.map_values("category_preferences")
+    captured = F.aggregate(F.col("affinity_top_categories"), F.lit(0.0),
+                           lambda acc, c: acc + F.coalesce(F.col("category_preferences")[c["category"]], F.lit(0.0)))
+    best = F.aggregate(F.slice(F.sort_array(prefs, asc=False), 1, k), F.lit(0.0), lambda acc, v: acc + v)
+    row = joined.agg(F.count(F.lit(1)).alias("people"), (F.sum(captured) / F.sum(best)).alias("ratio"),
+                     F.avg((F.col("affinity_top_category") == F.col("top_category")).cast("double")).alias("top1"),
+                     F.max(F.size("affinity_top_categories")).alias("k")).first()
+    assert row["people"] > 100 and row["k"] == k
+    assert row["ratio"] > 0.75, row          # random categories would hold k/12 of the oracle's mass or less
+    assert row["top1"] > 0.5, row            # chance: 1 in 12
+    train = _ledger(spark, nightly, "train")[0]["metrics"]
+    assert train["affinity.promoted"] == 1.0
+    assert train["affinity.holdout_precision_at_k"] > 1.5 * train["affinity.holdout_popularity_precision_at_k"]
+
+
+def test_every_active_person_gets_one_named_segment(spark, nightly):
+    features = _table(spark, nightly, "features").where(F.col("as_of_date") == F.lit(RUN_DATE))
+    segments = _table(spark, nightly, "segments").where(F.col("score_date") == F.lit(RUN_DATE))
+    assert segments.count() == features.count()
+    assert segments.select("person_id").exceptAll(features.select("person_id")).count() == 0
+    named = segments.groupBy("segment_id").agg(F.countDistinct("segment_name").alias("names")).collect()
+    candidates = nightly.cfg.get("models.segments.k_candidates")
+    assert min(candidates) <= len(named) <= max(candidates) and all(r["names"] == 1 for r in named)
+    assert segments.select("segment_name").distinct().count() == len(named)
+    train = _ledger(spark, nightly, "train")[0]["metrics"]
+    assert train["segments.silhouette"] >= nightly.cfg.get("models.segments.promotion.min_silhouette")
+    assert train["segments.k"] == len(named)
+    profiles = _table(spark, nightly, "profile_enrichment")
+    assert profiles.where(F.col("segment_name").isNotNull()).count() == segments.count()
+
+
 def _comparable(df):
     """Set operations refuse map columns; compare those as JSON text."""
     return df.select(*[F.to_json(f.name).alias(f.name) if isinstance(f.dataType, MapType) else F.col(f.name)
@@ -228,14 +269,14 @@ def test_every_layer_was_checked_and_the_results_are_recorded_and_rendered(spark
     results = lakehouse.read(spark, nightly.cfg.table("dq_results"))
     suites = {r["suite"] for r in results.select("suite").distinct().collect()}
     assert suites == {"bronze_events", "bronze_profiles", "features", "training_set", "model_gates", "scores",
-                      "lifetime_value",
-                      "drift", "profile_enrichment"}
+                      "lifetime_value", "affinity", "segments", "drift", "profile_enrichment"}
     blocking = results.where(~F.col("success") & (F.col("severity") == "error")).count()
     assert blocking == 0, "a run that finished has no failed error-level check"
     gates = {(r["check"], r["expectation"].split(":")[0]): r["success"]
              for r in results.where(F.col("suite") == "model_gates").collect()}
     assert gates == {(f"{check}", f"{check}({model})"): True for check in ("data_sufficiency", "promotion")
-                     for model in ("convert_propensity", "churn_propensity", "lifetime_value")}
+                     for model in ("convert_propensity", "churn_propensity", "lifetime_value", "category_affinity",
+                                   "customer_segments")}
     docs = nightly.root / "reports" / "data_docs"
     index = (docs / "index.html").read_text()
     for suite in ("bronze_events", "features", "scores", "profile_enrichment"):

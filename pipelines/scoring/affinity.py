@@ -1,0 +1,56 @@
+"""Category affinity of the run date: the champion's parameters applied to tonight's
+interactions of every person with a feature row -> gold/affinity (a row per person and
+rank, the top k categories)."""
+
+from __future__ import annotations
+
+import pyspark.sql.functions as F
+from pyspark.sql import DataFrame
+
+from pipelines import lakehouse
+from pipelines.models import registry
+from pipelines.models.affinity import top_affinities
+from pipelines.models.affinity_train import KEY, PARAMETERS_ARTIFACT, strengths_as_of
+from pipelines.ops.context import RunContext
+from pipelines.quality.gate import QualityChecks
+
+
+def score(ctx: RunContext, checks: QualityChecks, features: DataFrame) -> dict:
+    cfg, spark = ctx.cfg, ctx.spark
+    name = str(cfg.get(f"models.{KEY}.registered_name"))
+    champion = registry.require_champion(name)
+    parameters = registry.load_dict(champion.run_id, PARAMETERS_ARTIFACT)
+    k = int(parameters["top_k"])
+    # Popularity comes from everyone's interactions; only people active tonight are ranked.
+    strengths = strengths_as_of(lakehouse.read(spark, cfg.table("silver_events"), "ingest"), parameters,
+                                ctx.run_date)
+    active = features.select("person_id")
+    rows = (top_affinities(strengths, float(parameters["prior_strength"]), k).join(active, "person_id")
+            .withColumn("score_date", F.lit(ctx.run_date).cast("date"))
+            .withColumn("as_of_date", F.lit(ctx.run_date).cast("date"))
+            .withColumn("model_name", F.lit(name))
+            .withColumn("model_version", F.lit(int(champion.version)))
+            .withColumn("mlflow_run_id", F.lit(champion.run_id))
+            .withColumn("scored_at", F.lit(ctx.clock).cast("timestamp"))
+            .withColumn("run_id", F.lit(ctx.run_id)))
+    path = cfg.table("affinity")
+    lakehouse.replace_where(rows, path, f"score_date = '{ctx.run_date.isoformat()}'", partition_by=["score_date"])
+    stored = lakehouse.read(spark, path).where(F.col("score_date") == F.lit(ctx.run_date))
+    people = stored.select("person_id").distinct().count()
+    ctx.progress(f"{people} people's top {k} categories with {name} v{champion.version}")
+    checks.run_suite("affinity", stored.transform(_affinity_view(active, k)))
+    return {f"{KEY}.people_scored": people, f"{KEY}.model_version": int(champion.version)}
+
+
+def _affinity_view(active: DataFrame, k: int):
+    """Rows of a date -> plus `person_rank` (unique), `person_category` (unique),
+    `inactive_person` (null unless the person had no feature row) and `rank_out_of_range`."""
+    def _apply(rows: DataFrame) -> DataFrame:
+        marks = active.withColumn("_active", F.lit(True))
+        return (rows.join(marks, "person_id", "left")
+                .withColumn("person_rank", F.concat_ws(" ", "person_id", F.col("rank").cast("string")))
+                .withColumn("person_category", F.concat_ws(" ", "person_id", "category"))
+                .withColumn("inactive_person", F.when(F.col("_active").isNull(), F.col("person_id")))
+                .withColumn("rank_out_of_range", F.when(~F.col("rank").between(1, k), F.col("rank")))
+                .drop("_active"))
+    return _apply
