@@ -131,8 +131,9 @@ def als_top_categories(strengths: DataFrame, k: int, rank: int, reg_param: float
     """The challenger: implicit-feedback ALS on the same strengths -> (person_id, rank,
     category, affinity). ALS needs integer ids: people are numbered with zipWithIndex (no
     collect), categories (a catalogue, small) on the driver."""
+    # Checkpointed: a recomputed distinct() may come out in another order and renumber people.
     people = (strengths.select("person_id").distinct().rdd.map(lambda row: row[0]).zipWithIndex()
-              .toDF(["person_id", "user"]).cache())
+              .toDF(["person_id", "user"]).localCheckpoint(eager=True))
     names = [row["category"] for row in strengths.select("category").distinct().orderBy("category").collect()]
     items = strengths.sparkSession.createDataFrame(list(enumerate(names)), ["item", "category"])
     data = strengths.join(people, "person_id").join(F.broadcast(items), "category")

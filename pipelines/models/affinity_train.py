@@ -18,6 +18,7 @@ import mlflow
 import mlflow.pyfunc
 import pandas as pd
 
+from pipelines.errors import BadInputError
 from pipelines.models import lifecycle, registry
 from pipelines.models.affinity import (als_top_categories, future_categories, interaction_strengths,
                                        popularity_top, precision_at_k, top_affinities)
@@ -54,7 +55,13 @@ class AffinityModel(mlflow.pyfunc.PythonModel):
 
 
 def settings(ctx: RunContext) -> dict:
+    """The conf's fixed parameters (the prior strength is chosen in training); bad ones: exit code 2."""
     model_cfg = ctx.cfg.get(f"models.{KEY}")
+    try:
+        interaction_strengths(ctx.run_date, dict(model_cfg["interaction_weights"]), float(model_cfg["half_life_days"]),
+                              1)
+    except ValueError as err:
+        raise BadInputError(f"models.{KEY}: {err}") from err
     return {"half_life_days": float(model_cfg["half_life_days"]),
             "interaction_weights": {k: float(v) for k, v in dict(model_cfg["interaction_weights"]).items()},
             "lookback_days": int(ctx.cfg.get("features.eligibility_lookback_days")),

@@ -61,10 +61,6 @@ def enabled(cfg: Config, key: str) -> bool:
     return bool(cfg.get(f"models.{key}.enabled", False))
 
 
-def lifetime_value_enabled(cfg: Config) -> bool:
-    return enabled(cfg, LIFETIME_VALUE)
-
-
 def model_names(cfg: Config) -> list[str]:
     """Every model `enrich train` trains, in order."""
     return list(cfg.get("models.propensity") or []) + [key for key in OTHER_MODELS if enabled(cfg, key)]

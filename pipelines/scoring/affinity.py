@@ -13,6 +13,7 @@ from pipelines.models.affinity import top_affinities
 from pipelines.models.affinity_train import KEY, PARAMETERS_ARTIFACT, strengths_as_of
 from pipelines.ops.context import RunContext
 from pipelines.quality.gate import QualityChecks
+from pipelines.scoring.scores import with_provenance
 
 
 def score(ctx: RunContext, checks: QualityChecks, features: DataFrame) -> dict:
@@ -26,13 +27,7 @@ def score(ctx: RunContext, checks: QualityChecks, features: DataFrame) -> dict:
                                 ctx.run_date)
     active = features.select("person_id")
     rows = (top_affinities(strengths, float(parameters["prior_strength"]), k).join(active, "person_id")
-            .withColumn("score_date", F.lit(ctx.run_date).cast("date"))
-            .withColumn("as_of_date", F.lit(ctx.run_date).cast("date"))
-            .withColumn("model_name", F.lit(name))
-            .withColumn("model_version", F.lit(int(champion.version)))
-            .withColumn("mlflow_run_id", F.lit(champion.run_id))
-            .withColumn("scored_at", F.lit(ctx.clock).cast("timestamp"))
-            .withColumn("run_id", F.lit(ctx.run_id)))
+            .transform(with_provenance(ctx.run_date, name, champion, ctx.clock, ctx.run_id)))
     path = cfg.table("affinity")
     lakehouse.replace_where(rows, path, f"score_date = '{ctx.run_date.isoformat()}'", partition_by=["score_date"])
     stored = lakehouse.read(spark, path).where(F.col("score_date") == F.lit(ctx.run_date))

@@ -15,7 +15,7 @@ from pipelines.models.value_regressor import non_negative_value
 from pipelines.ops.context import RunContext
 from pipelines.quality.gate import QualityChecks
 from pipelines.quality.views import scores_view
-from pipelines.scoring.scores import percentile_cut_points, percentile_from_cut_points
+from pipelines.scoring.scores import percentile_cut_points, percentile_from_cut_points, with_provenance
 
 
 def score(ctx: RunContext, checks: QualityChecks, features: DataFrame) -> dict:
@@ -41,13 +41,7 @@ def score(ctx: RunContext, checks: QualityChecks, features: DataFrame) -> dict:
     cuts = percentile_cut_points(valued, "expected_value")
     rows = (valued.withColumn("value_percentile", percentile_from_cut_points(F.col("expected_value"), cuts))
             .withColumn("horizon_days", F.lit(horizon))
-            .withColumn("score_date", F.lit(ctx.run_date).cast("date"))
-            .withColumn("as_of_date", F.lit(ctx.run_date).cast("date"))
-            .withColumn("model_name", F.lit(name))
-            .withColumn("model_version", F.lit(int(champion.version)))
-            .withColumn("mlflow_run_id", F.lit(champion.run_id))
-            .withColumn("scored_at", F.lit(ctx.clock).cast("timestamp"))
-            .withColumn("run_id", F.lit(ctx.run_id)))
+            .transform(with_provenance(ctx.run_date, name, champion, ctx.clock, ctx.run_id)))
     path = cfg.table("lifetime_value")
     lakehouse.replace_where(rows, path, f"score_date = '{ctx.run_date.isoformat()}'", partition_by=["score_date"])
     people = valued.count()

@@ -23,7 +23,7 @@ from pipelines.quality.gate import QualityChecks
 from pipelines.quality.suites import ExpectationOutcome
 from pipelines.quality.views import scores_view
 from pipelines.scoring import affinity, lifetime_value, segments
-from pipelines.scoring.scores import percentile_cut_points, with_score_columns
+from pipelines.scoring.scores import percentile_cut_points, with_provenance, with_score_columns
 
 
 def run(ctx: RunContext) -> dict:
@@ -76,12 +76,7 @@ def _score(ctx: RunContext, spec: PropensitySpec, champion, model,
     buckets = ctx.cfg.get("scoring.buckets")
     rows = (scored.transform(with_score_columns(cuts, int(buckets["medium_from_percentile"]),
                                                 int(buckets["high_from_percentile"])))
-            .withColumn("score_date", F.lit(ctx.run_date).cast("date"))
-            .withColumn("model_name", F.lit(spec.registered_name))
-            .withColumn("model_version", F.lit(int(champion.version)))
-            .withColumn("mlflow_run_id", F.lit(champion.run_id))
-            .withColumn("scored_at", F.lit(ctx.clock).cast("timestamp"))
-            .withColumn("run_id", F.lit(ctx.run_id)))
+            .transform(with_provenance(ctx.run_date, spec.registered_name, champion, ctx.clock, ctx.run_id)))
     return rows, scored
 
 

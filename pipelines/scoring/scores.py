@@ -50,3 +50,17 @@ def with_score_columns(cut_points: Sequence[float], medium_from: int,
                   .withColumn("percentile", percentile)
                   .withColumn("bucket", bucket(F.col("percentile"), medium_from, high_from)))
     return _apply
+
+
+def with_provenance(run_date, name: str, champion, clock, run_id: str) -> Callable[[DataFrame], DataFrame]:
+    """Rows of one model's output -> plus when, for which date and by which model version
+    and run they were made (the columns every gold score table carries)."""
+    def _apply(rows: DataFrame) -> DataFrame:
+        return (rows.withColumn("score_date", F.lit(run_date).cast("date"))
+                .withColumn("as_of_date", F.lit(run_date).cast("date"))
+                .withColumn("model_name", F.lit(name))
+                .withColumn("model_version", F.lit(int(champion.version)))
+                .withColumn("mlflow_run_id", F.lit(champion.run_id))
+                .withColumn("scored_at", F.lit(clock).cast("timestamp"))
+                .withColumn("run_id", F.lit(run_id)))
+    return _apply

@@ -12,6 +12,7 @@ from pipelines.models.segments import assign
 from pipelines.models.segments_train import KEY, champion_segments
 from pipelines.ops.context import RunContext
 from pipelines.quality.gate import QualityChecks
+from pipelines.scoring.scores import with_provenance
 from pipelines.quality.views import scores_view
 
 
@@ -22,13 +23,7 @@ def score(ctx: RunContext, checks: QualityChecks, features: DataFrame) -> dict:
     model = registry.load_spark_model(name, champion.version)
     segments = champion_segments(champion.run_id)
     rows = (features.transform(assign(model, segments))
-            .withColumn("score_date", F.lit(ctx.run_date).cast("date"))
-            .withColumn("as_of_date", F.lit(ctx.run_date).cast("date"))
-            .withColumn("model_name", F.lit(name))
-            .withColumn("model_version", F.lit(int(champion.version)))
-            .withColumn("mlflow_run_id", F.lit(champion.run_id))
-            .withColumn("scored_at", F.lit(ctx.clock).cast("timestamp"))
-            .withColumn("run_id", F.lit(ctx.run_id)))
+            .transform(with_provenance(ctx.run_date, name, champion, ctx.clock, ctx.run_id)))
     path = cfg.table("segments")
     lakehouse.replace_where(rows, path, f"score_date = '{ctx.run_date.isoformat()}'", partition_by=["score_date"])
     stored = lakehouse.read(spark, path).where(F.col("score_date") == F.lit(ctx.run_date))

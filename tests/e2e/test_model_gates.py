@@ -108,4 +108,4 @@ def test_affinity_and_segments_that_fail_their_gates_are_registered_but_not_prom
         assert main(["train", "--model", key, "--run-date", NEXT_DAY, *args, "--set", rule]) == 0
         new = registry.version_trained_for(name, NEXT_DAY)
         assert int(new.version) == 2 and "not promoted" in new.tags[registry.PROMOTION_TAG]
-        assert registry.champion(name).version == "1"
+        assert int(registry.champion(name).version) == 1
