@@ -17,7 +17,7 @@ JARS_STAMP  := $(JARS_DIR)/.fetched
 XDM_JAR     := $(JARS_DIR)/enrich-xdm.jar
 XDM_SOURCES := $(shell find pipelines/xdm/jvm -name '*.java')
 
-.PHONY: setup jars demo test lint dist bench clean-lakehouse
+.PHONY: setup jars demo test lint dist bench model-quality clean-lakehouse
 
 setup: $(SETUP_STAMP) $(JARS_STAMP) $(XDM_JAR)
 
@@ -54,9 +54,15 @@ test: setup
 
 # Measurements, not tests: results go to bench/results/.
 BENCH_PROFILES ?= 20000
+TRAINING_PROFILES ?= 100000 1000000
 bench: setup
 	$(BIN)/python bench/ingest_throughput.py --profiles $(BENCH_PROFILES)
 	$(BIN)/python bench/validation_cost.py --profiles $(BENCH_PROFILES)
+	$(BIN)/python bench/training_time.py --profiles $(TRAINING_PROFILES)
+
+# Each champion of the demo lakehouse against the generator's oracle (after `make demo`).
+model-quality: setup
+	$(BIN)/python bench/model_quality.py --root $(DEMO_ROOT)
 
 lint: setup
 	$(BIN)/ruff check pipelines jobs tests bench

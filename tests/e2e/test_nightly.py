@@ -5,6 +5,7 @@ from mlflow import MlflowClient
 from pyspark.sql.types import MapType
 
 from pipelines import lakehouse
+from pipelines.generate.oracle import oracle_ratios
 from pipelines.ingest.parse import REASON_NO_IDENTITY
 
 from .conftest import RUN_DATE, TABLES
@@ -234,6 +235,17 @@ def test_every_active_person_gets_one_named_segment(spark, nightly):
     assert train["segments.k"] == len(named)
     profiles = _table(spark, nightly, "profile_enrichment")
     assert profiles.where(F.col("segment_name").isNotNull()).count() == segments.count()
+
+
+def test_each_model_comes_close_to_the_oracle_on_its_holdout(spark, nightly):
+    ratios = oracle_ratios(spark, nightly.cfg, str(nightly.root / "landing" / "ground_truth"))
+    assert set(ratios) == {"convert_propensity", "churn_propensity", "lifetime_value", "affinity"}
+    assert all(r["people"] > 100 for r in ratios.values()), ratios
+    # The oracle knows each person's latent rates; a model only sees their events.
+    assert ratios["convert_propensity"]["ratio"] > 0.85, ratios
+    assert ratios["churn_propensity"]["ratio"] > 0.85, ratios
+    assert ratios["lifetime_value"]["ratio"] > 0.4, ratios
+    assert ratios["affinity"]["ratio"] > 0.8, ratios
 
 
 def _comparable(df):
