@@ -40,7 +40,9 @@ def train(ctx: RunContext, checks: QualityChecks, experiment_id: str) -> dict:
         needed = int(cfg.get("quality.sufficiency.min_labels_per_class"))
         decision = Decision(allowed=people >= needed, check="data_sufficiency", rule=f"min_labels_per_class={needed}",
                             observed=f"{people} people with a feature row on {ctx.run_date}",
-                            reason="" if people >= needed else f"only {people} people to segment")
+                            reason="" if people >= needed else
+                            f"only {people} people to segment" if people else
+                            f"no feature rows as of {ctx.run_date}; run `enrich features` for that date first")
         if not decision.allowed:
             return lifecycle.refused(ctx, checks, name, decision, f"training refused: {decision.reason}")
         checks.add([lifecycle.gate_outcome(name, decision, "error")], 0.0)

@@ -103,6 +103,8 @@ def test_affinity_and_segments_that_fail_their_gates_are_registered_but_not_prom
     cfg, args = copy
     impossible = {"affinity": "models.affinity.promotion.min_lift_over_popularity=100",
                   "segments": "models.segments.promotion.min_silhouette=0.999"}
+    # Segments are fitted on the run date's feature rows, which the features step writes.
+    assert main(["features", "--run-date", NEXT_DAY, *args]) == 0
     for key, rule in impossible.items():
         name = cfg.get(f"models.{key}.registered_name")
         assert main(["train", "--model", key, "--run-date", NEXT_DAY, *args, "--set", rule]) == 0
