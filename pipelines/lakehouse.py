@@ -45,11 +45,15 @@ def overwrite(df: DataFrame, path: str, partition_by: Sequence[str] = ()) -> Non
     _writer(df, "overwrite", partition_by).option("overwriteSchema", "true").save(path)
 
 
-def replace_where(df: DataFrame, path: str, condition: str, partition_by: Sequence[str] = ()) -> None:
-    """Atomically replace the rows matching `condition` (a partition) and keep the rest."""
+def replace_where(df: DataFrame, path: str, condition: str, partition_by: Sequence[str] = (),
+                  merge_schema: bool = False) -> None:
+    """Atomically replace the rows matching `condition` (a partition) and keep the rest;
+    `merge_schema` lets the table gain columns a later release writes."""
     writer = _writer(df, "overwrite", partition_by)
     if exists(df.sparkSession, path):
         writer = writer.option("replaceWhere", condition)
+        if merge_schema:
+            writer = writer.option("mergeSchema", "true")
     writer.save(path)
 
 

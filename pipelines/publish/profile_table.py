@@ -2,17 +2,22 @@
 
 A newer score date replaces a person's attributes; a rerun of the same date only
 touches rows whose values differ (so the change feed shows real changes only); an
-older date never overwrites a newer one.
+older date never overwrites a newer one. People no model has scored for a while (conf
+publish.expire_after_days) keep their row and identity, but their attributes are cleared
+and `expired_on` is set, in the same MERGE: stale insights do not linger on a profile.
 """
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Mapping, Sequence
 
 import pyspark.sql.functions as F
 from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import types as T
+
+from pipelines.scoring.factors import FACTORS_TYPE
 
 KEY = "person_id"
 ORDER = "score_date"
@@ -24,7 +29,7 @@ IDENTITY_FIELDS = [
 ]
 # Per propensity model, under its profile prefix (convert_probability, churn_score, ...).
 MODEL_FIELDS = (("probability", T.DoubleType()), ("score", T.IntegerType()), ("percentile", T.IntegerType()),
-                ("bucket", T.StringType()), ("model_version", T.IntegerType()))
+                ("bucket", T.StringType()), ("factors", FACTORS_TYPE), ("model_version", T.IntegerType()))
 # The lifetime-value model's columns, under its prefix (ltv_expected_value, ...).
 VALUE_FIELDS = (("expected_value", T.DoubleType()), ("expected_purchases", T.DoubleType()),
                 ("p_alive", T.DoubleType()), ("value_percentile", T.IntegerType()), ("model_version", T.IntegerType()))
@@ -33,7 +38,9 @@ RUN_FIELDS = [
     T.StructField("as_of_date", T.DateType()),
     T.StructField("scored_at", T.TimestampType()),
     T.StructField("run_id", T.StringType()),
+    T.StructField("expired_on", T.DateType()),   # set when the attributes were cleared as stale
 ]
+KEPT_ON_EXPIRY = {f.name for f in IDENTITY_FIELDS + RUN_FIELDS}
 
 
 def profile_schema(prefixes: Sequence[str], attributes: Sequence[T.StructField] = ()) -> T.StructType:
@@ -92,6 +99,7 @@ def profile_rows(scores: DataFrame, primary_identities: DataFrame, prefixes: Map
     joined = wide.join(primary_identities, "person_id", "left")
     for frame in attributes:
         joined = joined.join(frame, "person_id", "left")
+    joined = joined.withColumn("expired_on", F.lit(None).cast("date"))   # freshly scored
     schema = profile_schema(list(prefixes.values()), attribute_fields(attributes))
     return joined.select(*[f.name for f in schema.fields])
 
@@ -123,13 +131,21 @@ def _differs(columns: Sequence[str]) -> str:
     return " OR ".join(f"NOT (t.`{c}` <=> s.`{c}`)" for c in columns)
 
 
-def merge_profiles(table: DeltaTable, rows: DataFrame) -> None:
+def merge_profiles(table: DeltaTable, rows: DataFrame, expire_before: date | None = None,
+                   expired_on: date | None = None) -> None:
     """Newer score date wins; the same date updates only changed rows; new people are inserted.
-    `rows` has the table's columns (see `aligned`)."""
+    With `expire_before`, people absent from `rows` whose scores are older than it get
+    their attributes cleared and `expired_on` set (once). `rows` has the table's columns
+    (see `aligned`)."""
     attributes = [c for c in rows.columns if c != KEY]
     newer = f"s.{ORDER} > t.{ORDER} OR (s.{ORDER} = t.{ORDER} AND ({_differs(attributes)}))"
-    (table.alias("t")
-     .merge(rows.alias("s"), f"t.{KEY} = s.{KEY}")
-     .whenMatchedUpdateAll(condition=newer)
-     .whenNotMatchedInsertAll()
-     .execute())
+    merge = (table.alias("t")
+             .merge(rows.alias("s"), f"t.{KEY} = s.{KEY}")
+             .whenMatchedUpdateAll(condition=newer)
+             .whenNotMatchedInsertAll())
+    if expire_before is not None:
+        cleared = {f"`{c}`": F.lit(None) for c in rows.columns if c not in KEPT_ON_EXPIRY}
+        merge = merge.whenNotMatchedBySourceUpdate(
+            condition=f"t.{ORDER} < date'{expire_before.isoformat()}' AND t.expired_on IS NULL",
+            set={**cleared, "expired_on": F.lit(expired_on or expire_before).cast("date")})
+    merge.execute()

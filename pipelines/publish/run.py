@@ -3,6 +3,8 @@ table as the MERGE would leave it has passed the profile_enrichment suite."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pyspark.sql.functions as F
 from pyspark.sql import DataFrame
 
@@ -39,10 +41,14 @@ def run(ctx: RunContext) -> dict:
                                                     ["engagement_score"] if cfg.get("engagement.enabled") else [])),
                      {"run_date": ctx.run_date})
     checks.enforce()
-    merge_profiles(table, rows)
+    expiry = cfg.get("publish.expire_after_days")
+    if expiry is not None and (not isinstance(expiry, int) or expiry < 1):
+        raise BadInputError(f"publish.expire_after_days must be a whole number >= 1 or null, got {expiry!r}")
+    merge_profiles(table, rows, ctx.run_date - timedelta(days=expiry) if expiry else None, ctx.run_date)
     last = table.history(1).first()
     metrics = {k: int(v) for k, v in (last["operationMetrics"] or {}).items()
-               if k in ("numTargetRowsInserted", "numTargetRowsUpdated", "numTargetRowsDeleted")}
+               if k in ("numTargetRowsInserted", "numTargetRowsUpdated", "numTargetRowsDeleted",
+                        "numTargetRowsNotMatchedBySourceUpdated")}
     people = lakehouse.read(spark, path).count()
     ctx.progress(f"profile table: {people} people, version {last['version']}: {metrics}")
     return {"profiles": people, "table_version": int(last["version"]), **metrics, **checks.outputs()}

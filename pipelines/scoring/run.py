@@ -1,5 +1,6 @@
 """The score step: each propensity model's champion x the eligible feature rows of the run
-date -> gold/scores (a row per person and model; the date replaced in one transaction),
+date -> gold/scores (a row per person and model, with the person's influential factors;
+the date replaced in one transaction),
 then the scores suite and drift against each champion's training population; then the
 other insights: the lifetime value of every active buyer -> gold/lifetime_value, the top
 categories of every active person -> gold/affinity, their segments -> gold/segments."""
@@ -22,7 +23,9 @@ from pipelines.quality.drift import drift_outcomes
 from pipelines.quality.gate import QualityChecks
 from pipelines.quality.suites import ExpectationOutcome
 from pipelines.quality.views import scores_view
+from pipelines.errors import BadInputError
 from pipelines.scoring import affinity, lifetime_value, segments
+from pipelines.scoring.factors import tree_ensemble, with_factors
 from pipelines.scoring.scores import percentile_cut_points, with_provenance, with_score_columns
 
 
@@ -41,7 +44,8 @@ def run(ctx: RunContext) -> dict:
         counts[spec.key] = scored[-1][1].count()
     path = cfg.table("scores")
     lakehouse.replace_where(reduce(DataFrame.unionByName, [rows for rows, _ in scored]), path,
-                            f"score_date = '{ctx.run_date.isoformat()}'", partition_by=["score_date"])
+                            f"score_date = '{ctx.run_date.isoformat()}'", partition_by=["score_date"],
+                            merge_schema=True)
     for _, probabilities in scored:
         probabilities.unpersist()
     for spec in specs:
@@ -68,9 +72,16 @@ def run(ctx: RunContext) -> dict:
 
 def _score(ctx: RunContext, spec: PropensitySpec, champion, model,
            eligible: DataFrame) -> tuple[DataFrame, DataFrame]:
-    """One model's rows for gold/scores (lazy), and the cached probabilities they come from."""
+    """One model's rows for gold/scores (lazy), and the cached probabilities and factors they
+    come from."""
+    ensemble = tree_ensemble(model)
+    try:
+        explain = with_factors(ensemble, ctx.cfg.get("scoring.factors"), keep=["person_id", "as_of_date", SCORE_COLUMN])
+    except ValueError as err:
+        raise BadInputError(str(err)) from err
     scored = (model.transform(eligible)
-              .select("person_id", "as_of_date", positive_probability().alias(SCORE_COLUMN))
+              .select("person_id", "as_of_date", positive_probability().alias(SCORE_COLUMN), *ensemble.inputs)
+              .transform(explain)
               .cache())
     cuts = percentile_cut_points(scored, SCORE_COLUMN)
     buckets = ctx.cfg.get("scoring.buckets")

@@ -7,11 +7,18 @@ from pipelines.publish.profile_table import (aligned, ensure_table, merge_profil
                                              value_attributes)
 
 SCHEMA = profile_schema(["convert"])
+# Every score row carries its person's factors (a model-specific one, to see it land in the right column).
+FACTORS_SQL = ("array(named_struct('feature', concat(model_name, '_signal'), 'value', 1.0D, 'contribution', 0.4D, "
+               "'direction', 'raises', 'importance', 'medium')) as factors")
 RUN = datetime(2026, 1, 1)
 
 
+FACTOR = [("recency", 3.0, -0.6, "lowers", "high")]
+
+
 def _row(pid, probability, day):
-    return (pid, "CRMID", f"c-{pid}", probability, round(probability * 100), 50, "medium", 1, day, day, RUN, "r")
+    return (pid, "CRMID", f"c-{pid}", probability, round(probability * 100), 50, "medium", FACTOR, 1, day, day, RUN,
+            "r", None)
 
 
 def _state(spark, path):
@@ -27,6 +34,30 @@ def test_newer_scores_win_older_never_overwrite_and_new_people_are_inserted(spar
     merge_profiles(table, spark.createDataFrame([_row("a", 0.9, d2), _row("c", 0.3, d2)], SCHEMA))
     merge_profiles(table, spark.createDataFrame([_row("a", 0.5, d1), _row("b", 0.7, d1)], SCHEMA))
     assert _state(spark, path) == {"a": (0.9, d2), "b": (0.7, d1), "c": (0.3, d2)}
+
+
+def test_people_not_scored_for_a_while_lose_their_attributes_but_keep_their_row(spark, lake):
+    path = lake.table("profile_enrichment")
+    table = ensure_table(spark, path, SCHEMA, change_data_feed=True)
+    d1, d9, d10 = date(2026, 1, 1), date(2026, 1, 9), date(2026, 1, 10)
+    merge_profiles(table, spark.createDataFrame([_row("old", 0.1, d1), _row("recent", 0.2, d9)], SCHEMA))
+    # Tonight (the 10th) only "new" is scored; attributes older than the 3rd expire.
+    merge_profiles(table, spark.createDataFrame([_row("new", 0.3, d10)], SCHEMA), date(2026, 1, 3), d10)
+    rows = {r["person_id"]: r for r in lakehouse.read(spark, path).collect()}
+    old = rows["old"]
+    assert (old["convert_probability"], old["convert_factors"], old["convert_model_version"]) == (None, None, None)
+    assert (old["primary_identity_id"], old["score_date"], old["expired_on"]) == ("c-old", d1, d10)
+    assert (rows["recent"]["convert_probability"], rows["recent"]["expired_on"]) == (0.2, None)
+    expired_at = lakehouse.version(spark, path)
+    # Expiring again changes nothing; being scored again brings the attributes back.
+    merge_profiles(table, spark.createDataFrame([_row("new", 0.3, d10)], SCHEMA), date(2026, 1, 3), d10)
+    assert lakehouse.read(spark, path).where("person_id = 'old'").first()["expired_on"] == d10
+    changed = (spark.read.format("delta").option("readChangeFeed", "true").option("startingVersion", expired_at + 1)
+               .load(path).count() if lakehouse.version(spark, path) > expired_at else 0)
+    assert changed == 0
+    merge_profiles(table, spark.createDataFrame([_row("old", 0.6, date(2026, 1, 11))], SCHEMA))
+    back = lakehouse.read(spark, path).where("person_id = 'old'").first()
+    assert (back["convert_probability"], back["expired_on"]) == (0.6, None)
 
 
 def test_rerunning_a_date_with_the_same_scores_changes_nothing_in_the_feed(spark, lake):
@@ -49,7 +80,7 @@ def test_scores_of_several_models_become_one_row_per_person(spark):
         [("a", "convert_propensity", 0.8, 80, 95, "high", 3), ("a", "churn_propensity", 0.1, 10, 5, "low", 1),
          ("b", "convert_propensity", 0.2, 20, 30, "low", 3)],
         "person_id string, model_name string, probability double, score int, percentile int, bucket string, "
-        "model_version int").selectExpr("*", f"date'{day}' as score_date", f"date'{day}' as as_of_date",
+        "model_version int").selectExpr("*", f"date'{day}' as score_date", f"date'{day}' as as_of_date", FACTORS_SQL,
                                         "timestamp'2026-01-01 02:00:00' as scored_at", "'r' as run_id")
     identities = spark.createDataFrame([("a", "CRMID", "c-a")], "person_id string, primary_identity_namespace "
                                        "string, primary_identity_id string")
@@ -57,6 +88,8 @@ def test_scores_of_several_models_become_one_row_per_person(spark):
         scores, identities, {"convert_propensity": "convert", "churn_propensity": "churn"}).collect()}
     assert (rows["a"]["convert_probability"], rows["a"]["convert_model_version"], rows["a"]["churn_score"],
             rows["a"]["churn_bucket"], rows["a"]["primary_identity_id"]) == (0.8, 3, 10, "low", "c-a")
+    assert ([f["feature"] for f in rows["a"]["convert_factors"]], [f["feature"] for f in rows["a"]["churn_factors"]]) \
+        == (["convert_propensity_signal"], ["churn_propensity_signal"])
     # b was not eligible for churn (no recent purchase): its churn columns stay empty.
     assert (rows["b"]["convert_percentile"], rows["b"]["churn_probability"], rows["b"]["churn_model_version"],
             rows["b"]["primary_identity_id"]) == (30, None, None, None)
@@ -69,8 +102,8 @@ def test_a_newly_configured_model_adds_its_columns_and_a_dropped_one_is_cleared(
                    spark.createDataFrame([_row("a", 0.1, day)], SCHEMA))
     table = ensure_table(spark, path, profile_schema(["churn"]), change_data_feed=True)
     assert {"convert_probability", "churn_probability", "churn_model_version"} <= set(table.toDF().columns)
-    later = spark.createDataFrame([("a", "CRMID", "c-a", 0.4, 40, 60, "medium", 2, date(2026, 1, 2),
-                                    date(2026, 1, 2), RUN, "r2")], profile_schema(["churn"]))
+    later = spark.createDataFrame([("a", "CRMID", "c-a", 0.4, 40, 60, "medium", FACTOR, 2, date(2026, 1, 2),
+                                    date(2026, 1, 2), RUN, "r2", None)], profile_schema(["churn"]))
     merge_profiles(table, aligned(later, table.toDF().schema))
     (row,) = lakehouse.read(spark, path).collect()
     assert (row["churn_probability"], row["convert_probability"], row["score_date"]) == (0.4, None, date(2026, 1, 2))
@@ -81,7 +114,7 @@ def test_lifetime_values_join_the_scores_and_people_without_purchases_have_none(
     scores = spark.createDataFrame(
         [("a", "convert_propensity", 0.8, 80, 95, "high", 3), ("b", "convert_propensity", 0.2, 20, 30, "low", 3)],
         "person_id string, model_name string, probability double, score int, percentile int, bucket string, "
-        "model_version int").selectExpr("*", f"date'{day}' as score_date", f"date'{day}' as as_of_date",
+        "model_version int").selectExpr("*", f"date'{day}' as score_date", f"date'{day}' as as_of_date", FACTORS_SQL,
                                         "timestamp'2026-01-01 02:00:00' as scored_at", "'r' as run_id")
     values = spark.createDataFrame([("a", 250.0, 2.5, 0.9, 99, 4)], "person_id string, expected_value double, "
                                    "expected_purchases double, p_alive double, value_percentile int, model_version int")

@@ -13,6 +13,7 @@ from pyspark.sql import types as T
 from pipelines.config import load_config
 from pipelines.errors import BadInputError
 from pipelines.quality.suites import load_suite, validate
+from pipelines.scoring.factors import FACTORS_TYPE
 
 CFG = load_config("local")
 SUITE_DIR = CFG.project_path(CFG.get("quality.suite_dir"))
@@ -138,17 +139,20 @@ TRAINING = dict(
     },
 )
 
+FACTOR = {"feature": "days_since_last_purchase", "value": 12.0, "contribution": 0.7, "direction": "raises",
+          "importance": "high"}
+
 SCORES = dict(
     schema=_schema(("person_id", T.StringType()), ("person_model", T.StringType()),
                    ("ineligible_person", T.StringType()),
                    ("probability", T.DoubleType()), ("score", T.IntegerType()), ("percentile", T.IntegerType()),
-                   ("bucket", T.StringType())),
+                   ("bucket", T.StringType()), ("factors", FACTORS_TYPE)),
     rows=[{"person_id": "p1", "person_model": "convert p1", "probability": 0.91, "score": 91, "percentile": 100,
-           "bucket": "high"},
+           "bucket": "high", "factors": [FACTOR]},
           {"person_id": "p2", "person_model": "convert p2", "probability": 0.02, "score": 2, "percentile": 1,
-           "bucket": "low"},
+           "bucket": "low", "factors": [FACTOR]},
           {"person_id": "p1", "person_model": "churn p1", "probability": 0.3, "score": 30, "percentile": 40,
-           "bucket": "low"}],
+           "bucket": "low", "factors": [FACTOR]}],
     parameters={},
     breaks={
         "has_rows": _no_rows,
@@ -159,6 +163,7 @@ SCORES = dict(
         "score_in_0_100": _with(0, score=101),
         "percentile_in_1_100": _with(1, percentile=0),
         "bucket_known": _with(1, bucket="lukewarm"),
+        "factors_present": _with(2, factors=None),
     },
 )
 

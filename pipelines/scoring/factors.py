@@ -1,0 +1,177 @@
+"""Influential factors: each person's exact TreeSHAP contributions to a propensity score.
+
+A gradient-boosted classifier's log-odds is a sum of trees. Path-dependent TreeSHAP
+(Lundberg et al., 2020) gives every feature its Shapley value for that sum, where a
+feature left out of a coalition is averaged over the training cover of the branches it
+splits. For one leaf, that game is a product over the distinct features on the leaf's
+path: feature j contributes its "one" factor o_j (1 when this person satisfies every
+split on j along the path, else 0) when present and its "zero" factor z_j (the share of
+training cover that followed the path's splits on j) when absent. The Shapley value of
+feature i in such a game is
+
+    leaf * (o_i - z_i) * sum_k e_k * k! (d - k - 1)! / d!
+
+where d is the number of distinct features on the path and e_k the k-th coefficient of
+prod_{j != i} (z_j + o_j t). Summed over leaves and trees this is exact: the base value
+(every z) plus a person's contributions equals the model's log-odds for that person.
+Paths are at most max_depth long, so the work per person is small and fixed, and it runs
+in Spark over batches of rows (numpy, no Python loop per person).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from math import factorial
+from typing import Callable, Iterator, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+from pyspark.ml import PipelineModel
+from pyspark.sql import DataFrame
+from pyspark.sql import types as T
+
+FACTOR_TYPE = T.StructType([
+    T.StructField("feature", T.StringType()),
+    T.StructField("value", T.DoubleType()),
+    T.StructField("contribution", T.DoubleType()),   # log-odds added to the base value
+    T.StructField("direction", T.StringType()),      # raises / lowers
+    T.StructField("importance", T.StringType()),     # high / medium / low
+])
+FACTORS_TYPE = T.ArrayType(FACTOR_TYPE)
+
+
+@dataclass(frozen=True)
+class LeafPath:
+    """One leaf: its weighted value on the log-odds scale and, per distinct feature on the
+    path to it, the splits it takes (threshold, goes left) and the cover share of those splits."""
+    value: float
+    features: tuple[int, ...]
+    splits: tuple[tuple[tuple[float, bool], ...], ...]
+    zero: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class TreeEnsemble:
+    inputs: tuple[str, ...]
+    leaves: tuple[LeafPath, ...]
+
+    @property
+    def base_value(self) -> float:
+        """Expected log-odds over the training cover: the score before any factor."""
+        return float(sum(leaf.value * float(np.prod(leaf.zero)) for leaf in self.leaves))
+
+
+def tree_ensemble(model: PipelineModel) -> TreeEnsemble:
+    """The leaves of a fitted VectorAssembler + GBTClassifier pipeline, read from the JVM
+    model once on the driver (a few thousand nodes at most)."""
+    assembler, gbt = model.stages[0], model.stages[-1]
+    inputs = tuple(assembler.getInputCols())
+    leaves: list[LeafPath] = []
+    # Spark's GBT classifier: P(1) = 1 / (1 + exp(-2 * margin)), margin = sum(weight * tree);
+    # scaling leaves by 2 * weight puts every contribution on the log-odds scale.
+    for weight, tree in zip(gbt.treeWeights, gbt.trees, strict=True):
+        _walk(tree._java_obj.rootNode(), 2.0 * float(weight), [], leaves)
+    return TreeEnsemble(inputs=inputs, leaves=tuple(leaves))
+
+
+def _walk(node, scale: float, path: list[tuple[int, float, bool, float]], leaves: list[LeafPath]) -> None:
+    if node.getClass().getSimpleName() == "LeafNode":
+        leaves.append(_leaf(scale * float(node.prediction()), path))
+        return
+    split = node.split()
+    if split.getClass().getSimpleName() != "ContinuousSplit":
+        raise ValueError("factors need continuous splits; the model has a categorical one")
+    feature, threshold = int(split.featureIndex()), float(split.threshold())
+    cover = float(node.impurityStats().count())
+    for child, goes_left in ((node.leftChild(), True), (node.rightChild(), False)):
+        share = float(child.impurityStats().count()) / cover if cover > 0 else 0.5
+        _walk(child, scale, path + [(feature, threshold, goes_left, share)], leaves)
+
+
+def _leaf(value: float, path: list[tuple[int, float, bool, float]]) -> LeafPath:
+    features: list[int] = []
+    splits: dict[int, list[tuple[float, bool]]] = {}
+    zero: dict[int, float] = {}
+    for feature, threshold, goes_left, share in path:
+        if feature not in splits:
+            features.append(feature)
+            splits[feature], zero[feature] = [], 1.0
+        splits[feature].append((threshold, goes_left))
+        zero[feature] *= share
+    return LeafPath(value=value, features=tuple(features),
+                    splits=tuple(tuple(splits[f]) for f in features), zero=tuple(zero[f] for f in features))
+
+
+def _shapley_weights(d: int) -> list[float]:
+    return [factorial(k) * factorial(d - k - 1) / factorial(d) for k in range(d)]
+
+
+def contributions(ensemble: TreeEnsemble, x: np.ndarray) -> np.ndarray:
+    """Per row of `x` (rows x inputs), each input's contribution to the log-odds."""
+    phi = np.zeros(x.shape, dtype=float)
+    for leaf in ensemble.leaves:
+        d = len(leaf.features)
+        if d == 0:
+            continue
+        ones = []
+        for feature, splits in zip(leaf.features, leaf.splits, strict=True):
+            follows = np.ones(x.shape[0], dtype=bool)
+            for threshold, goes_left in splits:
+                follows &= (x[:, feature] <= threshold) if goes_left else (x[:, feature] > threshold)
+            ones.append(follows.astype(float))
+        weights = _shapley_weights(d)
+        for i in range(d):
+            coefficients = [np.ones(x.shape[0])]
+            for j in range(d):
+                if j == i:
+                    continue
+                z, o = leaf.zero[j], ones[j]
+                coefficients = ([coefficients[0] * z]
+                                + [coefficients[k] * z + coefficients[k - 1] * o for k in range(1, len(coefficients))]
+                                + [coefficients[-1] * o])
+            weighted = sum(c * w for c, w in zip(coefficients, weights, strict=True))
+            phi[:, leaf.features[i]] += leaf.value * (ones[i] - leaf.zero[i]) * weighted
+    return phi
+
+
+def importance_label(contribution: np.ndarray, high_from: float, medium_from: float) -> np.ndarray:
+    size = np.abs(contribution)
+    return np.where(size >= high_from, "high", np.where(size >= medium_from, "medium", "low"))
+
+
+def top_factors(ensemble: TreeEnsemble, x: np.ndarray, top_n: int, high_from: float,
+                medium_from: float) -> list[list[dict]]:
+    """Per row, the `top_n` inputs with the largest absolute contributions, largest first."""
+    phi = contributions(ensemble, x)
+    order = np.argsort(-np.abs(phi), axis=1, kind="stable")[:, :top_n]
+    rows = np.arange(x.shape[0])[:, None]
+    chosen, values = phi[rows, order], x[rows, order]
+    labels = importance_label(chosen, high_from, medium_from)
+    return [[{"feature": ensemble.inputs[f], "value": float(v), "contribution": float(c),
+              "direction": "raises" if c >= 0 else "lowers", "importance": str(label)}
+             for f, v, c, label in zip(order[r], values[r], chosen[r], labels[r], strict=True)]
+            for r in range(x.shape[0])]
+
+
+def with_factors(ensemble: TreeEnsemble, settings: Mapping, keep: Sequence[str],
+                 output: str = "factors") -> Callable[[DataFrame], DataFrame]:
+    """A frame with `keep` columns and every model input -> `keep` plus `output`, the
+    person's top factors (settings: top_n, importance_log_odds.high / .medium)."""
+    top_n = int(settings["top_n"])
+    high_from = float(settings["importance_log_odds"]["high"])
+    medium_from = float(settings["importance_log_odds"]["medium"])
+    if top_n < 1 or not 0 <= medium_from <= high_from:
+        raise ValueError(f"scoring.factors needs top_n >= 1 and 0 <= medium <= high, got {dict(settings)}")
+    inputs = list(ensemble.inputs)
+
+    def _batches(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        for batch in batches:
+            x = batch[inputs].to_numpy(dtype=float)
+            out = batch[list(keep)].copy()
+            out[output] = top_factors(ensemble, x, top_n, high_from, medium_from)
+            yield out
+
+    def _apply(df: DataFrame) -> DataFrame:
+        schema = T.StructType([df.schema[name] for name in keep] + [T.StructField(output, FACTORS_TYPE)])
+        return df.select(*keep, *[c for c in inputs if c not in keep]).mapInPandas(_batches, schema)
+    return _apply
