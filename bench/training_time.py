@@ -47,26 +47,36 @@ def _one_size(profiles: int, days: int, work: Path) -> dict:
     return {"profiles": profiles, "events": events, "people_with_features": active, "train_seconds": seconds}
 
 
+def _write(results: dict) -> str:
+    out = HERE / "results"
+    out.mkdir(exist_ok=True)
+    (out / "training.json").write_text(json.dumps(results, indent=2) + "\n")
+    sizes = results["sizes"]
+    models = list(sizes[0]["train_seconds"])
+    lines = ["# Training time per model", "",
+             f"{results['machine']}; people over {results['days']} days; "
+             "`enrich train --model NAME`, wall seconds.", "",
+             "| people | events | " + " | ".join(models) + " |", "|---:|---:|" + "---:|" * len(models)]
+    lines += [f"| {s['profiles']:,} | {s['events']:,} | " + " | ".join(str(s["train_seconds"][m]) for m in models)
+              + " |" for s in sizes]
+    text = "\n".join(lines) + "\n"
+    (out / "training.md").write_text(text)
+    return text
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profiles", type=int, nargs="+", default=[100000, 1000000])
     parser.add_argument("--days", type=int, default=365)
     parser.add_argument("--work", default=str(HERE / "work" / "training"))
     args = parser.parse_args()
-    sizes = [_one_size(n, args.days, Path(args.work)) for n in args.profiles]
     results = {"machine": f"{os.cpu_count()} cores, {platform.python_implementation()} {platform.python_version()}",
-               "days": args.days, "sizes": sizes}
-    out = HERE / "results"
-    out.mkdir(exist_ok=True)
-    (out / "training.json").write_text(json.dumps(results, indent=2) + "\n")
-    models = list(sizes[0]["train_seconds"])
-    lines = ["# Training time per model", "",
-             f"{results['machine']}; people over {args.days} days; `enrich train --model NAME`, wall seconds.", "",
-             "| people | events | " + " | ".join(models) + " |", "|---:|---:|" + "---:|" * len(models)]
-    lines += [f"| {s['profiles']:,} | {s['events']:,} | " + " | ".join(str(s["train_seconds"][m]) for m in models)
-              + " |" for s in sizes]
-    (out / "training.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+               "days": args.days, "sizes": []}
+    # Written after every size, so a long large size never costs the smaller ones' figures.
+    for profiles in args.profiles:
+        results["sizes"].append(_one_size(profiles, args.days, Path(args.work)))
+        text = _write(results)
+    print(text)
 
 
 if __name__ == "__main__":
