@@ -2,6 +2,9 @@
 
     enrich generate --profiles 20000 --days 365 --seed 7
     enrich nightly --run-date 2026-11-27 --env local --set lakehouse.root=/data/lake
+    enrich changes --since-version 41          # what changed on the profile table since version 41
+    enrich export --out exports/2026-11-27     # XDM profile records and the field group schema
+    enrich show --identity Email:ann@example.com
 
 Exit codes: 0 done; 2 bad input or configuration; 3 blocked by a quality gate; 1 unexpected.
 """
@@ -19,7 +22,9 @@ from typing import Callable, Sequence
 from pipelines.errors import BadInputError, EnrichError
 
 STEP_ORDER = ("ingest", "validate", "features", "train", "score", "publish")
-COMMANDS = ("generate",) + STEP_ORDER + ("nightly",)
+# Commands that read the profile table for downstream systems and people; no run date.
+READERS = ("changes", "export", "show")
+COMMANDS = ("generate",) + STEP_ORDER + ("nightly",) + READERS
 
 log = logging.getLogger("enrich")
 
@@ -36,6 +41,16 @@ def _run_date(text: str) -> date:
         return date.fromisoformat(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"--run-date must be YYYY-MM-DD, got {text!r}") from None
+
+
+def _version(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a table version (a whole number), got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"table versions start at 0, got {value}")
+    return value
 
 
 def _positive_int(text: str) -> int:
@@ -81,6 +96,20 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "train":
             step.add_argument("--model", default=None, metavar="NAME",
                               help="train only this model (a name from models.propensity)")
+    changes = sub.add_parser("changes", parents=[common],
+                             help="profiles changed after a table version, from the change feed (JSON lines)")
+    changes.add_argument("--since-version", type=_version, required=True, metavar="N",
+                         help="the profile table version last taken; changes in N+1..latest are returned")
+    changes.add_argument("--out", default=None, metavar="DIR", help="write JSON lines here instead of printing")
+    export = sub.add_parser("export", parents=[common],
+                            help="profiles as XDM Individual Profile records plus the field group's JSON Schema")
+    export.add_argument("--out", required=True, metavar="DIR", help="folder for profiles/ and schema.json")
+    export.add_argument("--since-version", type=_version, default=None, metavar="N",
+                        help="only profiles changed after table version N")
+    show = sub.add_parser("show", parents=[common], help="a person's current attributes and factors")
+    show.add_argument("--identity", required=True, metavar="NAMESPACE:ID",
+                      help="any identity of the person, e.g. Email:ann@example.com")
+    show.add_argument("--json", action="store_true", help="print JSON instead of text")
     return parser
 
 
@@ -177,6 +206,22 @@ def _run_steps(args, cfg, steps: Sequence[str]) -> int:
     return 0
 
 
+def _read_profiles(args, cfg) -> int:
+    from pipelines.publish import commands
+    from pipelines.session import build_session
+
+    if args.command == "show":
+        commands.parse_identity(args.identity)   # a malformed identity fails before Spark starts
+    spark = build_session(cfg)
+    if not args.verbose:
+        spark.sparkContext.setLogLevel("ERROR")
+    if args.command == "changes":
+        return commands.changes(spark, cfg, args.since_version, args.out)
+    if args.command == "export":
+        return commands.export(spark, cfg, args.out, args.since_version)
+    return commands.show(spark, cfg, args.identity, args.json)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -192,6 +237,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if getattr(args, "model", None) is not None:
             from pipelines.models.specs import propensity_specs
             propensity_specs(cfg, args.model)  # a wrong name fails before Spark starts
+        if args.command in READERS:
+            return _read_profiles(args, cfg)
         steps = STEP_ORDER if args.command == "nightly" else (args.command,)
         return _run_steps(args, cfg, steps)
     except EnrichError as err:

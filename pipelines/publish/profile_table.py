@@ -50,10 +50,12 @@ def profile_schema(prefixes: Sequence[str], attributes: Sequence[T.StructField] 
     return T.StructType(IDENTITY_FIELDS + model_fields + list(attributes) + RUN_FIELDS)
 
 
-def value_attributes(values: DataFrame, prefix: str) -> DataFrame:
-    """Lifetime values of one date -> person_id and the `<prefix>_...` profile columns."""
+def value_attributes(values: DataFrame, prefix: str, currency: str) -> DataFrame:
+    """Lifetime values of one date -> person_id and the `<prefix>_...` profile columns, with
+    the currency the spend is in."""
     return values.select("person_id", *[F.col(name).cast(kind).alias(f"{prefix}_{name}")
-                                        for name, kind in VALUE_FIELDS])
+                                        for name, kind in VALUE_FIELDS],
+                         F.lit(currency).alias(f"{prefix}_currency"))
 
 
 def affinity_attributes(rows: DataFrame, prefix: str) -> DataFrame:

@@ -59,7 +59,9 @@ def _other_insights(ctx: RunContext) -> list[DataFrame]:
     columns keyed by person_id."""
     cfg, spark = ctx.cfg, ctx.spark
     attributes = []
-    builders = ((LIFETIME_VALUE, "lifetime_value", value_attributes), (AFFINITY, "affinity", affinity_attributes),
+    currency = str(cfg.get("models.lifetime_value.currency"))
+    builders = ((LIFETIME_VALUE, "lifetime_value", lambda rows, prefix: value_attributes(rows, prefix, currency)),
+                (AFFINITY, "affinity", affinity_attributes),
                 (SEGMENTS, "segments", segment_attributes))
     for key, table, build in builders:
         if enabled(cfg, key):

@@ -3,6 +3,7 @@ from datetime import date, datetime
 import pytest
 
 from pipelines import lakehouse
+from pipelines.publish.changes import changes_since
 from pipelines.publish.profile_table import (aligned, ensure_table, merge_profiles, profile_rows, profile_schema,
                                              value_attributes)
 
@@ -122,10 +123,11 @@ def test_lifetime_values_join_the_scores_and_people_without_purchases_have_none(
                                        "primary_identity_id string")
     engagement = spark.createDataFrame([("a", 70), ("b", 5)], "person_id string, engagement_score int")
     rows = {r["person_id"]: r for r in profile_rows(scores, identities, {"convert_propensity": "convert"},
-                                                     [value_attributes(values, "ltv"), engagement]).collect()}
+                                                     [value_attributes(values, "ltv", "EUR"), engagement]).collect()}
     assert (rows["a"]["engagement_score"], rows["b"]["engagement_score"]) == (70, 5)
     assert (rows["a"]["ltv_expected_value"], rows["a"]["ltv_p_alive"], rows["a"]["ltv_value_percentile"],
-            rows["a"]["ltv_model_version"], rows["a"]["convert_score"]) == (250.0, 0.9, 99, 4, 80)
+            rows["a"]["ltv_model_version"], rows["a"]["convert_score"], rows["a"]["ltv_currency"]) \
+        == (250.0, 0.9, 99, 4, 80, "EUR")
     assert (rows["b"]["ltv_expected_value"], rows["b"]["ltv_model_version"]) == (None, None)
 
 
@@ -134,3 +136,26 @@ def test_the_schema_holds_each_model_once(prefixes):
     names = profile_schema(prefixes).names
     assert len(names) == len(set(names)) and names[0] == "person_id"
     assert [n for n in names if n.endswith("_probability")] == [f"{p}_probability" for p in prefixes]
+
+
+def test_changes_since_a_version_hold_each_changed_person_once_in_the_latest_state(spark, lake):
+    path = lake.table("profile_enrichment")
+    table = ensure_table(spark, path, SCHEMA, change_data_feed=True)
+    d1, d2, d20 = date(2026, 1, 1), date(2026, 1, 2), date(2026, 1, 20)
+    merge_profiles(table, spark.createDataFrame([_row("a", 0.1, d1), _row("b", 0.2, d1), _row("c", 0.3, d1)],
+                                                SCHEMA))
+    taken = lakehouse.version(spark, path)
+    # After the version a downstream took: a changes twice, d is new, b is merged unchanged,
+    # then b and c (last scored on the 1st) expire.
+    merge_profiles(table, spark.createDataFrame([_row("a", 0.5, d2), _row("b", 0.2, d1), _row("d", 0.4, d2)],
+                                                SCHEMA))
+    merge_profiles(table, spark.createDataFrame([_row("a", 0.7, d20)], SCHEMA), d2, d20)
+    changed, latest = changes_since(spark, path, taken)
+    rows = {r["person_id"]: r for r in changed.collect()}
+    assert latest == lakehouse.version(spark, path) == taken + 2
+    assert {p: (r["change"], r["table_version"], r["convert_probability"], r["expired_on"])
+            for p, r in rows.items()} == {
+        "a": ("update", taken + 2, 0.7, None), "d": ("insert", taken + 1, 0.4, None),
+        "b": ("update", taken + 2, None, d20), "c": ("update", taken + 2, None, d20)}
+    nothing, _ = changes_since(spark, path, latest)
+    assert nothing.count() == 0 and {"change", "table_version", "convert_probability"} <= set(nothing.columns)
