@@ -26,6 +26,8 @@ def _error_lines(text: str) -> list[str]:
     (["nightly", "--run-date", "2026-13-01"], "--run-date must be YYYY-MM-DD"),
     (["train", "--env", "staging"], "invalid choice: 'staging'"),
     (["generate", "--profiles", "0"], "expected a number >= 1"),
+    (["changes", "--since-version", "-1"], "--since-version: expected a number >= 0"),
+    (["export"], "the following arguments are required: --out"),
     (["explode"], "invalid choice: 'explode'"),
     (["train", "--model", "ltv"],
      "--model 'ltv' is not a model; known: convert_propensity, churn_propensity, lifetime_value"),
