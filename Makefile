@@ -54,11 +54,11 @@ test: setup
 
 # Measurements, not tests: results go to bench/results/.
 BENCH_PROFILES ?= 20000
-TRAINING_PROFILES ?= 100000 1000000
+SCALE_PROFILES ?= 100000 1000000
 bench: setup
 	$(BIN)/python bench/ingest_throughput.py --profiles $(BENCH_PROFILES)
 	$(BIN)/python bench/validation_cost.py --profiles $(BENCH_PROFILES)
-	$(BIN)/python bench/training_time.py --profiles $(TRAINING_PROFILES)
+	$(BIN)/python bench/models_at_scale.py --profiles $(SCALE_PROFILES)
 
 # Each champion of the demo lakehouse against the generator's oracle (after `make demo`).
 model-quality: setup

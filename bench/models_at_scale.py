@@ -1,0 +1,100 @@
+"""Training, scoring and MERGE time against the number of people.
+
+    .venv/bin/python bench/models_at_scale.py --profiles 100000 1000000
+
+For each size: generate that many people over `--days`, run ingest, validate and
+features (not timed), then, each timed from the command's start to its end:
+`enrich train --model NAME` for every model on its own (MLflow logging included);
+`enrich score` and `enrich publish` for the run date (the first MERGE: every person
+inserted); then, after the next day's features (not timed), `score` and `publish` for
+that day (a MERGE that updates every person in a full table), as a nightly does.
+Writes bench/results/models_at_scale.{json,md} after every size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import time
+from datetime import date, timedelta
+from pathlib import Path
+
+from pipelines import lakehouse
+from pipelines.cli import main as enrich
+from pipelines.config import load_config
+from pipelines.models.specs import model_names
+from pipelines.session import build_session
+
+HERE = Path(__file__).resolve().parent
+RUN_DATE = date(2026, 6, 1)
+
+
+def _one_size(profiles: int, days: int, work: Path) -> dict:
+    root = work / f"people-{profiles}" / "lakehouse"
+    shutil.rmtree(root.parent, ignore_errors=True)
+    common = ["--run-date", RUN_DATE.isoformat(), "--set", f"lakehouse.root={root}"]
+    assert enrich(["generate", "--profiles", str(profiles), "--days", str(days), "--seed", "7", *common]) == 0
+    for step in ("ingest", "validate", "features"):
+        assert enrich([step, *common]) == 0, step
+    cfg = load_config("local", overrides=[f"lakehouse.root={root}"])
+    spark = build_session(cfg)
+    events = lakehouse.read(spark, cfg.table("silver_events")).count()
+    active = lakehouse.read(spark, cfg.table("features")).count()
+    seconds = {}
+    for name in model_names(cfg):
+        seconds[f"train {name}"] = _timed(["train", "--model", name, *common])
+    seconds["score (first night)"] = _timed(["score", *common])
+    seconds["publish (first MERGE)"] = _timed(["publish", *common])
+    next_day = ["--run-date", (RUN_DATE + timedelta(days=1)).isoformat(), *common[2:]]
+    assert enrich(["features", *next_day]) == 0
+    seconds["score (next night)"] = _timed(["score", *next_day])
+    seconds["publish (next MERGE)"] = _timed(["publish", *next_day])
+    profiles_published = lakehouse.read(spark, cfg.table("profile_enrichment")).count()
+    return {"profiles": profiles, "events": events, "people_with_features": active,
+            "profiles_published": profiles_published, "seconds": seconds}
+
+
+def _timed(argv: list[str]) -> float:
+    started = time.monotonic()
+    assert enrich(argv) == 0, argv
+    return round(time.monotonic() - started, 1)
+
+
+def _write(results: dict) -> str:
+    out = HERE / "results"
+    out.mkdir(exist_ok=True)
+    (out / "models_at_scale.json").write_text(json.dumps(results, indent=2) + "\n")
+    sizes = results["sizes"]
+    steps = list(sizes[0]["seconds"])
+    lines = ["# Training, scoring and MERGE time against the number of people", "",
+             f"{results['machine']}; people over {results['days']} days; wall seconds per command.", "",
+             "| command | " + " | ".join(f"{s['profiles']:,} people ({s['events']:,} events)" for s in sizes) + " |",
+             "|---|" + "---:|" * len(sizes)]
+    lines += [f"| `{step}` | " + " | ".join(str(s["seconds"][step]) for s in sizes) + " |" for step in steps]
+    lines += ["", "| people with features | " + " | ".join(f"{s['people_with_features']:,}" for s in sizes) + " |",
+              "| profiles published | " + " | ".join(f"{s['profiles_published']:,}" for s in sizes) + " |"]
+    text = "\n".join(lines) + "\n"
+    (out / "models_at_scale.md").write_text(text)
+    return text
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--profiles", type=int, nargs="+", default=[100000, 1000000])
+    parser.add_argument("--days", type=int, default=365)
+    parser.add_argument("--work", default=str(HERE / "work" / "models_at_scale"))
+    args = parser.parse_args()
+    results = {"machine": f"{os.cpu_count()} cores, {platform.python_implementation()} {platform.python_version()}",
+               "days": args.days, "sizes": []}
+    # Written after every size, so a long large size never costs the smaller ones' figures.
+    for profiles in args.profiles:
+        results["sizes"].append(_one_size(profiles, args.days, Path(args.work)))
+        text = _write(results)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
