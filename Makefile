@@ -50,7 +50,7 @@ demo: setup
 	$(BIN)/enrich nightly --run-date $(RUN_DATE) --set lakehouse.root=$(DEMO_ROOT)
 
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
 
 # Measurements, not tests: results go to bench/results/.
 BENCH_PROFILES ?= 20000

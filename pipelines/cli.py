@@ -2,9 +2,11 @@
 
     enrich generate --profiles 20000 --days 365 --seed 7
     enrich nightly --run-date 2026-11-27 --env local --set lakehouse.root=/data/lake
+    enrich backfill --from 2026-11-01 --to 2026-11-27   # each date's nightly, skipping dates done
     enrich changes --since-version 41          # what changed on the profile table since version 41
     enrich export --out exports/2026-11-27     # XDM profile records and the field group schema
     enrich show --identity Email:ann@example.com
+    enrich forget --identity Email:ann@example.com    # a deletion request; `enrich vacuum` later
 
 Exit codes: 0 done; 2 bad input or configuration; 3 blocked by a quality gate; 1 unexpected.
 """
@@ -24,7 +26,8 @@ from pipelines.errors import BadInputError, EnrichError
 STEP_ORDER = ("ingest", "validate", "features", "train", "score", "publish")
 # Commands that read the profile table for downstream systems and people; no run date.
 READERS = ("changes", "export", "show")
-COMMANDS = ("generate",) + STEP_ORDER + ("nightly",) + READERS
+PRIVACY = ("forget", "vacuum")
+COMMANDS = ("generate",) + STEP_ORDER + ("nightly", "backfill") + READERS + PRIVACY
 
 log = logging.getLogger("enrich")
 
@@ -40,7 +43,7 @@ def _run_date(text: str) -> date:
     try:
         return date.fromisoformat(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--run-date must be YYYY-MM-DD, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected a date as YYYY-MM-DD, got {text!r}") from None
 
 
 def _whole_number(minimum: int) -> Callable[[str], int]:
@@ -86,13 +89,22 @@ def build_parser() -> argparse.ArgumentParser:
         "train": "train, evaluate and register the propensity models (MLflow)",
         "score": "score every eligible person with each model's champion -> gold/scores",
         "publish": "MERGE the run date's scores into gold/profile_enrichment",
-        "nightly": "ingest, validate, features, train, score, publish, in order",
+        "nightly": "ingest, validate, features, train, score, publish, in order; resumes a night that stopped",
     }
     for name in STEP_ORDER + ("nightly",):
         step = sub.add_parser(name, parents=[common], help=helps[name])
         if name == "train":
             step.add_argument("--model", default=None, metavar="NAME",
                               help="train only this model (a name from models.propensity)")
+        if name == "nightly":
+            step.add_argument("--from-step", choices=STEP_ORDER, default=None,
+                              help="start at this step (default: where the last run of the date stopped)")
+            step.add_argument("--force", action="store_true",
+                              help="run every step, even where the last run of the date stopped part-way")
+    backfill = sub.add_parser("backfill", parents=[common], help="the nightly for each date in a range, in order")
+    backfill.add_argument("--from", dest="first", type=_run_date, required=True, metavar="YYYY-MM-DD")
+    backfill.add_argument("--to", dest="last", type=_run_date, required=True, metavar="YYYY-MM-DD")
+    backfill.add_argument("--force", action="store_true", help="rerun dates that are already done")
     changes = sub.add_parser("changes", parents=[common],
                              help="profiles changed after a table version, from the change feed (JSON lines)")
     changes.add_argument("--since-version", type=_version, required=True, metavar="N",
@@ -103,6 +115,11 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--out", required=True, metavar="DIR", help="folder for profiles/ and schema.json")
     export.add_argument("--since-version", type=_version, default=None, metavar="N",
                         help="only profiles changed after table version N")
+    forget = sub.add_parser("forget", parents=[common],
+                            help="delete a person and every linked identity from every table, with a receipt")
+    forget.add_argument("--identity", required=True, metavar="NAMESPACE:ID", help="any identity of the person")
+    sub.add_parser("vacuum", parents=[common],
+                   help="remove table files older than privacy.retention_hours (deleted people's old rows)")
     show = sub.add_parser("show", parents=[common], help="a person's current attributes and factors")
     show.add_argument("--identity", required=True, metavar="NAMESPACE:ID",
                       help="any identity of the person, e.g. Email:ann@example.com")
@@ -166,40 +183,50 @@ def _generate(args, cfg) -> int:
     return 0
 
 
-def _run_steps(args, cfg, steps: Sequence[str]) -> int:
-    from pipelines.ops import ledger
-    from pipelines.ops.context import RunContext
+def _run_steps(args, cfg) -> int:
+    from pipelines.ops import runner
     from pipelines.ops.summary import print_summary
     from pipelines.session import build_session
 
+    if args.command == "backfill":
+        dates = runner.backfill_dates(args.first, args.last)
+    else:
+        dates = (args.run_date,)
+    request = runner.Request(command=args.command, run_dates=dates, model=getattr(args, "model", None),
+                             from_step=getattr(args, "from_step", None), force=getattr(args, "force", False))
     spark = build_session(cfg)
     if not args.verbose:
         spark.sparkContext.setLogLevel("ERROR")
-    functions = _step_functions()
     # Progress bars of artifact downloads would interleave with the step log.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     import mlflow  # noqa: F401 - imported now so its logging set-up can be quietened
     _quiet_libraries(args.verbose)
-    now = ledger.utc_now()
-    clock = ledger.run_clock(spark, cfg, args.run_date, now)
-    ctx = RunContext(spark=spark, cfg=cfg, run_date=args.run_date,
-                     run_id=ledger.new_run_id(args.run_date, clock), clock=clock,
-                     model=getattr(args, "model", None), scheduled=args.command == "nightly")
-    outputs: dict[str, dict] = {}
-    for position, step in enumerate(steps, start=1):
-        ctx.step = step
-        log.info("== %s (%d/%d) run date %s", step, position, len(steps), args.run_date)
-        started = ledger.utc_now()
-        try:
-            outputs[step] = functions[step](ctx) or {}
-        except Exception as err:
-            ledger.record_step(spark, cfg, ctx.run_id, args.run_date, clock, step, "failed", started,
-                               ledger.utc_now(), message=str(err).splitlines()[0] if str(err) else repr(err))
-            raise
-        ledger.record_step(spark, cfg, ctx.run_id, args.run_date, clock, step, "succeeded", started,
-                           ledger.utc_now(), outputs[step])
-    if len(steps) > 1:
-        print_summary(ctx, outputs)
+    return runner.run(spark, cfg, request, _step_functions(), STEP_ORDER, print_summary)
+
+
+def _privacy(args, cfg) -> int:
+    from pipelines.ops.orchestration import NightlyLock, new_invocation_id
+    from pipelines.privacy import forget
+    from pipelines.publish.commands import parse_identity
+    from pipelines.session import build_session
+
+    identity = parse_identity(args.identity) if args.command == "forget" else None
+    spark = build_session(cfg)
+    if not args.verbose:
+        spark.sparkContext.setLogLevel("ERROR")
+    with NightlyLock(spark, cfg, {"command": args.command, "run_date": "-", "token": new_invocation_id()}):
+        if identity is None:
+            tables = forget.vacuum(spark, cfg)
+            print(f"vacuumed {len(tables)} tables, keeping {cfg.get('privacy.retention_hours')} hours of history")
+            return 0
+        receipt = forget.forget(spark, cfg, *identity)
+    if not receipt["people"]:
+        print(f"no person holds {args.identity}: nothing deleted; receipt {receipt['receipt_id']}")
+        return 0
+    print(f"forgot {receipt['people']} person(s) and {receipt['identities']} identities: "
+          f"{sum(receipt['rows_removed'].values())} rows removed or redacted in {len(receipt['rows_removed'])} tables; "
+          f"receipt {receipt['receipt_id']}; their old files go at the first vacuum after "
+          f"{receipt['vacuum_after']:%Y-%m-%d %H:%M} UTC")
     return 0
 
 
@@ -236,8 +263,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             propensity_specs(cfg, args.model)  # a wrong name fails before Spark starts
         if args.command in READERS:
             return _read_profiles(args, cfg)
-        steps = STEP_ORDER if args.command == "nightly" else (args.command,)
-        return _run_steps(args, cfg, steps)
+        if args.command in PRIVACY:
+            return _privacy(args, cfg)
+        return _run_steps(args, cfg)
     except EnrichError as err:
         if args.verbose:
             traceback.print_exc()

@@ -24,6 +24,8 @@ class RunContext:
     step: str = ""
     model: str | None = None  # `enrich train --model NAME`: only that model
     scheduled: bool = False   # the nightly: models retrain on their cadence, not every run
+    invocation: str = ""      # this `enrich` command run's id, on its ledger rows
+    command: str = ""         # nightly, backfill, or a step's name
     _t0: float = field(default_factory=time.monotonic)
 
     def progress(self, message: str) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from datetime import date, datetime, timezone
+from typing import Sequence
 
 import pyspark.sql.functions as F
 from pyspark.sql import SparkSession
@@ -30,7 +31,28 @@ LEDGER_SCHEMA = T.StructType([
     T.StructField("metrics", T.MapType(T.StringType(), T.DoubleType())),
     T.StructField("details", T.StringType()),
     T.StructField("message", T.StringType()),
+    T.StructField("invocation", T.StringType()),   # one id per `enrich` command run
+    T.StructField("command", T.StringType()),      # nightly, backfill, or the step's own name
 ])
+
+# The tables each step reads and writes; their Delta versions go into the ledger row, so a
+# run can be reproduced with time travel and a reader can see what a step produced.
+STEP_TABLES = {
+    "ingest": ((), ("events", "profiles", "quarantine", "ingested_files", "identity_graph", "silver_events",
+                    "silver_profiles")),
+    "validate": (("events", "profiles"), ()),
+    "features": (("silver_events",), ("features",)),
+    "train": (("features", "silver_events"), ("training_set",)),
+    "score": (("features",), ("scores", "lifetime_value", "affinity", "segments")),
+    "publish": (("scores", "lifetime_value", "affinity", "segments", "identity_graph", "features"),
+                ("profile_enrichment",)),
+}
+
+
+def table_versions(spark: SparkSession, cfg: Config, names: Sequence[str]) -> dict[str, int]:
+    """Current Delta version of each named table that exists."""
+    versions = {name: lakehouse.version(spark, cfg.table(name)) for name in names}
+    return {name: v for name, v in versions.items() if v is not None}
 
 
 def new_run_id(run_date: date, clock: datetime) -> str:
@@ -42,17 +64,19 @@ def utc_now() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
-def record_step(spark: SparkSession, cfg: Config, run_id: str, run_date: date, run_clock: datetime,
-                step: str, status: str, started: datetime, ended: datetime, outputs: dict | None = None,
+def record_step(ctx, status: str, started: datetime, ended: datetime, outputs: dict | None = None,
                 message: str | None = None) -> None:
-    """Append one ledger row; numeric outputs go to `metrics`, the rest to `details` (JSON)."""
+    """Append one ledger row for `ctx.step`; numeric outputs go to `metrics`, the rest to
+    `details` (JSON)."""
+    spark, cfg = ctx.spark, ctx.cfg
     outputs = outputs or {}
     numbers = {k: float(v) for k, v in outputs.items()
                if isinstance(v, (int, float)) and not isinstance(v, bool)}
     others = {k: v for k, v in outputs.items() if k not in numbers}
-    row = (run_id, run_date, run_clock, step, status, started, ended, (ended - started).total_seconds(),
-           numbers, json.dumps(others, default=str, sort_keys=True), message)
-    lakehouse.append(spark.createDataFrame([row], LEDGER_SCHEMA), cfg.table("runs"))
+    row = (ctx.run_id, ctx.run_date, ctx.clock, ctx.step, status, started, ended, (ended - started).total_seconds(),
+           numbers, json.dumps(others, default=str, sort_keys=True), message, ctx.invocation, ctx.command)
+    # Ledgers of earlier releases lack the newer columns; appending adds them.
+    lakehouse.append(spark.createDataFrame([row], LEDGER_SCHEMA), cfg.table("runs"), merge_schema=True)
 
 
 def run_clock(spark: SparkSession, cfg: Config, run_date: date, default: datetime) -> datetime:

@@ -23,7 +23,9 @@ def _error_lines(text: str) -> list[str]:
 
 @pytest.mark.parametrize("argv, fragment", [
     (["ingest", "--bogus"], "unrecognized arguments: --bogus"),
-    (["nightly", "--run-date", "2026-13-01"], "--run-date must be YYYY-MM-DD"),
+    (["nightly", "--run-date", "2026-13-01"], "argument --run-date: expected a date as YYYY-MM-DD"),
+    (["backfill", "--from", "2026-11-02"], "the following arguments are required: --to"),
+    (["nightly", "--from-step", "scoring"], "argument --from-step: invalid choice: 'scoring'"),
     (["train", "--env", "staging"], "invalid choice: 'staging'"),
     (["generate", "--profiles", "0"], "expected a number >= 1"),
     (["changes", "--since-version", "-1"], "--since-version: expected a number >= 0"),

@@ -1,0 +1,98 @@
+"""Runs steps for one or more run dates, under the lakehouse lock, recording each step
+in the ledger (status, times, outputs, Delta versions read and written)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from datetime import date, timedelta
+from typing import Callable, Mapping, Sequence
+
+from pyspark.sql import SparkSession
+
+from pipelines.config import Config
+from pipelines.errors import BadInputError
+from pipelines.ops import ledger, orchestration
+from pipelines.ops.context import RunContext
+
+log = logging.getLogger("enrich")
+
+
+@dataclass(frozen=True)
+class Request:
+    command: str                  # a step's name, nightly or backfill
+    run_dates: tuple[date, ...]
+    model: str | None = None
+    from_step: str | None = None
+    force: bool = False
+
+
+def backfill_dates(first: date, last: date) -> tuple[date, ...]:
+    if first > last:
+        raise BadInputError(f"backfill --from {first} is after --to {last}")
+    return tuple(first + timedelta(days=k) for k in range((last - first).days + 1))
+
+
+def run(spark: SparkSession, cfg: Config, request: Request, functions: Mapping[str, Callable],
+        step_order: Sequence[str], summarise: Callable[[RunContext, dict], None]) -> int:
+    invocation = orchestration.new_invocation_id()
+    scheduled = request.command in orchestration.SCHEDULED
+    holder = {"command": request.command, "run_date": ",".join(d.isoformat() for d in request.run_dates[:1]),
+              "token": invocation}
+    with orchestration.NightlyLock(spark, cfg, holder):
+        for day in request.run_dates:
+            if not scheduled:
+                _run_date(spark, cfg, request, day, (request.command,), functions, invocation, None)
+                continue
+            rows = orchestration.ledger_rows(spark, cfg, day)
+            if request.command == "backfill" and not request.force and orchestration.date_is_done(rows, step_order):
+                log.info("== %s: done before, skipped (--force reruns it)", day)
+                continue
+            steps, why = orchestration.steps_to_run(rows, step_order, request.from_step, request.force)
+            log.info("== run date %s: %s", day, why)
+            skipped = [s for s in step_order if s not in steps]
+            carried = orchestration.last_outputs(spark, cfg, day, skipped)
+            _run_date(spark, cfg, request, day, steps, functions, invocation, (summarise, carried))
+        if scheduled:
+            _vacuum_when_due(spark, cfg)
+    return 0
+
+
+def _vacuum_when_due(spark: SparkSession, cfg: Config) -> None:
+    """Deleted people's rows leave the old table files once their retention has passed."""
+    from pipelines.privacy import forget
+
+    now = ledger.utc_now()
+    tables = forget.due_tables(spark, cfg, now)
+    if tables:
+        log.info("== vacuum: deletions past privacy.retention_hours changed %s", ", ".join(tables))
+        forget.vacuum(spark, cfg, tables, at=now)
+
+
+def _run_date(spark: SparkSession, cfg: Config, request: Request, day: date, steps: Sequence[str],
+              functions: Mapping[str, Callable], invocation: str, summary) -> None:
+    clock = ledger.run_clock(spark, cfg, day, ledger.utc_now())
+    ctx = RunContext(spark=spark, cfg=cfg, run_date=day, run_id=ledger.new_run_id(day, clock), clock=clock,
+                     model=request.model, scheduled=request.command in orchestration.SCHEDULED,
+                     invocation=invocation, command=request.command)
+    outputs: dict[str, dict] = {}
+    for position, step in enumerate(steps, start=1):
+        ctx.step = step
+        log.info("== %s (%d/%d) run date %s", step, position, len(steps), day)
+        reads, writes = ledger.STEP_TABLES.get(step, ((), ()))
+        versions_read = ledger.table_versions(spark, cfg, reads)
+        started, began = ledger.utc_now(), time.monotonic()
+        try:
+            outputs[step] = functions[step](ctx) or {}
+        except Exception as err:
+            ledger.record_step(ctx, "failed", started, ledger.utc_now(), {"versions_read": versions_read},
+                               message=str(err).splitlines()[0] if str(err) else repr(err))
+            raise
+        recorded = {**outputs[step], "versions_read": versions_read,
+                    "versions_written": ledger.table_versions(spark, cfg, writes)}
+        ledger.record_step(ctx, "succeeded", started, ledger.utc_now(), recorded)
+        ctx.progress(f"{step} done in {time.monotonic() - began:.1f}s")
+    if summary is not None:
+        summarise, carried = summary
+        summarise(ctx, {**carried, **outputs})

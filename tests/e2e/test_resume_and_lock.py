@@ -1,0 +1,68 @@
+"""The nightly resumes a stopped night, backfill skips done dates, and a second writer is
+refused. Runs after test_nightly.py (file order), on the same lakehouse."""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import datetime, timedelta
+
+import pyspark.sql.functions as F
+
+from pipelines import lakehouse
+from pipelines.cli import main
+from pipelines.ops import ledger
+from pipelines.ops.context import RunContext
+
+from .conftest import RUN_DATE
+
+
+def _invocations(spark, nightly):
+    runs = lakehouse.read(spark, nightly.cfg.table("runs")).where(F.col("run_date") == F.lit(RUN_DATE))
+    return {r["invocation"]: r for r in runs.groupBy("invocation").agg(
+        F.sort_array(F.collect_list(F.struct("started_at", "step", "status"))).alias("steps"),
+        F.first("command").alias("command")).collect()}
+
+
+def test_a_night_stopped_at_score_resumes_there_and_says_so(spark, nightly, capsys):
+    # What a nightly that failed in score leaves in the ledger (the step raised, its row says so).
+    clock = ledger.run_clock(spark, nightly.cfg, RUN_DATE, ledger.utc_now())
+    stopped = RunContext(spark=spark, cfg=nightly.cfg, run_date=RUN_DATE, run_id=ledger.new_run_id(RUN_DATE, clock),
+                         clock=clock, step="score", invocation="stopped-run", command="nightly")
+    now = ledger.utc_now()
+    ledger.record_step(stopped, "failed", now, now + timedelta(seconds=1), message="executor lost")
+    before = set(_invocations(spark, nightly))
+    assert main(["nightly", *nightly.args]) == 0
+    (new,) = set(_invocations(spark, nightly)) - before
+    run = _invocations(spark, nightly)[new]
+    assert [(s["step"], s["status"]) for s in run["steps"]] == [("score", "succeeded"), ("publish", "succeeded")]
+    captured = capsys.readouterr()
+    assert "resuming at score" in captured.err and "profile table:" in captured.out
+    # The resumed run recorded the Delta versions its steps read and wrote.
+    publish = (lakehouse.read(spark, nightly.cfg.table("runs"))
+               .where((F.col("invocation") == new) & (F.col("step") == "publish")).first())
+    details = json.loads(publish["details"])
+    assert details["versions_written"]["profile_enrichment"] == lakehouse.version(
+        spark, nightly.cfg.table("profile_enrichment"))
+    assert set(details["versions_read"]) >= {"scores", "identity_graph"}
+
+
+def test_backfill_skips_a_date_that_is_done(spark, nightly, capsys):
+    before = lakehouse.read(spark, nightly.cfg.table("runs")).count()
+    day = RUN_DATE.isoformat()
+    assert main(["backfill", "--from", day, "--to", day, *nightly.args[2:]]) == 0
+    assert f"{day}: done before, skipped" in capsys.readouterr().err
+    assert lakehouse.read(spark, nightly.cfg.table("runs")).count() == before
+
+
+def test_a_step_while_another_run_holds_the_lock_exits_2_naming_the_holder(nightly, capsys):
+    lock_file = nightly.root / "ops" / "nightly.lock"
+    lock_file.write_text(json.dumps({"command": "nightly", "run_date": "2026-06-02", "pid": str(os.getpid()),
+                                     "host": os.uname().nodename, "token": "other",
+                                     "since": datetime.utcnow().isoformat(timespec="seconds")}))
+    try:
+        assert main(["publish", *nightly.args]) == 2
+    finally:
+        lock_file.unlink()
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "another run holds" in lines[0] and "nightly of 2026-06-02" in lines[0]

@@ -1,0 +1,124 @@
+"""Where a night resumes, which backfill dates are done, and the one-run-at-a-time lock."""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import date, datetime, timedelta
+
+import pytest
+
+from pipelines.config import load_config
+from pipelines.errors import BadInputError
+from pipelines.ops.orchestration import LedgerRow, NightlyLock, date_is_done, resume_index, steps_to_run
+from pipelines.ops.runner import backfill_dates
+
+STEPS = ("ingest", "validate", "features", "train", "score", "publish")
+T0 = datetime(2026, 11, 28, 1, 0)
+
+
+def _rows(invocation, command, outcomes, start=T0):
+    return [LedgerRow(invocation, command, step, status, start + timedelta(minutes=k))
+            for k, (step, status) in enumerate(outcomes)]
+
+
+def _ok(*steps):
+    return [(s, "succeeded") for s in steps]
+
+
+def test_a_night_that_failed_resumes_at_the_failed_step():
+    rows = _rows("a", "nightly", _ok("ingest", "validate", "features") + [("train", "failed")])
+    assert resume_index(rows, STEPS) == 3
+    assert steps_to_run(rows, STEPS, None, False)[0] == ("train", "score", "publish")
+
+
+def test_a_driver_killed_mid_step_leaves_no_row_and_the_next_step_is_where_it_resumes():
+    rows = _rows("a", "nightly", _ok("ingest", "validate"))
+    assert steps_to_run(rows, STEPS, None, False)[0] == ("features", "train", "score", "publish")
+
+
+def test_the_latest_invocation_decides_and_a_resumed_run_that_finishes_completes_the_night():
+    first = _rows("a", "nightly", _ok("ingest", "validate", "features") + [("train", "failed")])
+    second = _rows("b", "nightly", _ok("train", "score", "publish"), start=T0 + timedelta(hours=1))
+    assert date_is_done(first + second, STEPS)
+    # A finished night runs every step again when asked (each step is idempotent).
+    assert steps_to_run(first + second, STEPS, None, False)[0] == STEPS
+
+
+def test_single_step_commands_do_not_count_as_a_night():
+    rows = _rows("a", "score", _ok("score")) + _rows("b", "nightly", _ok("ingest"), start=T0 - timedelta(hours=1))
+    assert resume_index(rows, STEPS) == 1
+    assert resume_index(_rows("a", "publish", _ok("publish")), STEPS) == 0
+    assert resume_index(_rows(None, None, _ok(*STEPS)), STEPS) == 0   # a ledger from before invocations
+
+
+def test_from_step_and_force_override_the_resume_point():
+    rows = _rows("a", "nightly", _ok("ingest") + [("validate", "failed")])
+    assert steps_to_run(rows, STEPS, "score", False)[0] == ("score", "publish")
+    assert steps_to_run(rows, STEPS, None, True)[0] == STEPS
+
+
+def test_backfill_dates_run_in_order_and_a_reversed_range_is_refused():
+    assert backfill_dates(date(2026, 11, 27), date(2026, 11, 29)) == (
+        date(2026, 11, 27), date(2026, 11, 28), date(2026, 11, 29))
+    with pytest.raises(BadInputError, match="--from 2026-11-29 is after --to 2026-11-27"):
+        backfill_dates(date(2026, 11, 29), date(2026, 11, 27))
+
+
+@pytest.fixture
+def lock_cfg(tmp_path):
+    return load_config("local", overrides=[f"lakehouse.root={tmp_path / 'lake'}"])
+
+
+def _holder(token):
+    return {"command": "nightly", "run_date": "2026-11-28", "token": token}
+
+
+def test_a_second_run_is_refused_while_the_first_holds_the_lock(spark, lock_cfg):
+    lock_file = os.path.join(lock_cfg.root, "ops", "nightly.lock")
+    with NightlyLock(spark, lock_cfg, _holder("first")):
+        assert json.load(open(lock_file))["token"] == "first"
+        with pytest.raises(BadInputError, match=r"another run holds .*nightly of 2026-11-28 \(pid \d+"):
+            with NightlyLock(spark, lock_cfg, _holder("second")):
+                pass
+        assert json.load(open(lock_file))["token"] == "first"
+    assert not os.path.exists(lock_file)
+    with NightlyLock(spark, lock_cfg, _holder("third")):   # free again once released
+        assert os.path.exists(lock_file)
+
+
+def test_a_failing_run_releases_the_lock(spark, lock_cfg):
+    with pytest.raises(RuntimeError):
+        with NightlyLock(spark, lock_cfg, _holder("first")):
+            raise RuntimeError("step failed")
+    assert not os.path.exists(os.path.join(lock_cfg.root, "ops", "nightly.lock"))
+
+
+@pytest.mark.parametrize("left_behind", [
+    {"pid": "999999999", "since": datetime.now().isoformat(timespec="seconds")},   # its process is gone
+    {"pid": str(os.getpid()), "since": "2026-01-01T00:00:00", "host": "elsewhere"},   # older than the limit
+])
+def test_a_lock_left_by_a_crashed_run_is_taken_over(spark, lock_cfg, left_behind):
+    import socket
+    lock_file = os.path.join(lock_cfg.root, "ops", "nightly.lock")
+    os.makedirs(os.path.dirname(lock_file))
+    with open(lock_file, "w") as out:
+        json.dump({"host": socket.gethostname(), "token": "crashed", **left_behind}, out)
+    with NightlyLock(spark, lock_cfg, _holder("new")):
+        assert json.load(open(lock_file))["token"] == "new"
+    assert not os.path.exists(lock_file)
+
+
+def test_only_deletions_older_than_the_retention_are_due_for_vacuum(spark, lock_cfg):
+    from pipelines import lakehouse
+    from pipelines.privacy.forget import RECEIPT_SCHEMA, due_tables
+
+    now = datetime(2026, 11, 29, 3, 0)
+    receipt = dict(receipt_id="r", request_sha256="h", people=1, identities=2, rows_removed={},
+                   vacuum_after=None, vacuumed_at=None)
+    rows = [{**receipt, "requested_at": now - timedelta(hours=200), "table_versions": {"events": 3, "scores": 4}},
+            {**receipt, "requested_at": now - timedelta(hours=1), "table_versions": {"segments": 2}},
+            {**receipt, "requested_at": now - timedelta(hours=300), "table_versions": {"affinity": 2},
+             "vacuumed_at": now - timedelta(hours=100)}]
+    lakehouse.append(spark.createDataFrame(rows, RECEIPT_SCHEMA), lock_cfg.table("deletion_receipts"))
+    assert due_tables(spark, lock_cfg, now) == ["events", "scores"]   # 168 hours by default
