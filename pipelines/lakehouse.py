@@ -90,3 +90,14 @@ def require_folder(spark: SparkSession, path: str, what: str) -> None:
     fs = hadoop_path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
     if not fs.exists(hadoop_path):
         raise BadInputError(f"{what} not found: {path}")
+
+
+def write_text(spark: SparkSession, path: str, text: str, overwrite: bool = True) -> None:
+    """One small text file through Hadoop's file system, so object-store paths work too.
+    Without `overwrite`, an existing file raises (the JVM's FileAlreadyExistsException)."""
+    target = spark.sparkContext._jvm.org.apache.hadoop.fs.Path(path)
+    stream = target.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()).create(target, overwrite)
+    try:
+        stream.write(bytearray(text.encode("utf-8")))
+    finally:
+        stream.close()

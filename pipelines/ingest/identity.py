@@ -324,6 +324,14 @@ def resolved_person(graph: DataFrame, priority: Sequence[str]) -> Callable[[Data
     return _apply
 
 
+def people_holding(graph: DataFrame, namespace: str, identity: str) -> list[str]:
+    """The person ids holding `namespace:identity` (namespaces match case-insensitively).
+    One at most in a consistent graph; a handful, so collected."""
+    return sorted(r["person_id"] for r in graph.where((F.lower("namespace") == namespace.lower())
+                                                      & (F.col("id") == identity))
+                  .select("person_id").distinct().collect())
+
+
 def primary_identity_per_person(graph: DataFrame, priority: Sequence[str]) -> DataFrame:
     """(person_id, primary_identity_namespace, primary_identity_id): each person's best identity."""
     best = graph.groupBy("person_id").agg(F.min(_best_identity(F.col("namespace"), F.col("id"), priority)).alias("b"))

@@ -18,6 +18,7 @@ from pyspark.sql import types as T
 
 from pipelines import lakehouse
 from pipelines.config import Config
+from pipelines.ops.context import RunContext
 
 LEDGER_SCHEMA = T.StructType([
     T.StructField("run_id", T.StringType()),
@@ -64,7 +65,7 @@ def utc_now() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
-def record_step(ctx, status: str, started: datetime, ended: datetime, outputs: dict | None = None,
+def record_step(ctx: RunContext, status: str, started: datetime, ended: datetime, outputs: dict | None = None,
                 message: str | None = None) -> None:
     """Append one ledger row for `ctx.step`; numeric outputs go to `metrics`, the rest to
     `details` (JSON)."""

@@ -30,6 +30,7 @@ from pyspark.sql import types as T
 from pipelines import lakehouse
 from pipelines.config import Config
 from pipelines.errors import BadInputError
+from pipelines.ingest.identity import people_holding
 from pipelines.ops.ledger import utc_now
 from pipelines.xdm.identity import identities
 
@@ -61,10 +62,9 @@ def find_subject(spark: SparkSession, cfg: Config, namespace: str, identity: str
     """Everyone holding `namespace:identity` and all their identities (a person holds at
     most identity.max_identities_per_person, so this is small)."""
     graph = lakehouse.read(spark, cfg.table("identity_graph"), "ingest")
-    people = [r["person_id"] for r in graph.where((F.lower("namespace") == namespace.lower())
-                                                  & (F.col("id") == identity)).select("person_id").distinct().collect()]
+    people = people_holding(graph, namespace, identity)
     linked = graph.where(F.col("person_id").isin(people)).select("namespace", "id").distinct().collect()
-    return Subject(people=tuple(sorted(people)), identities=tuple(sorted((r["namespace"], r["id"]) for r in linked)))
+    return Subject(people=tuple(people), identities=tuple(sorted((r["namespace"], r["id"]) for r in linked)))
 
 
 def _holds_identity(subject: Subject) -> Column:

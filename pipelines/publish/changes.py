@@ -32,7 +32,9 @@ def changes_since(spark: SparkSession, path: str, since_version: int) -> tuple[D
     try:
         feed = (spark.read.format("delta").option("readChangeFeed", "true")
                 .option("startingVersion", since_version + 1).load(path))
-        feed.schema  # noqa: B018 - resolving the plan is what reports a version without change data
+        # Delta checks that every version in the range has change data when it plans the
+        # scan, not when the frame is defined: plan it now, before anything is written.
+        feed._jdf.queryExecution().executedPlan()
     except AnalysisException as err:
         first = str(err).strip().splitlines()[0]
         raise BadInputError(f"{path} has no change feed for versions {since_version + 1}..{latest} "

@@ -15,6 +15,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pipelines import lakehouse
 from pipelines.config import Config
 from pipelines.errors import BadInputError
+from pipelines.ingest.identity import people_holding
 from pipelines.models.specs import AFFINITY, LIFETIME_VALUE, SEGMENTS, OTHER_MODELS, enabled, propensity_specs
 from pipelines.publish.changes import CHANGE, TABLE_VERSION, changes_since
 from pipelines.publish.profile_table import KEY
@@ -80,39 +81,31 @@ def export(spark: SparkSession, cfg: Config, out_dir: str, since_version: int | 
     path = cfg.table("profile_enrichment")
     tenant = str(cfg.get("publish.xdm.tenant"))
     if since_version is None:
-        rows, what = lakehouse.read(spark, path, "publish"), "every profile"
-        deleted = 0
+        rows, what = lakehouse.read(spark, path, "publish").withColumn(CHANGE, F.lit("current")), "every profile"
     else:
         changed, latest = changes_since(spark, path, since_version)
-        changed = changed.cache()
-        deleted = changed.where(F.col(CHANGE) == "delete").count()
-        rows = changed.where(F.col(CHANGE) != "delete").drop(CHANGE, TABLE_VERSION)
-        what = f"profiles changed in versions {since_version + 1}..{latest}"
-    with_identity = F.col("primary_identity_id").isNotNull()
-    without = rows.where(~with_identity).count()
-    records = rows.where(with_identity).transform(xdm_profiles(tenant, attribute_prefixes(cfg)))
-    exported = _write_json_lines(records, f"{out_dir.rstrip('/')}/profiles")
-    schema = json.dumps(field_group_schema(records.schema, tenant), indent=2) + "\n"
-    _write_text(spark, f"{out_dir.rstrip('/')}/schema.json", schema)
-    print(f"exported {exported} XDM profile records ({what}) to {out_dir}/profiles, field group schema "
-          f"{out_dir}/schema.json")
-    if without:
-        print(f"not exported: {without} people without a primary identity (see the profile_enrichment checks)")
-    if deleted:
-        print(f"not exported: {deleted} deleted rows (XDM profile records cannot delete a profile)")
-    return 0
-
-
-def _write_text(spark: SparkSession, path: str, text: str) -> None:
-    """One small text file through Hadoop's file system, so object-store paths work too."""
-    jvm = spark.sparkContext._jvm
-    target = jvm.org.apache.hadoop.fs.Path(path)
-    fs = target.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
-    stream = fs.create(target, True)
+        rows, what = changed.drop(TABLE_VERSION), f"profiles changed in versions {since_version + 1}..{latest}"
+    # Each row is exported, or counted as deleted or without an identity: one pass over cached rows.
+    kind = (F.when(F.col(CHANGE) == "delete", "deleted")
+            .when(F.col("primary_identity_id").isNull(), "without_identity").otherwise("exported"))
+    classified = rows.withColumn("_export_kind", kind).cache()
     try:
-        stream.write(bytearray(text.encode("utf-8")))
+        counts = {r["_export_kind"]: r["count"] for r in classified.groupBy("_export_kind").count().collect()}
+        records = (classified.where(F.col("_export_kind") == "exported").drop("_export_kind", CHANGE)
+                   .transform(xdm_profiles(tenant, attribute_prefixes(cfg))))
+        records.write.mode("overwrite").json(f"{out_dir.rstrip('/')}/profiles")
     finally:
-        stream.close()
+        classified.unpersist()
+    schema = json.dumps(field_group_schema(records.schema, tenant), indent=2) + "\n"
+    lakehouse.write_text(spark, f"{out_dir.rstrip('/')}/schema.json", schema)
+    print(f"exported {counts.get('exported', 0)} XDM profile records ({what}) to {out_dir}/profiles, "
+          f"field group schema {out_dir}/schema.json")
+    if counts.get("without_identity"):
+        print(f"not exported: {counts['without_identity']} people without a primary identity "
+              "(see the profile_enrichment checks)")
+    if counts.get("deleted"):
+        print(f"not exported: {counts['deleted']} deleted rows (XDM profile records cannot delete a profile)")
+    return 0
 
 
 def parse_identity(text: str) -> tuple[str, str]:
@@ -124,12 +117,10 @@ def parse_identity(text: str) -> tuple[str, str]:
 
 def find_profile(spark: SparkSession, cfg: Config, namespace: str, identity: str) -> dict:
     """The profile row of the person holding `namespace:identity` (any of their identities)."""
-    graph = lakehouse.read(spark, cfg.table("identity_graph"), "ingest")
-    people = (graph.where((F.lower("namespace") == namespace.lower()) & (F.col("id") == identity))
-              .select(KEY).distinct().limit(2).collect())
+    people = people_holding(lakehouse.read(spark, cfg.table("identity_graph"), "ingest"), namespace, identity)
     if not people:
         raise BadInputError(f"no person holds the identity {namespace}:{identity}")
-    person = people[0][KEY]
+    person = people[0]
     row = (lakehouse.read(spark, cfg.table("profile_enrichment"), "publish")
            .where(F.col(KEY) == person).limit(1).collect())
     if not row:

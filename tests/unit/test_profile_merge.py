@@ -3,6 +3,7 @@ from datetime import date, datetime
 import pytest
 
 from pipelines import lakehouse
+from pipelines.errors import BadInputError
 from pipelines.publish.changes import changes_since
 from pipelines.publish.profile_table import (aligned, ensure_table, merge_profiles, profile_rows, profile_schema,
                                              value_attributes)
@@ -159,3 +160,14 @@ def test_changes_since_a_version_hold_each_changed_person_once_in_the_latest_sta
         "b": ("update", taken + 2, None, d20), "c": ("update", taken + 2, None, d20)}
     nothing, _ = changes_since(spark, path, latest)
     assert nothing.count() == 0 and {"change", "table_version", "convert_probability"} <= set(nothing.columns)
+
+
+def test_changes_over_versions_written_without_the_change_feed_are_refused_naming_the_table(spark, lake):
+    path = lake.table("profile_enrichment")
+    table = ensure_table(spark, path, SCHEMA, change_data_feed=True)
+    merge_profiles(table, spark.createDataFrame([_row("a", 0.1, date(2026, 1, 1))], SCHEMA))
+    taken = lakehouse.version(spark, path)
+    spark.sql(f"ALTER TABLE delta.`{path}` SET TBLPROPERTIES (delta.enableChangeDataFeed = false)")
+    merge_profiles(table, spark.createDataFrame([_row("a", 0.2, date(2026, 1, 2))], SCHEMA))
+    with pytest.raises(BadInputError, match=f"{path} has no change feed for versions {taken + 1}.."):
+        changes_since(spark, path, taken)
