@@ -97,8 +97,14 @@ def build_parser() -> argparse.ArgumentParser:
             step.add_argument("--model", default=None, metavar="NAME",
                               help="train only this model (a name from models.propensity)")
         if name == "nightly":
-            step.add_argument("--from-step", choices=STEP_ORDER, default=None,
-                              help="start at this step (default: where the last run of the date stopped)")
+            start = step.add_mutually_exclusive_group()
+            start.add_argument("--from-step", choices=STEP_ORDER, default=None,
+                               help="start at this step (default: where the last run of the date stopped)")
+            start.add_argument("--only-step", choices=STEP_ORDER, default=None,
+                               help="run only this step of the night (a scheduler's task per step)")
+            step.add_argument("--invocation", default=None, metavar="ID",
+                              help="the night's id when a scheduler runs it one step per task "
+                                   "(e.g. Airflow's run_id), so its tasks resume as one night")
             step.add_argument("--force", action="store_true",
                               help="run every step, even where the last run of the date stopped part-way")
     backfill = sub.add_parser("backfill", parents=[common], help="the nightly for each date in a range, in order")
@@ -193,7 +199,8 @@ def _run_steps(args, cfg) -> int:
     else:
         dates = (args.run_date,)
     request = runner.Request(command=args.command, run_dates=dates, model=getattr(args, "model", None),
-                             from_step=getattr(args, "from_step", None), force=getattr(args, "force", False))
+                             from_step=getattr(args, "from_step", None), only_step=getattr(args, "only_step", None),
+                             force=getattr(args, "force", False), invocation=getattr(args, "invocation", None))
     spark = build_session(cfg)
     if not args.verbose:
         spark.sparkContext.setLogLevel("ERROR")

@@ -5,6 +5,8 @@ id. The latest such invocation for a run date tells where that night stands: if 
 stopped before the last step (a failed step, or a driver killed mid-step, which leaves
 no row for it), the next nightly for the date starts at the first step it did not
 finish. `--from-step` chooses the start; `--force` starts from the first step anyway.
+A scheduler that runs one step per task (`--only-step`) passes one `--invocation` for
+all tasks of a night, so they count as one night; a retried step's latest row counts.
 
 Lock: a file `<lakehouse>/ops/nightly.lock`, created only if absent (O_EXCL on a local
 disk; Hadoop's create-without-overwrite on HDFS and object stores), naming the holder. A second
@@ -48,6 +50,7 @@ class LedgerRow:
     step: str
     status: str
     started_at: datetime
+    outputs: Mapping[str, object] | None = None   # metrics and details, as the step reported them
 
 
 def resume_index(rows: Iterable[LedgerRow], steps: Sequence[str]) -> int:
@@ -57,11 +60,14 @@ def resume_index(rows: Iterable[LedgerRow], steps: Sequence[str]) -> int:
     if not scheduled:
         return 0
     latest = max(scheduled, key=lambda r: r.started_at).invocation
-    own = sorted((r for r in scheduled if r.invocation == latest), key=lambda r: r.started_at)
-    failed = [r for r in own if r.status != "succeeded"]
+    last_try: dict[str, LedgerRow] = {}
+    for row in sorted((r for r in scheduled if r.invocation == latest), key=lambda r: r.started_at):
+        last_try[row.step] = row          # a retried step: its latest attempt decides
+    ran = sorted(last_try.values(), key=lambda r: steps.index(r.step))
+    failed = [r for r in ran if r.status != "succeeded"]
     if failed:
         return steps.index(failed[0].step)
-    return steps.index(own[-1].step) + 1
+    return steps.index(ran[-1].step) + 1
 
 
 def ledger_rows(spark: SparkSession, cfg: Config, run_date: date) -> list[LedgerRow]:
@@ -74,14 +80,17 @@ def ledger_rows(spark: SparkSession, cfg: Config, run_date: date) -> list[Ledger
     # Ledgers written before invocations were recorded have neither column: nothing to resume.
     invocation = F.col("invocation") if "invocation" in columns else F.lit(None).cast("string")
     command = F.col("command") if "command" in columns else F.lit(None).cast("string")
-    return [LedgerRow(r["invocation"], r["command"], r["step"], r["status"], r["started_at"])
+    return [LedgerRow(r["invocation"], r["command"], r["step"], r["status"], r["started_at"],
+                      {**dict(r["metrics"] or {}), **json.loads(r["details"] or "{}")})
             for r in frame.select(invocation.alias("invocation"), command.alias("command"), "step", "status",
-                                  "started_at").collect()]
+                                  "started_at", "metrics", "details").collect()]
 
 
 def steps_to_run(rows: Iterable[LedgerRow], steps: Sequence[str], from_step: str | None,
-                 force: bool) -> tuple[Sequence[str], str]:
+                 force: bool, only_step: str | None = None) -> tuple[Sequence[str], str]:
     """(the steps this nightly runs, why, in words)."""
+    if only_step is not None:
+        return (only_step,), f"only {only_step}, as asked"
     if from_step is not None:
         return steps[steps.index(from_step):], f"from {from_step}, as asked"
     if force:
@@ -96,20 +105,13 @@ def date_is_done(rows: Iterable[LedgerRow], steps: Sequence[str]) -> bool:
     return resume_index(rows, steps) == len(steps)
 
 
-def last_outputs(spark: SparkSession, cfg: Config, run_date: date, steps: Sequence[str]) -> dict[str, dict]:
-    """What skipped steps reported when they last succeeded for `run_date` (for the summary)."""
-    path = cfg.table("runs")
-    if not steps or not lakehouse.exists(spark, path):
-        return {}
-    rows = (spark.read.format("delta").load(path)
-            .where((F.col("run_date") == F.lit(run_date)) & (F.col("status") == "succeeded")
-                   & F.col("step").isin(list(steps)))
-            .select("step", "started_at", "metrics", "details").collect())
-    latest: dict[str, object] = {}
-    for row in sorted(rows, key=lambda r: r["started_at"]):
-        latest[row["step"]] = row
-    return {step: {**dict(row["metrics"] or {}), **json.loads(row["details"] or "{}")}
-            for step, row in latest.items()}
+def last_outputs(rows: Iterable[LedgerRow], steps: Sequence[str]) -> dict[str, Mapping[str, object]]:
+    """What skipped steps reported when they last succeeded (for the summary)."""
+    latest: dict[str, Mapping[str, object]] = {}
+    for row in sorted(rows, key=lambda r: r.started_at):
+        if row.status == "succeeded" and row.step in steps:
+            latest[row.step] = row.outputs or {}
+    return latest
 
 
 class NightlyLock:
@@ -175,6 +177,7 @@ class _LockFile:
             self._jpath = jvm.org.apache.hadoop.fs.Path(path)
             self._fs = self._jpath.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
             self._jvm = jvm
+            self._spark = spark
 
     def create(self, text: str) -> bool:
         if self._local:
@@ -188,11 +191,7 @@ class _LockFile:
             return True
         if self._fs.exists(self._jpath):
             return False
-        stream = self._fs.create(self._jpath, False)
-        try:
-            stream.write(bytearray(text.encode("utf-8")))
-        finally:
-            stream.close()
+        lakehouse.write_text(self._spark, self.path, text, overwrite=False)
         return True
 
     def read(self) -> str | None:

@@ -25,7 +25,9 @@ class Request:
     run_dates: tuple[date, ...]
     model: str | None = None
     from_step: str | None = None
+    only_step: str | None = None  # one step of the night, as a scheduler's task runs it
     force: bool = False
+    invocation: str | None = None  # shared by a scheduler's tasks of one night; else a new id
 
 
 def backfill_dates(first: date, last: date) -> tuple[date, ...]:
@@ -36,7 +38,7 @@ def backfill_dates(first: date, last: date) -> tuple[date, ...]:
 
 def run(spark: SparkSession, cfg: Config, request: Request, functions: Mapping[str, Callable],
         step_order: Sequence[str], summarise: Callable[[RunContext, dict], None]) -> int:
-    invocation = orchestration.new_invocation_id()
+    invocation = request.invocation or orchestration.new_invocation_id()
     scheduled = request.command in orchestration.SCHEDULED
     holder = {"command": request.command, "run_date": ",".join(d.isoformat() for d in request.run_dates[:1]),
               "token": invocation}
@@ -49,12 +51,15 @@ def run(spark: SparkSession, cfg: Config, request: Request, functions: Mapping[s
             if request.command == "backfill" and not request.force and orchestration.date_is_done(rows, step_order):
                 log.info("== %s: done before, skipped (--force reruns it)", day)
                 continue
-            steps, why = orchestration.steps_to_run(rows, step_order, request.from_step, request.force)
+            steps, why = orchestration.steps_to_run(rows, step_order, request.from_step, request.force,
+                                                    request.only_step)
             log.info("== run date %s: %s", day, why)
-            skipped = [s for s in step_order if s not in steps]
-            carried = orchestration.last_outputs(spark, cfg, day, skipped)
-            _run_date(spark, cfg, request, day, steps, functions, invocation, (summarise, carried))
-        if scheduled:
+            # A scheduler's task for an early step leaves the night's summary to the last one.
+            ends_night = steps[-1] == step_order[-1]
+            carried = orchestration.last_outputs(rows, [s for s in step_order if s not in steps])
+            _run_date(spark, cfg, request, day, steps, functions, invocation,
+                      (summarise, carried) if ends_night else None)
+        if scheduled and (request.only_step in (None, step_order[-1])):
             _vacuum_when_due(spark, cfg)
     return 0
 

@@ -10,7 +10,8 @@ import pytest
 
 from pipelines.config import load_config
 from pipelines.errors import BadInputError
-from pipelines.ops.orchestration import LedgerRow, NightlyLock, date_is_done, resume_index, steps_to_run
+from pipelines.ops.orchestration import (LedgerRow, NightlyLock, date_is_done, last_outputs, resume_index,
+                                         steps_to_run)
 from pipelines.ops.runner import backfill_dates
 
 STEPS = ("ingest", "validate", "features", "train", "score", "publish")
@@ -56,6 +57,23 @@ def test_from_step_and_force_override_the_resume_point():
     rows = _rows("a", "nightly", _ok("ingest") + [("validate", "failed")])
     assert steps_to_run(rows, STEPS, "score", False)[0] == ("score", "publish")
     assert steps_to_run(rows, STEPS, None, True)[0] == STEPS
+
+
+def test_a_scheduler_running_one_step_per_task_under_one_invocation_makes_one_night():
+    # Airflow: each step is its own task and process; a failed task is retried.
+    tasks = _rows("dag-run-1", "nightly", _ok("ingest", "validate") + [("features", "failed")])
+    assert resume_index(tasks, STEPS) == 2
+    retried = tasks + _rows("dag-run-1", "nightly", _ok("features", "train", "score", "publish"),
+                            start=T0 + timedelta(hours=1))
+    assert date_is_done(retried, STEPS)
+    assert steps_to_run(retried, STEPS, None, False, only_step="score")[0] == ("score",)
+
+
+def test_skipped_steps_report_what_their_last_success_reported():
+    rows = [LedgerRow("a", "nightly", "ingest", "succeeded", T0, {"events_inserted": 5}),
+            LedgerRow("b", "nightly", "ingest", "succeeded", T0 + timedelta(hours=1), {"events_inserted": 0}),
+            LedgerRow("b", "nightly", "validate", "failed", T0 + timedelta(hours=2), {"dq_checks": 9})]
+    assert last_outputs(rows, ("ingest", "validate")) == {"ingest": {"events_inserted": 0}}
 
 
 def test_backfill_dates_run_in_order_and_a_reversed_range_is_refused():
