@@ -13,11 +13,14 @@ DEMO_DAYS   ?= 365
 SEED        ?= 7
 
 SETUP_STAMP := $(VENV)/.setup-done
+# Airflow (for the nightly DAG in jobs/airflow/) pins what .venv's mlflow and pyspark cannot share.
+AIRFLOW_VENV  := .cache/airflow-venv
+AIRFLOW_STAMP := $(AIRFLOW_VENV)/.setup-done
 JARS_STAMP  := $(JARS_DIR)/.fetched
 XDM_JAR     := $(JARS_DIR)/enrich-xdm.jar
 XDM_SOURCES := $(shell find pipelines/xdm/jvm -name '*.java')
 
-.PHONY: setup jars demo test lint dist bench model-quality clean-lakehouse
+.PHONY: setup jars demo cluster-demo test dag-check fault-test lint dist bench model-quality clean-lakehouse
 
 setup: $(SETUP_STAMP) $(JARS_STAMP) $(XDM_JAR)
 
@@ -51,6 +54,24 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest -q --durations=15
+	$(MAKE) dag-check
+
+# Built afresh when the pins change, so the venv holds exactly deps/airflow-requirements.txt.
+$(AIRFLOW_STAMP): deps/airflow-requirements.txt
+	rm -rf $(AIRFLOW_VENV)
+	$(PYTHON) -m venv $(AIRFLOW_VENV)
+	$(AIRFLOW_VENV)/bin/pip install --quiet --disable-pip-version-check -r deps/airflow-requirements.txt
+	touch $@
+
+# The DAG loads and matches the pipeline, in the Airflow venv; --confcutdir keeps pytest away
+# from tests/conftest.py, which needs pyspark.
+dag-check: $(AIRFLOW_STAMP)
+	$(AIRFLOW_VENV)/bin/python -m pytest -q --confcutdir=tests/scheduling tests/scheduling
+
+# Drivers and executors killed at every step of a night on a standalone cluster; the
+# tables must equal a clean run's. About 25 minutes on 2 cores, so not part of `test`.
+fault-test: setup
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/faults --durations=5
 
 # Measurements, not tests: results go to bench/results/.
 BENCH_PROFILES ?= 20000
@@ -72,6 +93,13 @@ dist: setup
 	rm -rf dist
 	$(BIN)/pip wheel --quiet --no-deps --wheel-dir dist .
 	cp $(XDM_JAR) dist/
+
+# The nightly submitted to a real Spark standalone master and worker on loopback, the
+# package as the wheel from `make dist`, its executor killed as each step starts.
+CLUSTER_ROOT ?= lakehouse-cluster
+cluster-demo: dist
+	$(BIN)/python -m pipelines.ops.standalone --root $(CLUSTER_ROOT) --profiles 1500 --days 240 \
+	    --run-date $(RUN_DATE) --kill-executors
 
 clean-lakehouse:
 	rm -rf $(DEMO_ROOT)
