@@ -61,6 +61,7 @@ class StandaloneCluster:
     memory: str = "4g"
     port: int = field(default_factory=free_port)
     ui_port: int = field(default_factory=free_port)
+    worker_port: int = field(default_factory=free_port)
     _processes: list[subprocess.Popen] = field(default_factory=list)
 
     @property
@@ -74,9 +75,9 @@ class StandaloneCluster:
                         "--port", str(self.port), "--webui-port", str(self.ui_port))
             self._wait_for(lambda state: True, "the master to answer")
             self._start("worker", "org.apache.spark.deploy.worker.Worker", "--host", "127.0.0.1",
-                        "--cores", str(self.cores), "--memory", self.memory, "--webui-port", str(free_port()),
-                        "--work-dir", str(self.work_dir / "worker"), self.url)
-            self._wait_for(lambda state: state.get("aliveworkers", 0) >= 1, "a worker to register")
+                        "--port", str(self.worker_port), "--cores", str(self.cores), "--memory", self.memory,
+                        "--webui-port", str(free_port()), "--work-dir", str(self.work_dir / "worker"), self.url)
+            self._wait_for(lambda state: state.get("aliveworkers", 0) >= 1, "the worker to register")
         except BaseException:
             self.stop()
             raise
@@ -101,8 +102,8 @@ class StandaloneCluster:
         while time.monotonic() < deadline:
             for process in self._processes:
                 if process.poll() is not None:
-                    raise RuntimeError(f"the standalone {what.split()[-1]} process exited "
-                                       f"({process.returncode}); see {self.work_dir}/*.log")
+                    raise RuntimeError(f"a standalone process exited ({process.returncode}) while waiting for "
+                                       f"{what}; see {self.work_dir}/*.log")
             try:
                 if ready(self.state()):
                     return
@@ -128,9 +129,10 @@ class StandaloneCluster:
         self._processes.clear()
 
 
-def kill_executors() -> int:
-    """SIGKILL every executor JVM of this machine's standalone worker; how many."""
-    found = subprocess.run(["pgrep", "-f", EXECUTOR_CLASS], capture_output=True, text=True).stdout.split()
+def kill_executors(cluster: StandaloneCluster) -> int:
+    """SIGKILL the executor JVMs that `cluster`'s worker started (no other Spark's); how many."""
+    pattern = f"{EXECUTOR_CLASS}.*Worker@127.0.0.1:{cluster.worker_port}"
+    found = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True).stdout.split()
     for pid in found:
         try:
             os.kill(int(pid), signal.SIGKILL)
@@ -165,14 +167,14 @@ class ExecutorKiller:
     """A step callback for `run_nightly`: SIGKILL the executor `delay` seconds after each
     step starts, if that step is still running; `killed_in` lists where it struck."""
 
-    def __init__(self, delay: float = 3.0):
-        self.delay = delay
+    def __init__(self, cluster: StandaloneCluster, delay: float = 3.0):
+        self.cluster, self.delay = cluster, delay
         self.killed_in: list[str] = []
 
     def __call__(self, step: str, driver: subprocess.Popen, current: Callable[[], str]) -> None:
         def strike() -> None:
             time.sleep(self.delay)
-            if current() == step and driver.poll() is None and kill_executors():
+            if current() == step and driver.poll() is None and kill_executors(self.cluster):
                 self.killed_in.append(step)
                 log.info("   [cluster] killed the executor during %s", step)
         threading.Thread(target=strike, daemon=True).start()
@@ -246,7 +248,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # and about 150 buyers per training snapshot instead of the 500 a real run requires.
         small = ["--set", "spark.conf.spark.sql.shuffle.partitions=8",
                  "--set", "quality.sufficiency.min_labels_per_class=20"]
-        killer = ExecutorKiller()
+        killer = ExecutorKiller(cluster)
         run = run_nightly(cluster, [*common, *small],
                           Path(args.dist), on_step=[killer] if args.kill_executors else [])
     if run.exit_code != 0:

@@ -95,8 +95,8 @@ def test_killed_drivers_and_executors_at_every_step_leave_the_tables_of_a_clean_
     root = tmp_path / "lakehouse"
     shutil.copytree(nightly.root / "landing", root / "landing")
     args = [f"lakehouse.root={root}" if a.startswith("lakehouse.root=") else a for a in nightly.args] + PARTITIONING
-    executors = ExecutorKiller()
     with StandaloneCluster(tmp_path / "spark", cores=2, memory="3g") as cluster:
+        executors = ExecutorKiller(cluster)
         for step in STEP_ORDER:
             driver = DriverKiller(root, step)
             run = run_nightly(cluster, args, dist, on_step=[executors, driver], echo=False)
