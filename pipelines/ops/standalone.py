@@ -35,6 +35,8 @@ log = logging.getLogger("enrich")
 PROJECT = Path(__file__).resolve().parents[2]
 EXECUTOR_CLASS = "org.apache.spark.executor.CoarseGrainedExecutorBackend"
 STEP_LINE = re.compile(r"^== (\w+) \((\d+)/(\d+)\) run date")
+# Spark's own INFO lines, printed by spark-submit before the job sets its log level.
+SPARK_INFO_LINE = re.compile(r"^\d\d/\d\d/\d\d \d\d:\d\d:\d\d INFO ")
 
 
 def free_port() -> int:
@@ -196,7 +198,7 @@ def run_nightly(cluster: StandaloneCluster, job_args: Sequence[str], dist_dir: P
     lines: list[str] = []
     for line in driver.stdout:
         lines.append(line)
-        if echo:
+        if echo and not SPARK_INFO_LINE.match(line):
             sys.stderr.write(line)
         found = STEP_LINE.match(line.strip())
         if found:
