@@ -14,6 +14,8 @@ from typing import Callable, Sequence
 import pyspark.sql.functions as F
 from pyspark.sql import Column, DataFrame
 
+from pipelines.reproducible import exact_sum
+
 # Per-window counters: (feature prefix, column of silver events summed).
 WINDOW_MEASURES = (
     ("purchases", "is_purchase_n"),
@@ -23,6 +25,7 @@ WINDOW_MEASURES = (
     ("page_views", "page_views"),
     ("events", "one"),
 )
+MONEY = {"revenue"}
 STATIC_FEATURES = ("days_since_last_event", "days_since_last_purchase", "tenure_days",
                    "lifetime_purchases", "lifetime_revenue", "avg_order_value", "distinct_categories")
 
@@ -36,8 +39,11 @@ def feature_columns(windows: Sequence[int]) -> list[str]:
     return list(STATIC_FEATURES) + windowed_feature_columns(windows)
 
 
-def _in_window(days: int, value: Column) -> Column:
-    return F.sum(F.when(F.col("days_ago") <= days, value).otherwise(F.lit(0.0)))
+def _in_window(days: int, column: str) -> Column:
+    """The column's sum over the `days` before the as-of date. Money is summed exactly, so a
+    feature does not depend on the order events arrive in; counts are exact as doubles."""
+    value = F.when(F.col("days_ago") <= days, F.col(column)).otherwise(F.lit(0.0))
+    return exact_sum(value) if column in MONEY else F.sum(value)
 
 
 def person_features(as_of: date, windows: Sequence[int], lookback_days: int) -> Callable[[DataFrame], DataFrame]:
@@ -58,9 +64,9 @@ def person_features(as_of: date, windows: Sequence[int], lookback_days: int) -> 
             F.min(F.when(F.col("is_purchase"), F.col("days_ago"))).alias("_last_purchase"),
             F.max("days_ago").alias("tenure_days"),
             F.sum("is_purchase_n").alias("lifetime_purchases"),
-            F.sum("revenue").alias("lifetime_revenue"),
+            exact_sum("revenue").alias("lifetime_revenue"),
         ]
-        aggregates += [_in_window(days, F.col(column)).alias(f"{name}_{days}d")
+        aggregates += [_in_window(days, column).alias(f"{name}_{days}d")
                        for days in sorted(windows) for name, column in WINDOW_MEASURES]
         per_person = before.groupBy("person_id").agg(*aggregates)
         # Categories in their own aggregation: counting distinct exploded names is much

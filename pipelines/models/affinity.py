@@ -29,6 +29,8 @@ import pyspark.sql.functions as F
 from pyspark.ml.recommendation import ALS
 from pyspark.sql import DataFrame, Window
 
+from pipelines.reproducible import exact_sum, in_canonical_order
+
 # Interaction kind -> the silver events column counting it.
 INTERACTION_COLUMNS = {"product_views": "product_views", "cart_adds": "cart_adds", "purchases": "is_purchase"}
 
@@ -53,14 +55,14 @@ def interaction_strengths(as_of: date, weights: Mapping[str, float], half_life_d
         return (events.where((F.col("event_date") < F.lit(as_of)) & (F.col("event_date") >= F.lit(first)))
                 .select("person_id", F.explode("categories").alias("category"), (weight * decay).alias("strength"))
                 .where(F.col("strength") > 0)
-                .groupBy("person_id", "category").agg(F.sum("strength").alias("strength")))
+                .groupBy("person_id", "category").agg(exact_sum("strength").alias("strength")))
     return _apply
 
 
 def popularity(strengths: DataFrame) -> DataFrame:
     """(category, popularity): each category's share of all strength (one row per category)."""
-    per_category = strengths.groupBy("category").agg(F.sum("strength").alias("strength"))
-    total = per_category.agg(F.sum("strength").alias("_total"))
+    per_category = strengths.groupBy("category").agg(exact_sum("strength").alias("strength"))
+    total = per_category.agg(exact_sum("strength").alias("_total"))
     return (per_category.crossJoin(total)
             .select("category", (F.col("strength") / F.col("_total")).alias("popularity")))
 
@@ -81,7 +83,8 @@ def top_affinities(strengths: DataFrame, prior_strength: float, k: int) -> DataF
         raise ValueError(f"affinity needs prior_strength >= 0 and k >= 1, got {prior_strength}, {k}")
     shares = popularity(strengths).cache()
     popular = most_popular(shares, k).select("category")
-    people = strengths.groupBy("person_id").agg(F.sum("strength").alias("total"))
+    people = strengths.groupBy("person_id").agg(exact_sum("strength").alias("total"))
+    # One strength and zeros per (person, category): the plain sum is exact.
     candidates = (strengths.select("person_id", "category", "strength")
                   .unionByName(people.select("person_id").crossJoin(F.broadcast(popular))
                                .withColumn("strength", F.lit(0.0)))
@@ -131,12 +134,13 @@ def als_top_categories(strengths: DataFrame, k: int, rank: int, reg_param: float
     """The challenger: implicit-feedback ALS on the same strengths -> (person_id, rank,
     category, affinity). ALS needs integer ids: people are numbered with zipWithIndex (no
     collect), categories (a catalogue, small) on the driver."""
-    # Checkpointed: a recomputed distinct() may come out in another order and renumber people.
-    people = (strengths.select("person_id").distinct().rdd.map(lambda row: row[0]).zipWithIndex()
-              .toDF(["person_id", "user"]).localCheckpoint(eager=True))
+    # Numbered in person_id order, so the same people get the same numbers (and ALS the same
+    # start) however the strengths are partitioned; checkpointed so that no recomputation renumbers.
+    people = (strengths.select("person_id").distinct().orderBy("person_id").rdd.map(lambda row: row[0])
+              .zipWithIndex().toDF(["person_id", "user"]).localCheckpoint(eager=True))
     names = [row["category"] for row in strengths.select("category").distinct().orderBy("category").collect()]
     items = strengths.sparkSession.createDataFrame(list(enumerate(names)), ["item", "category"])
-    data = strengths.join(people, "person_id").join(F.broadcast(items), "category")
+    data = in_canonical_order(strengths.join(people, "person_id").join(F.broadcast(items), "category"), "user", "item")
     model = ALS(rank=rank, regParam=reg_param, alpha=alpha, implicitPrefs=True, userCol="user", itemCol="item",
                 ratingCol="strength", seed=seed, coldStartStrategy="drop", nonnegative=True).fit(data)
     recommended = (model.recommendForAllUsers(k)

@@ -27,6 +27,8 @@ from pyspark.sql.types import DoubleType, StructField, StructType
 from scipy.optimize import minimize
 from scipy.special import gammaln
 
+from pipelines.reproducible import exact_sum
+
 # A run of the optimiser that has not converged is a failed fit, not a set of parameters.
 _TOLERANCE = {"xatol": 1e-9, "fatol": 1e-11, "maxiter": 20_000, "maxfev": 40_000}
 
@@ -57,11 +59,11 @@ def purchase_summary(as_of: date) -> Callable[[DataFrame], DataFrame]:
     """
     def _apply(events: DataFrame) -> DataFrame:
         days = (events.where(F.col("is_purchase") & (F.col("event_date") < F.lit(as_of)))
-                .groupBy("person_id", "event_date").agg(F.sum("revenue").alias("revenue")))
+                .groupBy("person_id", "event_date").agg(exact_sum("revenue").alias("revenue")))
         first = F.min("event_date")
         per_person = days.groupBy("person_id").agg(
             first.alias("first_purchase"), F.max("event_date").alias("last_purchase"),
-            F.count(F.lit(1)).alias("purchase_days"), F.sum("revenue").alias("total"),
+            F.count(F.lit(1)).alias("purchase_days"), exact_sum("revenue").alias("total"),
             F.min_by("revenue", "event_date").alias("first_revenue"))
         x = F.col("purchase_days") - 1
         return per_person.select(
@@ -86,8 +88,9 @@ def compress_for_gamma_gamma(summary: DataFrame, decimals: int = 2) -> DataFrame
 
 
 def collect_weighted(compressed: DataFrame, columns: Sequence[str]) -> dict[str, np.ndarray]:
-    """The compressed tuples as numpy arrays (bounded by distinct tuples, not people)."""
-    rows = compressed.select(*columns, "weight").collect()
+    """The compressed tuples as numpy arrays (bounded by distinct tuples, not people), in
+    value order: the likelihood's sum then adds its terms in the same order on every run."""
+    rows = sorted(compressed.select(*columns, "weight").collect())
     return {c: np.array([row[c] for row in rows], dtype=float) for c in [*columns, "weight"]}
 
 
@@ -208,9 +211,9 @@ def actual_value(as_of: date, horizon_days: int) -> Callable[[DataFrame], DataFr
     def _apply(events: DataFrame) -> DataFrame:
         days = (events.where(F.col("is_purchase") & (F.col("event_date") >= F.lit(as_of))
                              & (F.col("event_date") < F.lit(end)))
-                .groupBy("person_id", "event_date").agg(F.sum("revenue").alias("revenue")))
+                .groupBy("person_id", "event_date").agg(exact_sum("revenue").alias("revenue")))
         return days.groupBy("person_id").agg(F.count(F.lit(1)).cast("double").alias("actual_purchases"),
-                                             F.sum("revenue").cast("double").alias("actual_value"))
+                                             exact_sum("revenue").alias("actual_value"))
     return _apply
 
 

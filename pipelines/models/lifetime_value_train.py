@@ -33,6 +33,7 @@ from pipelines.models.lifetime_value import (BgNbd, GammaGamma, collect_weighted
                                              fit_bgnbd, fit_gamma_gamma, holdout_errors, parameters_dict,
                                              parameters_from_dict, probability_alive, purchase_summary,
                                              with_lifetime_value)
+from pipelines.reproducible import in_canonical_order
 from pipelines.models.value_regressor import labelled_buyers, non_negative_value, regressor_pipeline
 from pipelines.ops.context import RunContext
 from pipelines.quality.gate import QualityChecks
@@ -126,7 +127,8 @@ def _fit_and_register(ctx: RunContext, checks: QualityChecks, name: str, summary
                          .transform(with_lifetime_value(bgnbd, spend, float(horizon))).cache())
         by_method = {PROBABILISTIC: holdout_errors(probabilistic, actual)}
         ctx.progress(f"fitting the gradient-boosted regressor on buyers as of {holdout - timedelta(days=horizon)}")
-        training_rows = labelled_buyers(events.frame, holdout - timedelta(days=horizon), horizon, windows, lookback)
+        training_rows = in_canonical_order(
+            labelled_buyers(events.frame, holdout - timedelta(days=horizon), horizon, windows, lookback), "person_id")
         regressor = regressor_pipeline(inputs, model_cfg["regressor"], int(model_cfg["seed"])).fit(training_rows)
         by_method[REGRESSOR] = holdout_errors(_regressor_values(regressor, judged, probabilistic), actual)
         champion_mae, note = _champion_mae(name, summary, judged, actual, horizon)

@@ -52,13 +52,6 @@ def classifier_pipeline(features: Sequence[str], params: dict, seed: int) -> Pip
     return Pipeline(stages=[assembler, gbt])
 
 
-def in_canonical_order(rows: DataFrame) -> DataFrame:
-    """The same rows in the same partitions and order however the table's files lie: the
-    trees' row subsampling draws per partition, so the same data gives the same model."""
-    partitions = rows.sparkSession.sparkContext.defaultParallelism
-    return rows.repartition(partitions, "person_id").sortWithinPartitions("person_id", "as_of_date")
-
-
 def baseline_pipeline(features: Sequence[str]) -> Pipeline:
     """Standardised logistic regression: the bar the trees must clear to be worth their cost."""
     assembler = VectorAssembler(inputCols=list(features), outputCol="raw_features", handleInvalid="error")

@@ -27,8 +27,8 @@ from pipelines.features.run import check_features
 from pipelines.models import lifecycle, registry
 from pipelines.models.propensity import (baseline_pipeline, classifier_pipeline, cumulative_gains, evaluate,
                                          feature_importances, holdout_auc, parameter_grid, positive_probability,
-                                         in_canonical_order, reliability_curve, roc_points, snapshot_plan,
-                                         time_based_search)
+                                         reliability_curve, roc_points, snapshot_plan, time_based_search)
+from pipelines.reproducible import in_canonical_order
 from pipelines.models import affinity_train, lifetime_value_train, segments_train
 from pipelines.models.specs import AFFINITY, LIFETIME_VALUE, SEGMENTS, PropensitySpec, enabled, propensity_specs
 from pipelines.ops import plots
@@ -219,7 +219,8 @@ def _fit_and_register(ctx: RunContext, checks: QualityChecks, spec: PropensitySp
     model_cfg = cfg.get(f"models.{spec.key}")
     model_name = spec.registered_name
     windows = cfg.get("features.windows_days")
-    train, holdout = in_canonical_order(stored.where("split = 'train'")), stored.where("split = 'holdout'")
+    train = in_canonical_order(stored.where("split = 'train'"), "person_id", "as_of_date")
+    holdout = stored.where("split = 'holdout'")
     inputs = feature_columns(windows)
     settings, search = _search(ctx, spec, train, plan, inputs)
     estimator = classifier_pipeline(inputs, settings, int(model_cfg["seed"]))

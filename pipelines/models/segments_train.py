@@ -13,6 +13,7 @@ import pyspark.sql.functions as F
 
 from pipelines import lakehouse
 from pipelines.models import lifecycle, registry
+from pipelines.reproducible import in_canonical_order
 from pipelines.models.segments import CLUSTER, describe, fit_segments, silhouette
 from pipelines.ops.context import RunContext
 from pipelines.quality.gate import QualityChecks
@@ -33,8 +34,9 @@ def train(ctx: RunContext, checks: QualityChecks, experiment_id: str) -> dict:
     features, log_features = list(model_cfg["features"]), list(model_cfg.get("log_features") or [])
     path = cfg.table("features")
     version_read = lakehouse.version(spark, path)
-    rows = (spark.read.format("delta").option("versionAsOf", version_read).load(path)
-            .where(F.col("as_of_date") == F.lit(ctx.run_date)).select("person_id", *features).cache())
+    rows = in_canonical_order(spark.read.format("delta").option("versionAsOf", version_read).load(path)
+                              .where(F.col("as_of_date") == F.lit(ctx.run_date)).select("person_id", *features),
+                              "person_id").cache()
     try:
         people = rows.count()
         needed = int(cfg.get("quality.sufficiency.min_labels_per_class"))

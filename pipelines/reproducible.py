@@ -1,0 +1,36 @@
+"""The same rows give the same model and the same scores, however their files lie.
+
+A night resumed after a crash rewrites a table in other files than a clean night would,
+and Spark reads other files as other partitions in another order. Whatever draws per
+partition (the trees' row subsampling, k-means|| seeding) or adds floating-point numbers
+in partition order (sums, means, standard deviations) then comes out slightly different:
+a score one bit off, or a different model. Every fit reads its rows through
+`in_canonical_order`, and the sums a published value is made of use `exact_sum`.
+"""
+
+from __future__ import annotations
+
+import pyspark.sql.functions as F
+from pyspark.sql import Column, DataFrame
+from pyspark.sql.types import DecimalType
+
+# Each term rounded to 18 decimals (an error of at most 5e-19), then added exactly: the
+# total no longer depends on the order of its terms. Holds totals below 1e20.
+EXACT = DecimalType(38, 18)
+
+
+def in_canonical_order(rows: DataFrame, *keys: str) -> DataFrame:
+    """`rows` hash-partitioned on the first key into `spark.sql.shuffle.partitions`
+    partitions (a deployment's setting, not its executor count of the moment), each sorted
+    by `keys`. `keys` must identify a row, or ties keep their arrival order."""
+    if not keys:
+        raise ValueError("in_canonical_order needs the columns that identify a row")
+    partitions = int(rows.sparkSession.conf.get("spark.sql.shuffle.partitions"))
+    return rows.repartition(partitions, keys[0]).sortWithinPartitions(*keys)
+
+
+def exact_sum(column: str | Column) -> Column:
+    """SUM of a double column that does not depend on the order of its terms."""
+    value = F.col(column) if isinstance(column, str) else column
+    return F.sum(value.cast(EXACT)).cast("double")
+

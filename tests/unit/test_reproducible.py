@@ -1,0 +1,61 @@
+"""The same rows in another file layout give the same numbers: what a resumed night needs to
+publish what a clean night would."""
+
+import random
+from datetime import date, timedelta
+
+import pyspark.sql.functions as F
+
+from pipelines.models.affinity import interaction_strengths, top_affinities
+from pipelines.reproducible import exact_sum, in_canonical_order
+
+# Summed left to right these keep the 1.0; right to left they lose it.
+CANCELLING = [1e16, -1e16, 1.0]
+
+
+def _in_order(spark, values, schema="v double"):
+    """A one-partition frame whose rows arrive in exactly this order."""
+    return spark.createDataFrame(spark.sparkContext.parallelize([(v,) for v in values], 1), schema)
+
+
+def test_plain_sums_follow_the_order_of_their_terms_and_exact_sums_do_not(spark):
+    forward, backward = _in_order(spark, CANCELLING), _in_order(spark, CANCELLING[::-1])
+    plain = [frame.agg(F.sum("v")).first()[0] for frame in (forward, backward)]
+    exact = [frame.agg(exact_sum("v")).first()[0] for frame in (forward, backward)]
+    assert plain == [1.0, 0.0]
+    assert exact == [1.0, 1.0]
+
+
+def _layouts(spark, rows, schema):
+    """The same rows as one partition in their order and as five in reverse order."""
+    one = spark.createDataFrame(spark.sparkContext.parallelize(rows, 1), schema)
+    five = spark.createDataFrame(spark.sparkContext.parallelize(rows[::-1], 5), schema)
+    return one, five
+
+
+def test_canonical_order_puts_the_same_rows_in_the_same_partitions_in_the_same_order(spark):
+    rows = [(f"p{i % 37}", date(2026, 1, 1) + timedelta(days=i // 37)) for i in range(300)]
+    one, five = _layouts(spark, rows, "person_id string, as_of_date date")
+    partitions = [in_canonical_order(frame, "person_id", "as_of_date").rdd.glom()
+                  .map(lambda part: [tuple(r) for r in part]).collect() for frame in (one, five)]
+    assert partitions[0] == partitions[1]
+    assert len(partitions[0]) == int(spark.conf.get("spark.sql.shuffle.partitions"))
+    assert sum(len(p) for p in partitions[0]) == len(rows)
+
+
+def test_affinities_do_not_depend_on_the_layout(spark):
+    rng = random.Random(3)
+    categories = ["Outdoor", "Kids", "Home", "Travel", "Swimwear"]
+    rows = [(f"p{rng.randrange(60)}", date(2026, 5, 31) - timedelta(days=rng.randrange(200)),
+             float(rng.randrange(3)), float(rng.randrange(2)), rng.random() < 0.2, rng.sample(categories, 2))
+            for _ in range(2000)]
+    schema = ("person_id string, event_date date, product_views double, cart_adds double, is_purchase boolean, "
+              "categories array<string>")
+    strengths = interaction_strengths(date(2026, 6, 1), {"product_views": 1, "cart_adds": 3, "purchases": 5},
+                                      30.0, 365)
+    outputs = []
+    for events in _layouts(spark, rows, schema):
+        per_person = events.transform(strengths)
+        outputs.append(sorted(map(tuple, top_affinities(per_person, 2.0, 3).collect())))
+    assert outputs[0] == outputs[1]
+    assert len(outputs[0]) == 60 * 3
