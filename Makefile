@@ -69,14 +69,22 @@ dag-check: $(AIRFLOW_STAMP)
 	$(AIRFLOW_VENV)/bin/python -m pytest -q --confcutdir=tests/scheduling tests/scheduling
 
 # Drivers and executors killed at every step of a night on a standalone cluster; the
-# tables must equal a clean run's. About 25 minutes on 2 cores, so not part of `test`.
+# tables must equal a clean run's. About 32 minutes on 2 cores, so not part of `test`.
 fault-test: setup
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests/faults --durations=5
 
 # Measurements, not tests: results go to bench/results/.
 BENCH_PROFILES ?= 20000
 SCALE_PROFILES ?= 100000 1000000
-bench: setup
+# Sizes of the nightly benchmark in events; empty: conf's bench.event_sizes.
+BENCH_EVENTS ?=
+BENCH_STAMP := $(VENV)/.bench-setup-done
+$(BENCH_STAMP): $(SETUP_STAMP)
+	$(BIN)/pip install --quiet -c deps/constraints.txt -e '.[test,bench]'
+	touch $@
+
+bench: setup $(BENCH_STAMP)
+	$(BIN)/python bench/nightly_at_scale.py $(if $(BENCH_EVENTS),--events $(BENCH_EVENTS))
 	$(BIN)/python bench/ingest_throughput.py --profiles $(BENCH_PROFILES)
 	$(BIN)/python bench/validation_cost.py --profiles $(BENCH_PROFILES)
 	$(BIN)/python bench/models_at_scale.py --profiles $(SCALE_PROFILES)
