@@ -1,0 +1,330 @@
+"""The nightly pipeline at several sizes: wall time per step, throughput, peak memory.
+
+    .venv/bin/python bench/nightly_at_scale.py                    # sizes from conf: bench.event_sizes
+    .venv/bin/python bench/nightly_at_scale.py --events 100000 1000000
+
+For each size (a number of events; people in proportion, over `bench.days` days):
+generate the landing files (timed apart), then run two nights, each as its own
+`enrich nightly` process so that its memory is its own:
+
+- night 1 on an empty lakehouse: every landing file ingested, every model trained, every
+  person scored and published (the worst case, a first load);
+- night 2, the next day: no new files, models reused (retraining is weekly), every person's
+  features, scores and profile rows rebuilt (a night without training).
+
+Step times come from the run ledger (`ops/runs`); peak memory is the highest resident set
+(VmHWM) of the driver's Python process, the JVM (in local mode the Spark driver and its
+executors) and any Python worker. Writes bench/results/nightly.{json,md} and
+bench/results/nightly_scaling.png after every size, so a long large size never costs the
+smaller ones' figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from itertools import pairwise
+from datetime import date, timedelta
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+import features_vs_duckdb  # noqa: E402  (bench/, beside this file)
+import ltv_vs_lifetimes  # noqa: E402
+import propensity_vs_sklearn  # noqa: E402
+from pipelines import lakehouse  # noqa: E402
+from pipelines.cli import STEP_ORDER  # noqa: E402
+from pipelines.config import load_config  # noqa: E402
+from pipelines.session import build_session  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+ENRICH = str(Path(sys.executable).with_name("enrich"))
+RUN_DATE = date(2026, 6, 1)
+# Events per person per year in the generator's default population; refined after the first size.
+EVENTS_PER_PERSON_YEAR = 27.0
+# Nights are judged by these targets (issue: benchmarks), on the size nearest 1M events.
+TARGET_EVENTS = 1_000_000
+TARGET_WITHOUT_TRAINING_S = 180
+TARGET_WITH_TRAINING_S = 600
+MAX_GROWTH_PER_10X = 12.0
+
+
+class PeakMemory:
+    """Samples /proc once a second for the process tree under `pid`; VmHWM is the kernel's
+    own high-water mark, so a peak between samples is not missed, only a process that both
+    starts and ends between two samples."""
+
+    def __init__(self, pid: int):
+        self.pid, self.peaks_kib = pid, {"driver_python": 0, "jvm": 0, "python_workers": 0}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def __enter__(self) -> "PeakMemory":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _watch(self) -> None:
+        while not self._stop.is_set():
+            for pid in self._tree():
+                status = _proc_status(pid)
+                if "VmHWM" not in status:
+                    continue
+                kind = ("driver_python" if pid == self.pid else
+                        "jvm" if status.get("Name") == "java" else "python_workers")
+                self.peaks_kib[kind] = max(self.peaks_kib[kind], int(status["VmHWM"].split()[0]))
+            self._stop.wait(1.0)
+
+    def _tree(self) -> list[int]:
+        children: dict[int, list[int]] = {}
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                stat = _read(f"/proc/{entry}/stat")
+                if stat:
+                    # The command name is in parentheses and may hold spaces: ppid follows it.
+                    children.setdefault(int(stat.rsplit(")", 1)[1].split()[1]), []).append(int(entry))
+        tree, todo = [], [self.pid]
+        while todo:
+            pid = todo.pop()
+            tree.append(pid)
+            todo.extend(children.get(pid, []))
+        return tree
+
+    def mib(self) -> dict[str, int]:
+        return {kind: round(kib / 1024) for kind, kib in self.peaks_kib.items()}
+
+
+def _read(path: str) -> str:
+    """A /proc file, or "" when its process ended since it was listed."""
+    try:
+        with open(path) as handle:
+            return handle.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return ""
+
+
+def _proc_status(pid: int) -> dict[str, str]:
+    return dict(line.split(":\t", 1) for line in _read(f"/proc/{pid}/status").splitlines() if ":\t" in line)
+
+
+def _enrich(argv: list[str], log: Path) -> dict[str, int]:
+    """One `enrich` command in its own process, its output to `log`; its peak memory."""
+    with open(log, "a") as out:
+        process = subprocess.Popen([ENRICH, *argv], stdout=out, stderr=subprocess.STDOUT)
+        with PeakMemory(process.pid) as memory:
+            code = process.wait()
+    if code != 0:
+        raise SystemExit(f"`enrich {' '.join(argv)}` exited with {code}; see {log}")
+    return memory.mib()
+
+
+def _one_size(target_events: int, events_per_person: float, days: int, min_labels: int, work: Path) -> dict:
+    root = work / f"events-{target_events}" / "lakehouse"
+    shutil.rmtree(root.parent, ignore_errors=True)
+    root.parent.mkdir(parents=True)
+    log = root.parent / "enrich.log"
+    profiles = max(100, round(target_events / events_per_person))
+    lake = ["--set", f"lakehouse.root={root}", "--set", f"quality.sufficiency.min_labels_per_class={min_labels}"]
+    started = time.monotonic()
+    _enrich(["generate", "--run-date", RUN_DATE.isoformat(), "--profiles", str(profiles), "--days", str(days),
+             "--seed", "7", *lake], log)
+    generate_seconds = round(time.monotonic() - started, 1)
+    nights = {}
+    for night, day in (("first", RUN_DATE), ("next", RUN_DATE + timedelta(days=1))):
+        print(f"{target_events:,} events, {night} night ...", flush=True)
+        memory = _enrich(["nightly", "--run-date", day.isoformat(), *lake], log)
+        nights[night] = {"run_date": day.isoformat(), "peak_rss_mib": memory}
+    cfg = load_config("local", overrides=[f"lakehouse.root={root}"])
+    spark = build_session(cfg)
+    for night in nights.values():
+        rows = (lakehouse.read(spark, cfg.table("runs"))
+                .where(f"run_date = DATE'{night['run_date']}' AND status = 'succeeded'").collect())
+        night["seconds"] = {row["step"]: round(row["seconds"], 1) for row in rows}
+        night["total_seconds"] = round(sum(night["seconds"].values()), 1)
+        night["without_training_seconds"] = round(night["total_seconds"] - night["seconds"].get("train", 0.0), 1)
+    events = lakehouse.read(spark, cfg.table("silver_events")).count()
+    people = lakehouse.read(spark, cfg.table("features")).where(f"as_of_date = DATE'{RUN_DATE}'").count()
+    print(f"{events:,} events: features with Spark and with DuckDB ...", flush=True)
+    parquet = root.parent / "events-parquet"
+    features_vs_duckdb.write_events(spark, cfg, parquet)
+    side_by_side = {"features_vs_duckdb": features_vs_duckdb.compare(spark, cfg, RUN_DATE, parquet,
+                                                                     root.parent / "duckdb")}
+    print(f"{events:,} events: lifetime-value fit with Spark and with lifetimes ...", flush=True)
+    side_by_side["ltv_vs_lifetimes"] = ltv_vs_lifetimes.compare(spark, cfg, RUN_DATE, parquet)
+    print(f"{events:,} events: propensity with Spark and with pandas + scikit-learn ...", flush=True)
+    side_by_side["propensity_vs_sklearn"] = propensity_vs_sklearn.compare(spark, cfg, RUN_DATE, parquet)
+    return {"target_events": target_events, "profiles": profiles, "events": events, "people_with_features": people,
+            "generate_seconds": generate_seconds, "nights": nights, "side_by_side": side_by_side}
+
+
+def _rate(count: int, seconds: float) -> str:
+    return f"{count / seconds:,.0f}" if seconds else "-"
+
+
+def _growth(sizes: list[dict], night: str, step: str) -> list[str]:
+    """Time ratio of each size to the one before, per 10x events (a log-log slope, as a factor)."""
+    out = []
+    for before, after in pairwise(sizes):
+        t0, t1 = before["nights"][night]["seconds"].get(step), after["nights"][night]["seconds"].get(step)
+        if not t0 or not t1:
+            out.append("-")
+            continue
+        per_10x = 10 ** (math.log10(t1 / t0) / math.log10(after["events"] / before["events"]))
+        out.append(f"{per_10x:.1f}x" + ("" if per_10x <= MAX_GROWTH_PER_10X else " (over)"))
+    return out
+
+
+def _write(results: dict) -> str:
+    out = HERE / "results"
+    out.mkdir(exist_ok=True)
+    (out / "nightly.json").write_text(json.dumps(results, indent=2) + "\n")
+    sizes = results["sizes"]
+    header = "| | " + " | ".join(f"{s['events']:,} events, {s['profiles']:,} people" for s in sizes) + " |"
+    rule = "|---|" + "---:|" * len(sizes)
+    lines = ["# The nightly at several sizes", "",
+             f"{results['machine']}; `enrich nightly` in local mode (`conf/local.yaml`); people over "
+             f"{results['days']} days; wall seconds per step from the run ledger; "
+             f"`quality.sufficiency.min_labels_per_class={results['min_labels_per_class']}` so the smallest size "
+             "can train.", ""]
+    for night, title in (("first", "Night 1: first load, every model trained"),
+                         ("next", "Night 2: the next day, models reused")):
+        lines += [f"## {title}", "", header, rule]
+        for step in STEP_ORDER:
+            lines.append(f"| {step} | " + " | ".join(str(s["nights"][night]["seconds"].get(step, "-")) for s in sizes)
+                         + " |")
+        lines.append("| **without train** | " + " | ".join(f"**{s['nights'][night]['without_training_seconds']}**"
+                                                          for s in sizes) + " |")
+        lines.append("| **whole night** | " + " | ".join(f"**{s['nights'][night]['total_seconds']}**" for s in sizes)
+                     + " |")
+        for kind in ("driver_python", "jvm", "python_workers"):
+            lines.append(f"| peak RSS {kind.replace('_', ' ')} (MiB) | "
+                         + " | ".join(str(s["nights"][night]["peak_rss_mib"][kind]) for s in sizes) + " |")
+        lines.append("")
+    first = lambda s, step: s["nights"]["first"]["seconds"].get(step, 0.0)  # noqa: E731
+    lines += ["## Throughput on night 1", "", header, rule,
+              "| ingest, events/s | " + " | ".join(_rate(s["events"], first(s, "ingest")) for s in sizes) + " |",
+              "| features, people/s | " + " | ".join(_rate(s["people_with_features"], first(s, "features"))
+                                                    for s in sizes) + " |",
+              "| score, people/s | " + " | ".join(_rate(s["people_with_features"], first(s, "score"))
+                                                 for s in sizes) + " |",
+              "| publish, people/s | " + " | ".join(_rate(s["people_with_features"], first(s, "publish"))
+                                                   for s in sizes) + " |",
+              "| generate (s, not part of the night) | " + " | ".join(str(s["generate_seconds"]) for s in sizes)
+              + " |", ""]
+    lines += ["## Feature building: Spark against DuckDB on the same Parquet events", "",
+              "Both on every core, from reading the events to writing the feature rows as Parquet "
+              "(bench/features_vs_duckdb.py); target: Spark within 4x at 10M events.", "", header, rule]
+    duck = lambda s: s["side_by_side"]["features_vs_duckdb"]  # noqa: E731
+    lines += ["| Spark (s) | " + " | ".join(str(duck(s)["spark_seconds"]) for s in sizes) + " |",
+              "| DuckDB (s) | " + " | ".join(str(duck(s)["duckdb_seconds"]) for s in sizes) + " |",
+              "| ratio | " + " | ".join(f"{duck(s)['ratio']}x" for s in sizes) + " |",
+              "| same rows and values | " + " | ".join(
+                  "yes" if duck(s)["agree"] else f"no ({duck(s)['values_differing']} values)" for s in sizes) + " |",
+              ""]
+    ltv = lambda s: s["side_by_side"]["ltv_vs_lifetimes"]  # noqa: E731
+    lines += ["## Lifetime-value fit: Spark summaries against `lifetimes` on pandas", "",
+              "From the same purchases as Parquet to fitted BG/NBD and Gamma-Gamma parameters "
+              "(bench/ltv_vs_lifetimes.py); target: under a minute at 1M people, 20x faster, same parameters to "
+              "3 significant digits.", "", header, rule,
+              "| buyers | " + " | ".join(f"{ltv(s)['people']:,}" for s in sizes) + " |",
+              "| Spark (s) | " + " | ".join(str(ltv(s)["spark_seconds"]) for s in sizes) + " |",
+              "| lifetimes (s) | " + " | ".join(str(ltv(s)["library_seconds"]) for s in sizes) + " |",
+              "| speed-up | " + " | ".join(f"{ltv(s)['speedup']}x" for s in sizes) + " |",
+              "| largest relative difference of a parameter | " + " | ".join(
+                  f"{ltv(s)['max_relative_difference']:.1e}" + ("" if ltv(s)["agree"] else " (disagree)")
+                  for s in sizes) + " |", ""]
+    sk = lambda s: s["side_by_side"]["propensity_vs_sklearn"]  # noqa: E731
+    pandas_cell = lambda s, key: str(sk(s)["pandas"][key]) if sk(s)["pandas"]["finished"] else "did not finish"  # noqa: E731
+    lines += ["## Propensity to convert end to end: Spark against pandas + scikit-learn", "",
+              "From the same Parquet events: features at every training date and the holdout, labels, "
+              "gradient-boosted trees with the conf's settings, holdout AUC (bench/propensity_vs_sklearn.py).",
+              "", header, rule,
+              "| training rows | " + " | ".join(f"{sk(s)['spark']['training_rows']:,}" for s in sizes) + " |",
+              "| Spark (s) | " + " | ".join(str(sk(s)["spark"]["seconds"]) for s in sizes) + " |",
+              "| pandas + scikit-learn (s) | " + " | ".join(pandas_cell(s, "seconds") for s in sizes) + " |",
+              "| Spark holdout AUC | " + " | ".join(str(sk(s)["spark"]["holdout_auc"]) for s in sizes) + " |",
+              "| scikit-learn holdout AUC | " + " | ".join(pandas_cell(s, "holdout_auc") for s in sizes) + " |",
+              "| pandas process peak RSS (MiB) | " + " | ".join(pandas_cell(s, "peak_rss_mib") for s in sizes) + " |",
+              ""]
+    if len(sizes) > 1:
+        pairs = " | ".join(f"{a['events']:,} -> {b['events']:,}" for a, b in pairwise(sizes))
+        lines += ["## Growth per 10x events (target: at most 12x)", "", f"| step (night 1) | {pairs} |",
+                  "|---|" + "---:|" * (len(sizes) - 1)]
+        lines += [f"| {step} | " + " | ".join(_growth(sizes, "first", step)) + " |" for step in STEP_ORDER]
+        lines.append("")
+    lines += _targets(sizes)
+    text = "\n".join(lines) + "\n"
+    (out / "nightly.md").write_text(text)
+    _plot(sizes, out / "nightly_scaling.png")
+    return text
+
+
+def _targets(sizes: list[dict]) -> list[str]:
+    """The two nightly targets, judged on the size nearest 1M events (within a factor of 2)."""
+    nearest = min(sizes, key=lambda s: abs(math.log(s["events"] / TARGET_EVENTS)))
+    if abs(math.log(nearest["events"] / TARGET_EVENTS)) > math.log(2):
+        return ["## Targets", "",
+                f"Judged at about {TARGET_EVENTS:,} events; no size near it was measured in this run.", ""]
+    without = nearest["nights"]["first"]["without_training_seconds"]
+    whole = nearest["nights"]["first"]["total_seconds"]
+    verdict = lambda seconds, limit: "met" if seconds <= limit else "missed"  # noqa: E731
+    return ["## Targets", "", f"On {nearest['events']:,} events (night 1, the first load):", "",
+            f"- ingest to publish without the train step: {without} s against {TARGET_WITHOUT_TRAINING_S} s: "
+            f"{verdict(without, TARGET_WITHOUT_TRAINING_S)}",
+            f"- the whole night with training: {whole} s against {TARGET_WITH_TRAINING_S} s: "
+            f"{verdict(whole, TARGET_WITH_TRAINING_S)}", ""]
+
+
+def _plot(sizes: list[dict], path: Path) -> None:
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    events = [s["events"] for s in sizes]
+    for step in STEP_ORDER:
+        seconds = [s["nights"]["first"]["seconds"].get(step) for s in sizes]
+        axes.plot(events, seconds, marker="o", label=step)
+    axes.set_xscale("log")
+    axes.set_yscale("log")
+    axes.set_xlabel("events (log)")
+    axes.set_ylabel("step wall time, s (log)")
+    axes.set_title("Night 1 (first load) per step against size")
+    axes.legend(fontsize=8)
+    axes.grid(True, which="both", alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, nargs="+", help="sizes in events (default: conf bench.event_sizes)")
+    parser.add_argument("--days", type=int, help="days of history (default: conf bench.days)")
+    parser.add_argument("--work", default=str(HERE / "work" / "nightly"))
+    args = parser.parse_args()
+    bench_cfg = load_config("local").get("bench")
+    sizes, days = sorted(args.events or bench_cfg["event_sizes"]), int(args.days or bench_cfg["days"])
+    results = {"machine": f"{os.cpu_count()} cores, {platform.python_implementation()} {platform.python_version()}",
+               "days": days, "min_labels_per_class": int(bench_cfg["min_labels_per_class"]), "sizes": []}
+    events_per_person = EVENTS_PER_PERSON_YEAR * days / 365
+    for target in sizes:
+        size = _one_size(target, events_per_person, days, int(bench_cfg["min_labels_per_class"]), Path(args.work))
+        events_per_person = size["events"] / size["profiles"]
+        results["sizes"].append(size)
+        text = _write(results)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
