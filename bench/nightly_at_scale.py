@@ -14,9 +14,9 @@ generate the landing files (timed apart), then run two nights, each as its own
 
 Step times come from the run ledger (`ops/runs`); peak memory is the highest resident set
 (VmHWM) of the driver's Python process, the JVM (in local mode the Spark driver and its
-executors) and any Python worker. Writes bench/results/nightly.{json,md} and
-bench/results/nightly_scaling.png after every size, so a long large size never costs the
-smaller ones' figures.
+executors) and any Python worker. Writes bench/results.{json,md} (with bench/findings.md,
+the profiles' notes, at the end) and bench/results/nightly_scaling.png after every size, so
+a long large size never costs the smaller ones' figures.
 """
 
 from __future__ import annotations
@@ -191,7 +191,7 @@ def _growth(sizes: list[dict], night: str, step: str) -> list[str]:
 def _write(results: dict) -> str:
     out = HERE / "results"
     out.mkdir(exist_ok=True)
-    (out / "nightly.json").write_text(json.dumps(results, indent=2) + "\n")
+    (HERE / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     sizes = results["sizes"]
     header = "| | " + " | ".join(f"{s['events']:,} events, {s['profiles']:,} people" for s in sizes) + " |"
     rule = "|---|" + "---:|" * len(sizes)
@@ -267,8 +267,9 @@ def _write(results: dict) -> str:
         lines += [f"| {step} | " + " | ".join(_growth(sizes, "first", step)) + " |" for step in STEP_ORDER]
         lines.append("")
     lines += _targets(sizes)
+    lines += ["![Night 1 per step against size](results/nightly_scaling.png)", ""]
     text = "\n".join(lines) + "\n"
-    (out / "nightly.md").write_text(text)
+    (HERE / "results.md").write_text(text + "\n" + (HERE / "findings.md").read_text())
     _plot(sizes, out / "nightly_scaling.png")
     return text
 
