@@ -28,7 +28,6 @@ from pipelines.models import lifecycle, registry
 from pipelines.models.propensity import (baseline_pipeline, classifier_pipeline, cumulative_gains, evaluate,
                                          feature_importances, holdout_auc, parameter_grid, positive_probability,
                                          reliability_curve, roc_points, snapshot_plan, time_based_search)
-from pipelines.reproducible import in_canonical_order
 from pipelines.models import affinity_train, lifetime_value_train, segments_train
 from pipelines.models.specs import AFFINITY, LIFETIME_VALUE, SEGMENTS, PropensitySpec, enabled, propensity_specs
 from pipelines.ops import plots
@@ -36,6 +35,7 @@ from pipelines.ops.context import RunContext
 from pipelines.quality import model_gates
 from pipelines.quality.drift import reference_profile
 from pipelines.quality.gate import QualityChecks
+from pipelines.reproducible import in_canonical_order
 
 SCORE_COLUMN = "probability"
 # Metrics of each model that the ledger keeps as numbers (`<model>.<metric>`).
