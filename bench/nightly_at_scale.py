@@ -312,20 +312,30 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, nargs="+", help="sizes in events (default: conf bench.event_sizes)")
     parser.add_argument("--days", type=int, help="days of history (default: conf bench.days)")
+    parser.add_argument("--add", action="store_true",
+                        help="keep the other sizes of bench/results.json (same machine and days) beside these")
     parser.add_argument("--work", default=str(HERE / "work" / "nightly"))
     args = parser.parse_args()
     bench_cfg = load_config("local").get("bench")
     sizes, days = sorted(args.events or bench_cfg["event_sizes"]), int(args.days or bench_cfg["days"])
     results = {"machine": f"{os.cpu_count()} cores, {platform.python_implementation()} {platform.python_version()}",
                "days": days, "min_labels_per_class": int(bench_cfg["min_labels_per_class"]), "sizes": []}
+    kept = []
+    if args.add and (HERE / "results.json").exists():
+        earlier = json.loads((HERE / "results.json").read_text())
+        if {k: earlier.get(k) for k in ("machine", "days", "min_labels_per_class")} != \
+                {k: results[k] for k in ("machine", "days", "min_labels_per_class")}:
+            raise SystemExit("--add: bench/results.json was measured on another machine or settings; run without it")
+        kept = [s for s in earlier["sizes"] if s["target_events"] not in sizes]
     events_per_person = EVENTS_PER_PERSON_YEAR * days / 365
+    measured = []
     for target in sizes:
         size = _one_size(target, events_per_person, days, int(bench_cfg["min_labels_per_class"]), Path(args.work))
         events_per_person = size["events"] / size["profiles"]
-        results["sizes"].append(size)
+        measured.append(size)
+        results["sizes"] = sorted(kept + measured, key=lambda s: s["events"])
         text = _write(results)
     print(text)
-
 
 if __name__ == "__main__":
     main()
