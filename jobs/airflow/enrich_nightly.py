@@ -36,6 +36,7 @@ from datetime import timedelta
 import pendulum
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 from airflow.sdk import DAG, CronTriggerTimetable, chain
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 # Same order as pipelines/cli.py's STEP_ORDER (tests/scheduling checks it).
 STEPS = ("ingest", "validate", "features", "train", "score", "publish")
@@ -49,6 +50,28 @@ CONF_OVERLAYS = [path.strip() for path in os.environ.get("ENRICH_CONF", "").spli
 SCHEDULE = os.environ.get("ENRICH_SCHEDULE", "30 2 * * *").strip()
 START_DATE = pendulum.parse(os.environ.get("ENRICH_START_DATE", "2026-01-01"), tz="UTC")
 CATCHUP = os.environ.get("ENRICH_CATCHUP", "false").strip().lower() in ("1", "true", "yes")
+
+# The pipeline's exit code for a night stopped by a blocking quality gate (README, exit codes).
+GATE_BLOCKED = 3
+
+
+class NightlyStepOperator(SparkSubmitOperator):
+    """One step of the night. A quality gate that blocked it (exit 3) blocks again on every
+    try until the data or the conf change, so the task fails at once instead of spending its
+    retries; any other failure (a held lock, a lost executor) is retried."""
+
+    def execute(self, context):
+        try:
+            return super().execute(context)
+        except AirflowException as err:
+            # The provider reports the exit code only in its message; its process has it.
+            process = getattr(self._hook, "_submit_sp", None)
+            if process is not None and process.returncode == GATE_BLOCKED:
+                raise AirflowFailException(
+                    f"{self.task_id}: a quality gate blocked the night (exit {GATE_BLOCKED}); retrying cannot "
+                    "unblock it: see the run's report, fix the data or the conf, then clear the task") from err
+            raise
+
 
 # A run triggered by hand may have no logical date (Airflow 3); it then runs for the day
 # it was triggered, UTC, as `enrich nightly` without --run-date does.
@@ -66,15 +89,15 @@ with DAG(
     max_active_runs=1,
     default_args={
         # Exit 2 from a held lock, or a lost executor, clears on a later try, and a step
-        # rerun under the same invocation resumes safely. A blocked gate (exit 3) blocks
-        # again and fails after the last try.
+        # rerun under the same invocation resumes safely. A blocked gate (exit 3) fails at
+        # once (NightlyStepOperator).
         "retries": 3,
         "retry_delay": timedelta(minutes=15),
     },
     tags=["enrichment", "spark"],
 ) as dag:
     tasks = [
-        SparkSubmitOperator(
+        NightlyStepOperator(
             task_id=step,
             conn_id=CONN_ID,
             # Client mode: the driver reads conf/ from ENRICH_HOME on this worker, and

@@ -6,6 +6,7 @@ installed: the step order is read from pipelines/cli.py's source, not imported.
 
 import ast
 import copy
+import os
 import sys
 from datetime import datetime, timezone
 from itertools import pairwise
@@ -15,6 +16,7 @@ import pytest
 from airflow.dag_processing.dagbag import DagBag
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 from airflow.sdk.api.datamodels._generated import DagRun
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
 from airflow.utils.state import DagRunState
 from airflow.utils.types import DagRunType
 
@@ -83,7 +85,7 @@ def test_dag_file_needs_only_airflow_and_the_standard_library():
 def test_one_spark_submit_task_per_step_in_pipeline_order(dag):
     assert tuple(dag.task_ids) == STEP_ORDER
     for task in dag.tasks:
-        assert type(task) is SparkSubmitOperator
+        assert isinstance(task, SparkSubmitOperator)
         assert task.application.endswith("/jobs/nightly.py")
         args = task.application_args
         assert args[args.index("--only-step") + 1] == task.task_id
@@ -138,3 +140,30 @@ def test_the_spark_submit_command_ships_the_package_and_jars_and_keeps_the_drive
     assert options["--py-files"] == "/opt/enrichment/dist/profile_enrichment-0.1.0-py3-none-any.whl"
     assert command[app + 1:] == ["--env", "cluster", "--run-date", "2026-11-27",
                                  "--only-step", "publish", "--invocation", "scheduled__night"]
+
+
+@pytest.mark.parametrize(("exit_code", "fails_at_once"), [(3, True), (2, False), (1, False)])
+def test_a_blocked_gate_fails_the_task_at_once_and_other_failures_are_retried(dag, monkeypatch, tmp_path,
+                                                                           exit_code, fails_at_once):
+    # A spark-submit on PATH that stops the way the pipeline does: 3 blocked gate, 2 bad input or held lock.
+    binary = tmp_path / "spark-submit"
+    binary.write_text(f"#!/bin/sh\necho 'enrich nightly: stopped'\nexit {exit_code}\n")
+    binary.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("AIRFLOW_CONN_SPARK_DEFAULT", '{"conn_type": "spark", "host": "local"}')
+    night = datetime(2026, 11, 27, 2, 30, tzinfo=timezone.utc)
+    task = render(dag.get_task("score"), dag_run("scheduled__night", logical_date=night, run_after=night))
+    with pytest.raises(AirflowException) as raised:
+        task.execute(context={})
+    assert isinstance(raised.value, AirflowFailException) is fails_at_once
+    assert ("blocked the night" in str(raised.value)) is fails_at_once
+
+
+def test_a_step_that_exits_0_succeeds(dag, monkeypatch, tmp_path):
+    binary = tmp_path / "spark-submit"
+    binary.write_text("#!/bin/sh\nexit 0\n")
+    binary.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("AIRFLOW_CONN_SPARK_DEFAULT", '{"conn_type": "spark", "host": "local"}')
+    night = datetime(2026, 11, 27, 2, 30, tzinfo=timezone.utc)
+    render(dag.get_task("score"), dag_run("scheduled__night", logical_date=night, run_after=night)).execute(context={})
