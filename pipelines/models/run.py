@@ -219,7 +219,10 @@ def _fit_and_register(ctx: RunContext, checks: QualityChecks, spec: PropensitySp
     model_cfg = cfg.get(f"models.{spec.key}")
     model_name = spec.registered_name
     windows = cfg.get("features.windows_days")
-    train = in_canonical_order(stored.where("split = 'train'"), "person_id", "as_of_date")
+    # Kept: the search, the fit, the count and the baseline each read it, and each would
+    # otherwise shuffle it into canonical order again.
+    train = in_canonical_order(stored.where("split = 'train'"), "person_id", "as_of_date").persist(
+        StorageLevel.MEMORY_AND_DISK)
     holdout = stored.where("split = 'holdout'")
     inputs = feature_columns(windows)
     settings, search = _search(ctx, spec, train, plan, inputs)
@@ -254,6 +257,7 @@ def _fit_and_register(ctx: RunContext, checks: QualityChecks, spec: PropensitySp
         metrics["training_rows"] = float(train.count())
         ctx.progress("fitting the logistic-regression baseline")
         metrics["holdout_baseline_auc_roc"] = holdout_auc(baseline_pipeline(inputs).fit(train), holdout)
+        train.unpersist()
         mlflow.log_metrics(metrics)
         mlflow.log_dict({"roc": roc}, registry.ROC_ARTIFACT)
         mlflow.log_dict(evaluation, registry.EVALUATION_ARTIFACT)
