@@ -21,6 +21,7 @@ import subprocess
 import sys
 import time
 from datetime import date
+from functools import reduce
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +56,8 @@ def compare(spark, cfg, run_date: date, events_parquet: Path, timeout: float = 3
 
 
 def _spark_side(spark, run_date: date, events_parquet: Path, settings: dict) -> dict:
+    from pyspark.sql import DataFrame
+
     from pipelines.features.build import person_features, with_labels
     from pipelines.models.propensity import classifier_pipeline, holdout_auc, snapshot_plan
     from pipelines.reproducible import in_canonical_order
@@ -66,9 +69,7 @@ def _spark_side(spark, run_date: date, events_parquet: Path, settings: dict) -> 
     def labelled(as_of: date):
         return (events.transform(person_features(as_of, settings["windows"], settings["lookback_days"]))
                 .transform(with_labels(events, as_of, settings["horizon_days"])))
-    training = labelled(plan.training[0])
-    for as_of in plan.training[1:]:
-        training = training.unionByName(labelled(as_of))
+    training = reduce(DataFrame.unionByName, [labelled(as_of) for as_of in plan.training])
     training = in_canonical_order(training, "person_id", "as_of_date").cache()
     holdout = labelled(plan.holdout).cache()
     model = classifier_pipeline(feature_columns(settings["windows"]), settings["gbt"], settings["seed"]).fit(training)
