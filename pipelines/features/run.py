@@ -32,7 +32,7 @@ def run(ctx: RunContext) -> dict[str, float]:
     stored = lakehouse.read(ctx.spark, path).where(F.col("as_of_date") == F.lit(ctx.run_date))
     rows = stored.count()
     ctx.progress(f"{rows} people with features as of {ctx.run_date}")
-    checks = QualityChecks(ctx)
-    check_features(checks, stored)
-    checks.enforce()
-    return {"people": rows, **checks.outputs()}
+    with QualityChecks(ctx) as checks:
+        check_features(checks, stored)
+        checks.enforce()
+        return {"people": rows, **checks.outputs()}

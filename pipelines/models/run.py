@@ -82,32 +82,32 @@ def run(ctx: RunContext) -> dict:
     """Train every model of `models.propensity`, or only `ctx.model` when the user named one."""
     specs = propensity_specs(ctx.cfg, ctx.model)
     experiment_id = registry.connect(ctx.cfg)
-    checks = QualityChecks(ctx)
-    # One pinned read of silver/events for every model of the step; cached on first use,
-    # so a night on which no model is due reads nothing.
-    events = PinnedEvents.read(ctx)
-    per_model = {}
-    try:
-        for spec in specs:
-            ctx.progress(f"model {spec.key}: {spec.target} within {spec.horizon_days} days")
-            per_model[spec.key] = _train(ctx, checks, spec, events, experiment_id)
-        if enabled(ctx.cfg, LIFETIME_VALUE) and ctx.model in (None, LIFETIME_VALUE):
-            ctx.progress(f"model {LIFETIME_VALUE}: purchases and spend within "
-                         f"{lifetime_value_train.horizon_days(ctx)} days")
-            per_model[LIFETIME_VALUE] = lifetime_value_train.train(ctx, checks, events, experiment_id)
-        if enabled(ctx.cfg, AFFINITY) and ctx.model in (None, AFFINITY):
-            ctx.progress(f"model {AFFINITY}: the categories each person leans to")
-            per_model[AFFINITY] = affinity_train.train(ctx, checks, events, experiment_id)
-        if enabled(ctx.cfg, SEGMENTS) and ctx.model in (None, SEGMENTS):
-            ctx.progress(f"model {SEGMENTS}: k-means on value and behaviour")
-            per_model[SEGMENTS] = segments_train.train(ctx, checks, experiment_id)
-    finally:
-        events.frame.unpersist()
-    ledger = (LEDGER_METRICS + lifetime_value_train.LEDGER_METRICS + affinity_train.LEDGER_METRICS
-              + segments_train.LEDGER_METRICS)
-    numbers = {f"{key}.{name}": out[name] for key, out in per_model.items()
-               for name in ledger if isinstance(out.get(name), (int, float))}
-    return {"models": per_model, **numbers, **checks.outputs()}
+    with QualityChecks(ctx) as checks:
+        # One pinned read of silver/events for every model of the step; cached on first use,
+        # so a night on which no model is due reads nothing.
+        events = PinnedEvents.read(ctx)
+        per_model = {}
+        try:
+            for spec in specs:
+                ctx.progress(f"model {spec.key}: {spec.target} within {spec.horizon_days} days")
+                per_model[spec.key] = _train(ctx, checks, spec, events, experiment_id)
+            if enabled(ctx.cfg, LIFETIME_VALUE) and ctx.model in (None, LIFETIME_VALUE):
+                ctx.progress(f"model {LIFETIME_VALUE}: purchases and spend within "
+                             f"{lifetime_value_train.horizon_days(ctx)} days")
+                per_model[LIFETIME_VALUE] = lifetime_value_train.train(ctx, checks, events, experiment_id)
+            if enabled(ctx.cfg, AFFINITY) and ctx.model in (None, AFFINITY):
+                ctx.progress(f"model {AFFINITY}: the categories each person leans to")
+                per_model[AFFINITY] = affinity_train.train(ctx, checks, events, experiment_id)
+            if enabled(ctx.cfg, SEGMENTS) and ctx.model in (None, SEGMENTS):
+                ctx.progress(f"model {SEGMENTS}: k-means on value and behaviour")
+                per_model[SEGMENTS] = segments_train.train(ctx, checks, experiment_id)
+        finally:
+            events.frame.unpersist()
+        ledger = (LEDGER_METRICS + lifetime_value_train.LEDGER_METRICS + affinity_train.LEDGER_METRICS
+                  + segments_train.LEDGER_METRICS)
+        numbers = {f"{key}.{name}": out[name] for key, out in per_model.items()
+                   for name in ledger if isinstance(out.get(name), (int, float))}
+        return {"models": per_model, **numbers, **checks.outputs()}
 
 
 def _train(ctx: RunContext, checks: QualityChecks, spec: PropensitySpec, events: PinnedEvents,

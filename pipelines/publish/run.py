@@ -34,13 +34,13 @@ def run(ctx: RunContext) -> dict:
     primary = primary_identity_per_person(graph, cfg.get("identity.namespace_priority"))
     current = table.toDF()
     rows = aligned(profile_rows(scores, primary, prefixes, attributes), current.schema)
-    checks = QualityChecks(ctx)
-    checks.run_suite("profile_enrichment",
-                     rows.transform(profile_table_after_merge(current, KEY, ORDER))
-                     .transform(profile_ranges_view(list(prefixes.values()),
-                                                    ["engagement_score"] if cfg.get("engagement.enabled") else [])),
-                     {"run_date": ctx.run_date})
-    checks.enforce()
+    with QualityChecks(ctx) as checks:
+        checks.run_suite("profile_enrichment",
+                         rows.transform(profile_table_after_merge(current, KEY, ORDER))
+                         .transform(profile_ranges_view(list(prefixes.values()),
+                                                        ["engagement_score"] if cfg.get("engagement.enabled") else [])),
+                         {"run_date": ctx.run_date})
+        checks.enforce()
     expiry = cfg.get("publish.expire_after_days")
     if expiry is not None and (not isinstance(expiry, int) or expiry < 1):
         raise BadInputError(f"publish.expire_after_days must be a whole number >= 1 or null, got {expiry!r}")

@@ -1,12 +1,14 @@
 """The checks a step runs on what it wrote, before the next step may start.
 
-    checks = QualityChecks(ctx)
-    checks.run_suite("features", features_of_the_day)
-    checks.enforce()                  # GateError (exit code 3) if an error-level check failed
-    return {**metrics, **checks.outputs()}
+    with QualityChecks(ctx) as checks:
+        checks.run_suite("features", features_of_the_day)
+        checks.enforce()              # GateError (exit code 3) if an error-level check failed
+        return {**metrics, **checks.outputs()}
 
 Every outcome goes to `ops/dq_results` (a log: a rerun appends its own rows) and, for GX
-suites, to the Data Docs site under the reports folder.
+suites, to the Data Docs site under the reports folder. A step's outcomes are appended in
+one commit when it enforces them, reports them, or leaves the `with` block, failing or not:
+a Delta commit costs about a second, and a step runs up to a dozen checks.
 """
 
 from __future__ import annotations
@@ -55,7 +57,15 @@ class QualityChecks:
     def __init__(self, ctx: RunContext):
         self.ctx = ctx
         self.outcomes: list[ExpectationOutcome] = []
+        self.unrecorded: list[tuple] = []
         self.seconds = 0.0
+
+    def __enter__(self) -> "QualityChecks":
+        return self
+
+    def __exit__(self, *exc_info) -> bool:
+        self.record()
+        return False
 
     def run_suite(self, suite_name: str, df: DataFrame, parameters: dict | None = None) -> None:
         """Validate `df` with conf/gx/<suite_name>.json (severities from conf)."""
@@ -78,22 +88,24 @@ class QualityChecks:
         """Record outcomes computed elsewhere (drift, for one) with the time they took."""
         self.seconds += seconds
         self.outcomes.extend(outcomes)
-        self._record(outcomes)
+        now = utc_now()
+        ctx = self.ctx
+        self.unrecorded += [(ctx.run_id, ctx.run_date, ctx.step, o.suite, o.check, o.expectation, o.severity,
+                             o.success, o.observed, json.dumps(o.samples, default=str), now) for o in outcomes]
         for outcome in outcomes:
             if not outcome.success and not outcome.blocks:
                 self.ctx.progress(f"warning: {outcome.describe()}")
 
-    def _record(self, outcomes: list[ExpectationOutcome]) -> None:
-        ctx = self.ctx
-        now = utc_now()
-        rows = [(ctx.run_id, ctx.run_date, ctx.step, o.suite, o.check, o.expectation, o.severity, o.success,
-                 o.observed, json.dumps(o.samples, default=str), now) for o in outcomes]
-        if rows:
-            lakehouse.append(ctx.spark.createDataFrame(rows, DQ_SCHEMA), ctx.cfg.table("dq_results"),
+    def record(self) -> None:
+        """Append the outcomes not written yet to `ops/dq_results`."""
+        if self.unrecorded:
+            rows, self.unrecorded = self.unrecorded, []
+            lakehouse.append(self.ctx.spark.createDataFrame(rows, DQ_SCHEMA), self.ctx.cfg.table("dq_results"),
                              merge_schema=True)
 
     def enforce(self) -> None:
         """Stop the run (exit code 3) when an error-level check failed, naming each one."""
+        self.record()
         blocking = [o for o in self.outcomes if o.blocks]
         if blocking:
             raise GateError(f"data-quality gate: {len(blocking)} check(s) failed: "
@@ -102,6 +114,7 @@ class QualityChecks:
 
     def outputs(self) -> dict:
         """What the step reports: counts and time for the ledger, warnings for the summary."""
+        self.record()
         warnings = [o.describe() for o in self.outcomes if not o.success and not o.blocks]
         return {"dq_checks": len(self.outcomes), "dq_warnings": len(warnings),
                 "dq_seconds": round(self.seconds, 3), "quality_warnings": warnings}
