@@ -68,12 +68,21 @@ def psi(expected: Sequence[float], actual: Sequence[float]) -> float:
     return total
 
 
-def drift_outcomes(reference: Reference, current: DataFrame, thresholds: Mapping[str, Mapping],
+def drift_outcomes(reference: Reference, current: Sequence[DataFrame], thresholds: Mapping[str, Mapping],
                    score_column: str, model: str | None = None) -> list[ExpectationOutcome]:
     """PSI per column of `reference`, judged by `thresholds["score"]` for the score column
     and `thresholds["features"]` for the rest ({warning: x, error: y}; null: not checked).
+    `current` is tonight's population as frames that hold the reference's columns between
+    them (the feature rows and the scores already computed, so no model runs twice).
     Checks are named `psi_<column>`, after `<model>.` when a model is given."""
-    shares = bin_shares(current, {c: ref["edges"] for c, ref in reference.items()})
+    shares: dict[str, list[float]] = {}
+    for frame in current:
+        edges = {c: ref["edges"] for c, ref in reference.items() if c in frame.columns and c not in shares}
+        if edges:
+            shares.update(bin_shares(frame, edges))
+    missing = [c for c in reference if c not in shares]
+    if missing:
+        raise ValueError(f"drift: tonight's population lacks the reference columns {missing}")
     outcomes = []
     for column, ref in reference.items():
         limits = thresholds["score" if column == score_column else "features"]

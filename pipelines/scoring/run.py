@@ -46,28 +46,27 @@ def run(ctx: RunContext) -> dict:
     lakehouse.replace_where(reduce(DataFrame.unionByName, [rows for rows, _ in scored]), path,
                             f"score_date = '{ctx.run_date.isoformat()}'", partition_by=["score_date"],
                             merge_schema=True)
-    for _, probabilities in scored:
-        probabilities.unpersist()
     for spec in specs:
         ctx.progress(f"{counts[spec.key]} people scored with {spec.registered_name} v{champions[spec.key].version}")
 
-    checks = QualityChecks(ctx)
-    stored = lakehouse.read(spark, path).where(F.col("score_date") == F.lit(ctx.run_date))
-    eligible = reduce(DataFrame.unionByName, [
-        features.where(spec.eligible()).select("person_id", F.lit(spec.registered_name).alias("model_name"))
-        for spec in specs])
-    checks.run_suite("scores", stored.transform(scores_view(eligible)))
-    for spec in specs:
-        _check_drift(ctx, checks, spec, champions[spec.key], models[spec.key], features.where(spec.eligible()))
-    others = {}
-    for key, module in ((LIFETIME_VALUE, lifetime_value), (AFFINITY, affinity), (SEGMENTS, segments)):
-        if enabled(cfg, key):
-            others.update(module.score(ctx, checks, features))
-    checks.enforce()
-    return {"people_scored": sum(counts.values()), **others,
-            **{f"{key}.people_scored": n for key, n in counts.items()},
-            **{f"{key}.model_version": int(v.version) for key, v in champions.items()},
-            **checks.outputs()}
+    with QualityChecks(ctx) as checks:
+        stored = lakehouse.read(spark, path).where(F.col("score_date") == F.lit(ctx.run_date))
+        eligible = reduce(DataFrame.unionByName, [
+            features.where(spec.eligible()).select("person_id", F.lit(spec.registered_name).alias("model_name"))
+            for spec in specs])
+        checks.run_suite("scores", stored.transform(scores_view(eligible)))
+        for spec, (_, probabilities) in zip(specs, scored, strict=True):
+            _check_drift(ctx, checks, spec, champions[spec.key], features.where(spec.eligible()), probabilities)
+            probabilities.unpersist()
+        others = {}
+        for key, module in ((LIFETIME_VALUE, lifetime_value), (AFFINITY, affinity), (SEGMENTS, segments)):
+            if enabled(cfg, key):
+                others.update(module.score(ctx, checks, features))
+        checks.enforce()
+        return {"people_scored": sum(counts.values()), **others,
+                **{f"{key}.people_scored": n for key, n in counts.items()},
+                **{f"{key}.model_version": int(v.version) for key, v in champions.items()},
+                **checks.outputs()}
 
 
 def _score(ctx: RunContext, spec: PropensitySpec, champion, model,
@@ -91,8 +90,8 @@ def _score(ctx: RunContext, spec: PropensitySpec, champion, model,
     return rows, scored
 
 
-def _check_drift(ctx: RunContext, checks: QualityChecks, spec: PropensitySpec, champion, model,
-                 eligible: DataFrame) -> None:
+def _check_drift(ctx: RunContext, checks: QualityChecks, spec: PropensitySpec, champion,
+                 eligible: DataFrame, probabilities: DataFrame) -> None:
     started = time.monotonic()
     reference = registry.drift_reference(champion.run_id)
     name = spec.registered_name
@@ -106,6 +105,6 @@ def _check_drift(ctx: RunContext, checks: QualityChecks, spec: PropensitySpec, c
         checks.add([missing], 0.0)
         return
     inputs = [column for column in reference if column != SCORE_COLUMN]
-    population = model.transform(eligible).select(*inputs, positive_probability().alias(SCORE_COLUMN))
+    population = [eligible.select(*inputs), probabilities.select(SCORE_COLUMN)]
     checks.add(drift_outcomes(reference, population, ctx.cfg.get("quality.drift"), SCORE_COLUMN, spec.key),
                time.monotonic() - started)

@@ -34,7 +34,7 @@ def test_the_same_population_shows_no_drift(spark):
     reference = reference_profile(_population(spark, 20_000, 0.0, 1), ["visits", "probability"], bins=10)
     assert len(reference["visits"]["edges"]) == 9
     assert sum(reference["visits"]["shares"]) == pytest.approx(1.0)
-    outcomes = drift_outcomes(reference, _population(spark, 20_000, 0.0, 2), THRESHOLDS, "probability")
+    outcomes = drift_outcomes(reference, [_population(spark, 20_000, 0.0, 2)], THRESHOLDS, "probability")
     assert all(o.success for o in outcomes)
     assert all(float(o.observed.split()[-1]) < 0.02 for o in outcomes)
 
@@ -42,7 +42,7 @@ def test_the_same_population_shows_no_drift(spark):
 def test_a_shifted_feature_warns_and_a_shifted_score_blocks(spark):
     reference = reference_profile(_population(spark, 20_000, 0.0, 1), ["visits", "probability"], bins=10)
     tonight = _population(spark, 20_000, 1.0, 3).withColumn("probability", F.col("probability") ** 3)
-    by_check = {o.check: o for o in drift_outcomes(reference, tonight, THRESHOLDS, "probability")}
+    by_check = {o.check: o for o in drift_outcomes(reference, [tonight], THRESHOLDS, "probability")}
     visits, score = by_check["psi_visits"], by_check["psi_probability"]
     assert (visits.success, visits.severity, visits.blocks) == (False, "warning", False)
     assert (score.success, score.severity, score.blocks) == (False, "error", True)
