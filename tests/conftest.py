@@ -28,7 +28,11 @@ def spark():
                .config("spark.ui.showConsoleProgress", "false")
                .config("spark.sql.session.timeZone", "UTC")
                .config("spark.databricks.delta.snapshotPartitions", "1")
-               .config("spark.driver.memory", "3g"))
+               .config("spark.driver.memory", "3g")
+               # Test frames are tiny, so compiling generated code for each new plan costs more
+               # than it saves (about a fifth of an e2e night): the same plans run interpreted.
+               .config("spark.sql.codegen.wholeStage", "false")
+               .config("spark.sql.codegen.factoryMode", "NO_CODEGEN"))
     for key, value in DELTA_CONF.items():
         builder = builder.config(key, value)
     session = builder.getOrCreate()
