@@ -167,8 +167,17 @@ def _one_size(target_events: int, events_per_person: float, days: int, min_label
     side_by_side["ltv_vs_lifetimes"] = ltv_vs_lifetimes.compare(spark, cfg, RUN_DATE, parquet)
     print(f"{events:,} events: propensity with Spark and with pandas + scikit-learn ...", flush=True)
     side_by_side["propensity_vs_sklearn"] = propensity_vs_sklearn.compare(spark, cfg, RUN_DATE, parquet)
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE, capture_output=True, text=True)
     return {"target_events": target_events, "profiles": profiles, "events": events, "people_with_features": people,
-            "generate_seconds": generate_seconds, "nights": nights, "side_by_side": side_by_side}
+            "generate_seconds": generate_seconds, "nights": nights, "side_by_side": side_by_side,
+            "measured": {"date": date.today().isoformat(), "commit": commit.stdout.strip() or None}}
+
+
+def _when(size: dict) -> str:
+    """When and at which commit a size was measured (sizes kept by --add keep theirs)."""
+    measured = size.get("measured") or {}
+    commit = f" at {measured['commit']}" if measured.get("commit") else ""
+    return f"{size['events']:,} events on {measured.get('date', 'an unrecorded date')}{commit}"
 
 
 def _rate(count: int, seconds: float) -> str:
@@ -199,7 +208,8 @@ def _write(results: dict) -> str:
              f"{results['machine']}; `enrich nightly` in local mode (`conf/local.yaml`); people over "
              f"{results['days']} days; wall seconds per step from the run ledger; "
              f"`quality.sufficiency.min_labels_per_class={results['min_labels_per_class']}` so the smallest size "
-             "can train.", ""]
+             "can train.", "",
+             "Measured: " + "; ".join(_when(s) for s in sizes) + ".", ""]
     for night, title in (("first", "Night 1: first load, every model trained"),
                          ("next", "Night 2: the next day, models reused")):
         lines += [f"## {title}", "", header, rule]
