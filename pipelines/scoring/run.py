@@ -36,11 +36,11 @@ def run(ctx: RunContext) -> dict:
     champions = {spec.key: registry.require_champion(spec.registered_name) for spec in specs}
     features = (lakehouse.read(spark, cfg.table("features"), "features")
                 .where(F.col("as_of_date") == F.lit(ctx.run_date)))
-    models, scored, counts = {}, [], {}
+    scored, counts = [], {}
     for spec in specs:
         champion = champions[spec.key]
-        models[spec.key] = registry.load_spark_model(spec.registered_name, champion.version)
-        scored.append(_score(ctx, spec, champion, models[spec.key], features.where(spec.eligible())))
+        model = registry.load_spark_model(spec.registered_name, champion.version)
+        scored.append(_score(ctx, spec, champion, model, features.where(spec.eligible())))
         counts[spec.key] = scored[-1][1].count()
     path = cfg.table("scores")
     lakehouse.replace_where(reduce(DataFrame.unionByName, [rows for rows, _ in scored]), path,
