@@ -1,6 +1,7 @@
 """Training, scoring and MERGE time against the number of people.
 
     .venv/bin/python bench/models_at_scale.py --profiles 100000 1000000
+    .venv/bin/python bench/models_at_scale.py --profiles 100000 --days 240 --add   # keep the other sizes
 
 For each size: generate that many people over `--days`, run ingest, validate and
 features (not timed), then, each timed from the command's start to its end:
@@ -23,6 +24,7 @@ from datetime import date, timedelta
 from pathlib import Path
 
 from pipelines import lakehouse
+from provenance import measured_stamp, measured_when  # bench/, beside this file
 from pipelines.cli import main as enrich
 from pipelines.config import load_config
 from pipelines.models.specs import model_names
@@ -54,7 +56,7 @@ def _one_size(profiles: int, days: int, work: Path) -> dict:
     seconds["publish (next MERGE)"] = _timed(["publish", *next_day])
     profiles_published = lakehouse.read(spark, cfg.table("profile_enrichment")).count()
     return {"profiles": profiles, "events": events, "people_with_features": active,
-            "profiles_published": profiles_published, "seconds": seconds}
+            "profiles_published": profiles_published, "seconds": seconds, "measured": measured_stamp()}
 
 
 def _timed(argv: list[str]) -> float:
@@ -75,7 +77,8 @@ def _write(results: dict) -> str:
              "|---|" + "---:|" * len(sizes)]
     lines += [f"| `{step}` | " + " | ".join(str(s["seconds"][step]) for s in sizes) + " |" for step in steps]
     lines += ["", "| people with features | " + " | ".join(f"{s['people_with_features']:,}" for s in sizes) + " |",
-              "| profiles published | " + " | ".join(f"{s['profiles_published']:,}" for s in sizes) + " |"]
+              "| profiles published | " + " | ".join(f"{s['profiles_published']:,}" for s in sizes) + " |", ""]
+    lines += [f"Measured: {s['profiles']:,} people {measured_when(s)}." for s in sizes]
     text = "\n".join(lines) + "\n"
     (out / "models_at_scale.md").write_text(text)
     return text
@@ -85,13 +88,25 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profiles", type=int, nargs="+", default=[100000, 1000000])
     parser.add_argument("--days", type=int, default=365)
+    parser.add_argument("--add", action="store_true",
+                        help="keep the other sizes of bench/results/models_at_scale.json (same machine and days)")
     parser.add_argument("--work", default=str(HERE / "work" / "models_at_scale"))
     args = parser.parse_args()
     results = {"machine": f"{os.cpu_count()} cores, {platform.python_implementation()} {platform.python_version()}",
                "days": args.days, "sizes": []}
+    kept = []
+    earlier_file = HERE / "results" / "models_at_scale.json"
+    if args.add and earlier_file.exists():
+        earlier = json.loads(earlier_file.read_text())
+        if (earlier["machine"], earlier["days"]) != (results["machine"], results["days"]):
+            raise SystemExit(f"--add: {earlier_file} was measured on another machine or with other --days; "
+                             "run without --add")
+        kept = [s for s in earlier["sizes"] if s["profiles"] not in args.profiles]
+    measured = []
     # Written after every size, so a long large size never costs the smaller ones' figures.
     for profiles in args.profiles:
-        results["sizes"].append(_one_size(profiles, args.days, Path(args.work)))
+        measured.append(_one_size(profiles, args.days, Path(args.work)))
+        results["sizes"] = sorted(kept + measured, key=lambda s: s["profiles"])
         text = _write(results)
     print(text)
 

@@ -43,6 +43,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import features_vs_duckdb  # noqa: E402  (bench/, beside this file)
 import ltv_vs_lifetimes  # noqa: E402
 import propensity_vs_sklearn  # noqa: E402
+from provenance import measured_stamp, measured_when  # noqa: E402
 from pipelines import lakehouse  # noqa: E402
 from pipelines.cli import STEP_ORDER  # noqa: E402
 from pipelines.config import load_config  # noqa: E402
@@ -167,17 +168,14 @@ def _one_size(target_events: int, events_per_person: float, days: int, min_label
     side_by_side["ltv_vs_lifetimes"] = ltv_vs_lifetimes.compare(spark, cfg, RUN_DATE, parquet)
     print(f"{events:,} events: propensity with Spark and with pandas + scikit-learn ...", flush=True)
     side_by_side["propensity_vs_sklearn"] = propensity_vs_sklearn.compare(spark, cfg, RUN_DATE, parquet)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE, capture_output=True, text=True)
     return {"target_events": target_events, "profiles": profiles, "events": events, "people_with_features": people,
             "generate_seconds": generate_seconds, "nights": nights, "side_by_side": side_by_side,
-            "measured": {"date": date.today().isoformat(), "commit": commit.stdout.strip() or None}}
+            "measured": measured_stamp()}
 
 
 def _when(size: dict) -> str:
     """When and at which commit a size was measured (sizes kept by --add keep theirs)."""
-    measured = size.get("measured") or {}
-    commit = f" at {measured['commit']}" if measured.get("commit") else ""
-    return f"{size['events']:,} events on {measured.get('date', 'an unrecorded date')}{commit}"
+    return f"{size['events']:,} events {measured_when(size)}"
 
 
 def _rate(count: int, seconds: float) -> str:
