@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 from pathlib import Path
 from typing import Any, Iterable
 
 import yaml
 
 from pipelines.errors import BadInputError
-
 
 
 def _project_root() -> Path:
@@ -30,6 +30,7 @@ def _project_root() -> Path:
 PROJECT_ROOT = _project_root()
 CONF_DIR = PROJECT_ROOT / "conf"
 ENVIRONMENTS = ("local", "cluster")
+MODEL_FILE = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
 def _read_yaml(path: Path) -> dict:
@@ -150,4 +151,36 @@ def load_config(env: str = "local", files: Iterable[str] = (), overrides: Iterab
     for pair in overrides:
         parts, value = _parse_override(pair)
         _set_dotted(data, parts, value)
-    return Config(data, env)
+    return Config(_with_model_files(data), env)
+
+
+def custom_models_folder(configured: str | None) -> Path | None:
+    """Where custom model files are read from: $ENRICH_CUSTOM_DIR when it is set (empty:
+    nowhere; the tests set it so a checkout's own model files cannot change what they see),
+    else `models.custom_dir`, relative to the project folder (null: nowhere)."""
+    folder = os.environ.get("ENRICH_CUSTOM_DIR", configured)
+    if not folder:
+        return None
+    path = Path(folder)
+    return path if path.is_absolute() else PROJECT_ROOT / path
+
+
+def _with_model_files(data: dict) -> dict:
+    """Custom models kept as files: each `<models.custom_dir>/<name>.yaml` holds the
+    definition of model `<name>` and joins `models.custom`, so a model a notebook or a
+    teammate adds is trained and scored by the next nightly. Settings of the same model in
+    conf files or --set win over its file."""
+    models = data.get("models") or {}
+    path = custom_models_folder(models.get("custom_dir"))
+    if path is None or not path.is_dir():
+        return data
+    listed = list(models.get("custom") or [])
+    for file in sorted(path.glob("*.yaml")):
+        if not MODEL_FILE.match(file.stem):
+            raise BadInputError(f"custom model file {file}: the name must be lower_snake_case (it names the model)")
+        models[file.stem] = deep_merge(_read_yaml(file), models.get(file.stem) or {})
+        if file.stem not in listed:
+            listed.append(file.stem)
+    models["custom"] = listed
+    data["models"] = models
+    return data

@@ -14,6 +14,8 @@ from pipelines.session import DELTA_CONF
 
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)   # pandas UDFs need this interpreter's numpy
+# Model files a checkout keeps in conf/custom must not change what the tests see.
+os.environ["ENRICH_CUSTOM_DIR"] = ""
 
 
 @pytest.fixture(scope="session")

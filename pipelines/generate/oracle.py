@@ -27,7 +27,7 @@ from pipelines.models.affinity_train import KEY as AFFINITY, PARAMETERS_ARTIFACT
 from pipelines.models.affinity_train import strengths_as_of
 from pipelines.models.lifetime_value_train import KEY as LIFETIME_VALUE
 from pipelines.models.propensity import positive_probability
-from pipelines.models.specs import PropensitySpec, enabled, propensity_specs
+from pipelines.models.specs import ModelSpec, enabled, propensity_specs
 from pipelines.models.value_regressor import labelled_buyers
 
 TRAITS = ("start_day", "active_until_day", "purchase_rate_per_day", "expected_order_value", "category_preferences",
@@ -60,7 +60,7 @@ def _auc(rows: DataFrame, score: str) -> float:
                                                metricName="areaUnderROC").evaluate(rows))
 
 
-def propensity_ratio(spark: SparkSession, cfg: Config, spec: PropensitySpec, truth: DataFrame) -> dict:
+def propensity_ratio(spark: SparkSession, cfg: Config, spec: ModelSpec, truth: DataFrame) -> dict:
     """The champion's holdout AUC over the oracle's, on the holdout rows it was judged on."""
     champion = registry.require_champion(spec.registered_name)
     params = registry.run_params(champion.run_id)
@@ -127,7 +127,8 @@ def oracle_ratios(spark: SparkSession, cfg: Config, truth_dir: str) -> dict[str,
     graph = lakehouse.read(spark, cfg.table("identity_graph"))
     truth = truth_by_person(spark, truth_dir, graph).cache()
     events = lakehouse.read(spark, cfg.table("silver_events"))
-    out = {spec.key: propensity_ratio(spark, cfg, spec, truth) for spec in propensity_specs(cfg)}
+    # Custom models predict what the generator has no latent truth for.
+    out = {spec.key: propensity_ratio(spark, cfg, spec, truth) for spec in propensity_specs(cfg) if not spec.is_custom}
     if enabled(cfg, LIFETIME_VALUE):
         out[LIFETIME_VALUE] = value_ratio(spark, cfg, truth, events)
     if enabled(cfg, AFFINITY):

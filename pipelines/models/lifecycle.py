@@ -5,9 +5,11 @@ registration tags and promotion."""
 from __future__ import annotations
 
 from datetime import date
+from typing import Callable
 
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
+from pyspark.sql import DataFrame
 
 from pipelines.errors import GateError
 from pipelines.models import registry
@@ -54,6 +56,19 @@ def reused(model_name: str, version: ModelVersion, why: str) -> dict:
     return outputs
 
 
+def champion_on_holdout(holdout: DataFrame, model_name: str, inputs: list[str],
+                        measure: Callable[[DataFrame], float]) -> tuple[float | None, str]:
+    """`measure` of the champion's output on this holdout, when the champion used the same
+    inputs (else None), and a note saying which version it was or why it was not measured."""
+    current = registry.champion(model_name)
+    if current is None:
+        return None, "no champion yet"
+    if registry.run_params(current.run_id).get("features") != ",".join(inputs):
+        return None, f"champion v{current.version} used other features; not compared"
+    model = registry.load_spark_model(model_name, current.version)
+    return measure(model.transform(holdout)), f"champion v{current.version}"
+
+
 def gate_outcome(model_name: str, decision: Decision, severity: str) -> ExpectationOutcome:
     observed = decision.observed + (f"; refused: {decision.reason}" if not decision.allowed else "")
     return ExpectationOutcome(suite="model_gates", check=decision.check,
@@ -62,20 +77,22 @@ def gate_outcome(model_name: str, decision: Decision, severity: str) -> Expectat
 
 
 def refused(ctx: RunContext, checks: QualityChecks, model_name: str, decision: Decision, what: str,
-            outputs: dict | None = None) -> dict:
+            outputs: dict | None = None, optional: bool = False) -> dict:
     """A gate said no: the champion stays and the run goes on (a warning), or, with no
-    champion to score with, the run stops (exit code 3)."""
+    champion to score with, the run stops (exit code 3). An `optional` model (a custom
+    one) without a champion is a warning too: it is not scored until a version passes."""
     current = registry.champion(model_name)
-    checks.add([gate_outcome(model_name, decision, "warning" if current else "error")], 0.0)
-    if current is None:
+    checks.add([gate_outcome(model_name, decision, "warning" if current or optional else "error")], 0.0)
+    if current is None and not optional:
         raise GateError(f"{decision.check} gate: {model_name}: {what}; there is no champion to score with")
-    note = f"{what}; champion v{current.version} stays"
+    note = f"{what}; " + (f"champion v{current.version} stays" if current else "no champion yet, so not scored")
     ctx.progress(note)
-    return {**(outputs or {}), "promoted": 0, "champion_version": int(current.version), "gate": note}
+    return {**(outputs or {}), "promoted": 0, "champion_version": int(current.version) if current else None,
+            "gate": note}
 
 
 def register_decision(ctx: RunContext, checks: QualityChecks, model_name: str, version: str, metrics: dict,
-                      decision: Decision, outputs: dict) -> dict:
+                      decision: Decision, outputs: dict, optional: bool = False) -> dict:
     """Tag the new version (run date, holdout numbers, promotion state) and promote it
     when the gate allows; otherwise the champion stays."""
     client = MlflowClient()
@@ -86,7 +103,7 @@ def register_decision(ctx: RunContext, checks: QualityChecks, model_name: str, v
     client.set_model_version_tag(model_name, version, registry.PROMOTION_TAG,
                                  "promoted" if decision.allowed else what)
     if not decision.allowed:
-        return refused(ctx, checks, model_name, decision, what, outputs)
+        return refused(ctx, checks, model_name, decision, what, outputs, optional)
     checks.add([gate_outcome(model_name, decision, "error")], 0.0)
     registry.promote(model_name, version)
     ctx.progress(f"{model_name} v{version} is the champion (MLflow run {outputs.get('mlflow_run_id')})")

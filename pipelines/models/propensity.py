@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, timedelta
-from typing import Sequence
+from typing import Callable, Sequence
 
 import pyspark.sql.functions as F
 from pyspark.ml import Pipeline, PipelineModel
@@ -78,12 +78,13 @@ def parameter_grid(base: dict, search: dict | None) -> list[dict]:
     return candidates
 
 
-def time_based_search(earlier: DataFrame, latest: DataFrame, features: Sequence[str], candidates: list[dict],
-                      seed: int) -> tuple[dict, list[dict]]:
-    """Fit each candidate on the earlier snapshots, score the latest: (best settings, every result)."""
+def time_based_search(earlier: DataFrame, latest: DataFrame, candidates: list[dict],
+                      fit: Callable[[DataFrame, dict], PipelineModel]) -> tuple[dict, list[dict]]:
+    """Fit each candidate (`fit(rows, settings)`) on the earlier snapshots, score the latest:
+    (best settings, every result)."""
     results = []
     for params in candidates:
-        model = classifier_pipeline(features, params, seed).fit(earlier)
+        model = fit(earlier, params)
         results.append({"params": params, "validation_auc_roc": holdout_auc(model, latest)})
     best = max(results, key=lambda r: r["validation_auc_roc"])
     return best["params"], results
@@ -145,8 +146,14 @@ def reliability_curve(scored: DataFrame, bins: int = 10) -> list[dict[str, float
 
 
 def feature_importances(model: PipelineModel, inputs: Sequence[str]) -> dict[str, float]:
-    """The trees' split-gain importance of each input (sums to 1)."""
-    importances = model.stages[-1].featureImportances.toArray()
+    """The trees' split-gain importance of each input (sums to 1); empty for a model
+    without tree importances over exactly these inputs (a logistic regression, say)."""
+    last = model.stages[-1]
+    if not hasattr(last, "featureImportances"):
+        return {}
+    importances = last.featureImportances.toArray()
+    if len(importances) != len(inputs):
+        return {}
     return {name: float(value) for name, value in zip(inputs, importances, strict=True)}
 
 

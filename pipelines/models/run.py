@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date
+from typing import Callable
 from functools import cached_property
 from functools import reduce
 
@@ -18,18 +19,20 @@ import mlflow.spark
 from mlflow.models import infer_signature
 import pyspark.sql.functions as F
 from pyspark import StorageLevel
+from pyspark.ml import PipelineModel
 from pyspark.sql import DataFrame
 
 from pipelines import lakehouse
 from pipelines.errors import BadInputError
-from pipelines.features.build import feature_columns, person_features
+from pipelines.features.build import person_features
 from pipelines.features.run import check_features
-from pipelines.models import lifecycle, registry
+from pipelines.models import custom, lifecycle, registry
 from pipelines.models.propensity import (baseline_pipeline, classifier_pipeline, cumulative_gains, evaluate,
                                          feature_importances, holdout_auc, parameter_grid, positive_probability,
                                          reliability_curve, roc_points, snapshot_plan, time_based_search)
-from pipelines.models import affinity_train, lifetime_value_train, segments_train
-from pipelines.models.specs import AFFINITY, LIFETIME_VALUE, SEGMENTS, PropensitySpec, enabled, propensity_specs
+from pipelines.models import affinity_train, lifetime_value_train, regression_train, segments_train
+from pipelines.models.specs import (AFFINITY, LIFETIME_VALUE, SEGMENTS, ModelSpec, enabled, model_names,
+                                    propensity_specs, regression_specs)
 from pipelines.ops import plots
 from pipelines.ops.context import RunContext
 from pipelines.quality import model_gates
@@ -73,22 +76,48 @@ class PinnedEvents:
         return self._span["last"]
 
 
-def labelled_snapshot(events: DataFrame, spec: PropensitySpec, as_of: date, windows, lookback: int) -> DataFrame:
+def labelled_snapshot(events: DataFrame, spec: ModelSpec, as_of: date, windows, lookback: int) -> DataFrame:
     return (events.transform(person_features(as_of, windows, lookback))
+            .transform(spec.with_extra_features(events, as_of, lookback))
             .transform(spec.labels(events, as_of)))
 
 
+def check_custom_definitions(ctx: RunContext, specs: list[ModelSpec], events: DataFrame) -> None:
+    """Spark's verdict on custom models' expressions, estimators and entry points, before
+    anything trains (only the schema of `events` is read): exit code 2 on the first problem."""
+    windows = ctx.cfg.get("features.windows_days")
+    for spec in specs:
+        if spec.definition is not None:
+            model_cfg = ctx.cfg.get(f"models.{spec.key}")
+            problems = custom.analyse(spec.definition, events, windows, model_cfg.get("params") or {},
+                                      int(model_cfg["seed"]))
+            if problems:
+                raise BadInputError("; ".join(problems))
+
+
+def fitter(spec: ModelSpec, seed: int) -> Callable[[DataFrame, list[str], dict], PipelineModel]:
+    """(training rows, inputs, settings) -> fitted model: gradient-boosted trees for the
+    built-ins, the declared estimator or entry point for custom models."""
+    if spec.definition is not None:
+        return spec.definition.fitter(seed)
+    return lambda rows, inputs, settings: classifier_pipeline(inputs, settings, seed).fit(rows)
+
+
 def run(ctx: RunContext) -> dict:
-    """Train every model of `models.propensity`, or only `ctx.model` when the user named one."""
-    specs = propensity_specs(ctx.cfg, ctx.model)
+    """Train every model (built-in, then custom), or only `ctx.model` when the user named one."""
+    specs = propensity_specs(ctx.cfg, ctx.model) + regression_specs(ctx.cfg, ctx.model)
+    custom_keys = [key for key in model_names(ctx.cfg) if key in {s.key for s in specs if s.is_custom}]
+    built_in = [s for s in specs if not s.is_custom]
+    custom_models = sorted((s for s in specs if s.is_custom), key=lambda s: custom_keys.index(s.key))
     experiment_id = registry.connect(ctx.cfg)
     with QualityChecks(ctx) as checks:
         # One pinned read of silver/events for every model of the step; cached on first use,
         # so a night on which no model is due reads nothing.
         events = PinnedEvents.read(ctx)
+        check_custom_definitions(ctx, specs, events.frame)
         per_model = {}
         try:
-            for spec in specs:
+            for spec in built_in:
                 ctx.progress(f"model {spec.key}: {spec.target} within {spec.horizon_days} days")
                 per_model[spec.key] = _train(ctx, checks, spec, events, experiment_id)
             if enabled(ctx.cfg, LIFETIME_VALUE) and ctx.model in (None, LIFETIME_VALUE):
@@ -101,16 +130,20 @@ def run(ctx: RunContext) -> dict:
             if enabled(ctx.cfg, SEGMENTS) and ctx.model in (None, SEGMENTS):
                 ctx.progress(f"model {SEGMENTS}: k-means on value and behaviour")
                 per_model[SEGMENTS] = segments_train.train(ctx, checks, experiment_id)
+            for spec in custom_models:
+                ctx.progress(f"model {spec.key}: custom {spec.definition.kind}, {spec.definition.label} "
+                             f"within {spec.horizon_days} days")
+                per_model[spec.key] = _train(ctx, checks, spec, events, experiment_id)
         finally:
             events.frame.unpersist()
         ledger = (LEDGER_METRICS + lifetime_value_train.LEDGER_METRICS + affinity_train.LEDGER_METRICS
-                  + segments_train.LEDGER_METRICS)
+                  + segments_train.LEDGER_METRICS + regression_train.LEDGER_METRICS)
         numbers = {f"{key}.{name}": out[name] for key, out in per_model.items()
                    for name in ledger if isinstance(out.get(name), (int, float))}
         return {"models": per_model, **numbers, **checks.outputs()}
 
 
-def _train(ctx: RunContext, checks: QualityChecks, spec: PropensitySpec, events: PinnedEvents,
+def _train(ctx: RunContext, checks: QualityChecks, spec: ModelSpec, events: PinnedEvents,
            experiment_id: str) -> dict:
     cfg, spark = ctx.cfg, ctx.spark
     model_cfg = cfg.get(f"models.{spec.key}")
@@ -118,6 +151,8 @@ def _train(ctx: RunContext, checks: QualityChecks, spec: PropensitySpec, events:
     earlier = lifecycle.already_trained(ctx, model_name, spec.retrain_every_days)
     if earlier is not None:
         version, why = earlier
+        if spec.is_regressor:
+            return lifecycle.reused(model_name, version, why)
         return {**lifecycle.reused(model_name, version, why), "roc": registry.holdout_roc(version.run_id),
                 "evaluation": registry.evaluation(version.run_id)}
 
@@ -139,61 +174,99 @@ def _train(ctx: RunContext, checks: QualityChecks, spec: PropensitySpec, events:
     this_set = (F.col("model") == F.lit(spec.key)) & (F.col("training_run_date") == F.lit(ctx.run_date))
     lakehouse.replace_where(training_set, set_path,
                             f"model = '{spec.key}' AND training_run_date = '{ctx.run_date.isoformat()}'",
-                            partition_by=["model", "training_run_date"])
+                            partition_by=["model", "training_run_date"], merge_schema=spec.is_custom)
     stored = lakehouse.read(spark, set_path).where(this_set).drop("model").cache()
     try:
         check_features(checks, stored)
-        bounds = cfg.get(f"quality.training.{spec.key}")
-        checks.run_suite("training_set", stored, {"min_label_rate": float(bounds["min_label_rate"]),
-                                                  "max_label_rate": float(bounds["max_label_rate"])})
+        bounds = cfg.get(f"quality.training.{spec.key}", None) or cfg.get("quality.training.default")
+        # A regressor's "class" is whether the target is positive (spent, came back): the label
+        # rate bounds and the labels-per-class gate apply to that.
+        classes = stored.withColumn("label", (F.col("label") > 0).cast("double")) if spec.is_regressor else stored
+        checks.run_suite("training_set", classes, {"min_label_rate": float(bounds["min_label_rate"]),
+                                                   "max_label_rate": float(bounds["max_label_rate"])})
         checks.enforce()
         class_counts: dict[str, dict[float, int]] = {}
-        for row in stored.groupBy("split", "label").count().collect():
+        for row in classes.groupBy("split", "label").count().collect():
             class_counts.setdefault(row["split"], {})[row["label"]] = row["count"]
         rules = cfg.get("quality.sufficiency")
         decision = model_gates.sufficiency(
             class_counts, int(rules["min_labels_per_class"]), events.first_date, events.last_date,
             plan.training[0], ctx.run_date, int(rules["min_history_days"]), int(rules["max_staleness_days"]))
         if not decision.allowed:
-            return lifecycle.refused(ctx, checks, model_name, decision, f"training refused: {decision.reason}")
+            return lifecycle.refused(ctx, checks, model_name, decision, f"training refused: {decision.reason}",
+                                     optional=spec.is_custom)
         checks.add([lifecycle.gate_outcome(model_name, decision, "error")], 0.0)
         ctx.progress(f"training set: {sum(class_counts.get('train', {}).values())} rows from "
                      f"{len(plan.training)} snapshots, holdout {sum(class_counts.get('holdout', {}).values())} "
                      f"rows as of {plan.holdout}")
+        if spec.is_regressor:
+            return regression_train.fit_and_register(
+                ctx, checks, spec, stored, plan, experiment_id,
+                lambda inputs, settings: _run_params(ctx, spec, plan, events, inputs, settings))
         return _fit_and_register(ctx, checks, spec, stored, plan, events, experiment_id)
     finally:
         stored.unpersist()
 
 
-def _champion_auc(holdout: DataFrame, model_name: str, inputs: list[str]) -> tuple[float | None, str]:
-    """The champion's AUC on this holdout, when its inputs are today's feature columns."""
-    current = registry.champion(model_name)
-    if current is None:
-        return None, "no champion yet"
-    if registry.run_params(current.run_id).get("features") != ",".join(inputs):
-        return None, f"champion v{current.version} used other features; not compared"
-    model = registry.load_spark_model(model_name, current.version)
-    return evaluate(model.transform(holdout))["holdout_auc_roc"], f"champion v{current.version}"
-
-
-def _search(ctx: RunContext, spec: PropensitySpec, train: DataFrame, plan,
+def _search(ctx: RunContext, spec: ModelSpec, train: DataFrame, plan,
             inputs: list[str]) -> tuple[dict, list[dict]]:
     """The gbt settings to fit with: conf's, or the best of the search grid, judged on the
     latest training snapshot by models fitted on the earlier ones."""
     model_cfg = ctx.cfg.get(f"models.{spec.key}")
+    base = dict(model_cfg.get(spec.settings_key) or {})
     try:
-        candidates = parameter_grid(dict(model_cfg["gbt"]), model_cfg.get("search"))
+        candidates = parameter_grid(base, model_cfg.get("search"))
     except ValueError as err:
         raise BadInputError(f"models.{spec.key}.{err}") from err
     if len(candidates) == 1 or len(plan.training) < 2:
         return candidates[0], []
     latest = F.col("as_of_date") == F.lit(plan.training[-1])
     ctx.progress(f"searching {len(candidates)} settings: fit before {plan.training[-1]}, judge on it")
-    best, results = time_based_search(train.where(~latest), train.where(latest), inputs, candidates,
-                                      int(model_cfg["seed"]))
+    fit = fitter(spec, int(model_cfg["seed"]))
+    best, results = time_based_search(train.where(~latest), train.where(latest), candidates,
+                                      lambda rows, settings: fit(rows, inputs, settings))
     ctx.progress("search: " + "; ".join(
-        f"{_differences(r['params'], model_cfg['gbt'])} AUC {r['validation_auc_roc']:.3f}" for r in results))
+        f"{_differences(r['params'], base)} AUC {r['validation_auc_roc']:.3f}" for r in results))
     return best, results
+
+
+def _run_params(ctx: RunContext, spec: ModelSpec, plan, events: PinnedEvents, inputs: list[str],
+                settings: dict) -> dict:
+    """What a training run logs as MLflow parameters: what it predicts, the dates, the Delta
+    versions it read (for time travel), its inputs and settings."""
+    return {
+        "model": spec.key, "target": spec.target, "run_date": ctx.run_date.isoformat(),
+        "horizon_days": spec.horizon_days, "eligible_purchased_within_days": spec.purchased_within_days,
+        "holdout_as_of": plan.holdout.isoformat(),
+        "training_as_of": ",".join(d.isoformat() for d in plan.training),
+        "silver_events_path": events.path, "silver_events_version": events.version,
+        "training_set_path": ctx.cfg.table("training_set"),
+        "training_set_version": lakehouse.version(ctx.spark, ctx.cfg.table("training_set")),
+        "features": ",".join(inputs), **{f"{_settings_prefix(spec)}_{k}": v for k, v in settings.items()},
+        **_definition_params(spec),
+    }
+
+
+def _settings_prefix(spec: ModelSpec) -> str:
+    definition = spec.definition
+    return "gbt" if definition is None else (definition.estimator or "params")
+
+
+def _what_fits(spec: ModelSpec) -> str:
+    definition = spec.definition
+    if definition is None:
+        return "gradient-boosted trees"
+    return definition.entry_point or definition.estimator.replace("_", " ")
+
+
+def _definition_params(spec: ModelSpec) -> dict:
+    """A custom model's definition, logged so a run says what it learned to predict."""
+    definition = spec.definition
+    if definition is None:
+        return {}
+    return {"label": definition.label, "eligible": definition.eligible or "everyone with a feature row",
+            "estimator": definition.estimator or "", "entry_point": definition.entry_point or "",
+            **{f"extra_feature_{name}": sql for name, sql in definition.extra_features}}
 
 
 def _differences(params: dict, base: dict) -> str:
@@ -206,14 +279,15 @@ def _log_figures(roc: list, metrics: dict, evaluation: dict) -> None:
         "plots/holdout_roc.png": plots.roc_figure(roc, metrics["holdout_auc_roc"]),
         "plots/holdout_gains.png": plots.lift_figure(evaluation["gains"]),
         "plots/holdout_calibration.png": plots.reliability_figure(evaluation["reliability"], metrics["holdout_brier"]),
-        "plots/feature_importances.png": plots.importance_figure(evaluation["importances"]),
     }
+    if evaluation["importances"]:   # models without tree importances have none to plot
+        figures["plots/feature_importances.png"] = plots.importance_figure(evaluation["importances"])
     for name, fig in figures.items():
         mlflow.log_figure(fig, name)
         plots.close(fig)
 
 
-def _fit_and_register(ctx: RunContext, checks: QualityChecks, spec: PropensitySpec, stored: DataFrame, plan,
+def _fit_and_register(ctx: RunContext, checks: QualityChecks, spec: ModelSpec, stored: DataFrame, plan,
                       events: PinnedEvents, experiment_id: str) -> dict:
     cfg, spark = ctx.cfg, ctx.spark
     model_cfg = cfg.get(f"models.{spec.key}")
@@ -224,25 +298,15 @@ def _fit_and_register(ctx: RunContext, checks: QualityChecks, spec: PropensitySp
     train = in_canonical_order(stored.where("split = 'train'"), "person_id", "as_of_date").persist(
         StorageLevel.MEMORY_AND_DISK)
     holdout = stored.where("split = 'holdout'")
-    inputs = feature_columns(windows)
+    inputs = spec.inputs(windows)
     settings, search = _search(ctx, spec, train, plan, inputs)
-    estimator = classifier_pipeline(inputs, settings, int(model_cfg["seed"]))
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"{spec.key}-{ctx.run_date}") as mlrun:
-        mlflow.log_params({
-            "model": spec.key, "target": spec.target, "run_date": ctx.run_date.isoformat(),
-            "horizon_days": spec.horizon_days, "eligible_purchased_within_days": spec.purchased_within_days,
-            "holdout_as_of": plan.holdout.isoformat(),
-            "training_as_of": ",".join(d.isoformat() for d in plan.training),
-            "silver_events_path": events.path, "silver_events_version": events.version,
-            "training_set_path": cfg.table("training_set"),
-            "training_set_version": lakehouse.version(spark, cfg.table("training_set")),
-            "features": ",".join(inputs), **{f"gbt_{k}": v for k, v in settings.items()},
-        })
+        mlflow.log_params(_run_params(ctx, spec, plan, events, inputs, settings))
         if search:
             mlflow.log_dict({"validation_as_of": plan.training[-1].isoformat(), "candidates": search},
                             "hyperparameter_search.json")
-        ctx.progress("fitting gradient-boosted trees")
-        model = estimator.fit(train)
+        ctx.progress(f"fitting {_what_fits(spec)}")
+        model = fitter(spec, int(model_cfg["seed"]))(train, inputs, settings)
         holdout_scored = model.transform(holdout).cache()
         metrics = evaluate(holdout_scored)
         roc = roc_points(holdout_scored)
@@ -274,10 +338,13 @@ def _fit_and_register(ctx: RunContext, checks: QualityChecks, spec: PropensitySp
                                       pip_requirements=[f"pyspark=={spark.version}"])
         version = str(info.registered_model_version)
 
-    champion_auc, note = _champion_auc(holdout, model_name, inputs)
-    rules = cfg.get("quality.promotion")
+    champion_auc, note = lifecycle.champion_on_holdout(holdout, model_name, inputs,
+                                                       lambda scored: evaluate(scored)["holdout_auc_roc"])
+    # A model may set its own promotion rules (models.<key>.promotion); conf's are the default.
+    rules = {**cfg.get("quality.promotion"), **(model_cfg.get("promotion") or {})}
     decision = model_gates.promotion(metrics["holdout_auc_roc"], champion_auc, float(rules["min_auc"]),
                                      float(rules["max_auc_drop"]), note)
     metrics_out = {**metrics, "model_version": int(version), "reused": 0, "mlflow_run_id": mlrun.info.run_id,
                    "roc": roc, "evaluation": evaluation}
-    return lifecycle.register_decision(ctx, checks, model_name, version, metrics, decision, metrics_out)
+    return lifecycle.register_decision(ctx, checks, model_name, version, metrics, decision, metrics_out,
+                                       optional=spec.is_custom)

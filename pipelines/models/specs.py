@@ -1,31 +1,35 @@
-"""The propensity models conf declares (`models.propensity`), and what each one predicts.
+"""The classifiers conf declares: the built-in propensities (`models.propensity`), then
+the custom ones (`models.custom`, see pipelines/models/custom.py), and what each predicts.
 
     for spec in propensity_specs(cfg):             # in conf's order
         rows = features.where(spec.eligible())    # who is trained on and scored
         labelled = rows.transform(spec.labels(events, as_of))
 
-Targets: `purchase` (1.0 = bought within the horizon) and `churn` (1.0 = an eligible
-customer did not buy within the horizon).
+Targets: `purchase` (1.0 = bought within the horizon), `churn` (1.0 = an eligible
+customer did not buy within the horizon) and `custom` (1.0 = the model's label
+expression holds over the person's events in the horizon).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date
-from typing import Callable
+from typing import Callable, Sequence
 
 import pyspark.sql.functions as F
 from pyspark.sql import Column, DataFrame
 
 from pipelines.config import Config
 from pipelines.errors import BadInputError
-from pipelines.features.build import with_labels
+from pipelines.features.build import feature_columns, with_labels
+from pipelines.models import custom
 
 TARGETS = ("purchase", "churn")
+CUSTOM = "custom"
 
 
 @dataclass(frozen=True)
-class PropensitySpec:
+class ModelSpec:
     key: str                          # conf key under `models`
     registered_name: str              # the MLflow registered model
     target: str                       # one of TARGETS
@@ -33,21 +37,51 @@ class PropensitySpec:
     horizon_days: int
     purchased_within_days: int | None  # eligibility: a purchase this recently (None: everyone)
     retrain_every_days: int
+    definition: custom.CustomDefinition | None = None   # custom models only
+
+    @property
+    def is_custom(self) -> bool:
+        return self.definition is not None
+
+    @property
+    def is_regressor(self) -> bool:
+        return self.definition is not None and self.definition.is_regressor
+
+    @property
+    def settings_key(self) -> str:
+        """The conf key of the estimator's settings (`models.<key>.<settings_key>`)."""
+        return "params" if self.is_custom else "gbt"
 
     def eligible(self) -> Column:
         """Feature rows of the people this model is trained on and scores."""
+        if self.definition is not None:
+            return self.definition.eligible_rows()
         if self.purchased_within_days is None:
             return F.lit(True)
         return F.col("days_since_last_purchase") <= F.lit(float(self.purchased_within_days))
 
     def labels(self, events: DataFrame, as_of: date) -> Callable[[DataFrame], DataFrame]:
         """Eligible feature rows as of `as_of` -> the same rows with this target's `label`."""
+        if self.definition is not None:
+            return self.definition.labels(events, as_of, self.horizon_days)
+
         def _apply(features: DataFrame) -> DataFrame:
             bought = features.where(self.eligible()).transform(with_labels(events, as_of, self.horizon_days))
             if self.target == "churn":
                 return bought.withColumn("label", F.lit(1.0) - F.col("label"))
             return bought
         return _apply
+
+    def inputs(self, windows: Sequence[int]) -> list[str]:
+        """The model's input columns, in order."""
+        return self.definition.inputs(windows) if self.definition is not None else feature_columns(windows)
+
+    def with_extra_features(self, events: DataFrame, as_of: date,
+                            lookback_days: int) -> Callable[[DataFrame], DataFrame]:
+        """Feature rows -> plus the model's own features from earlier events (custom models)."""
+        if self.definition is None:
+            return lambda features: features
+        return self.definition.with_extra_features(events, as_of, lookback_days)
 
 
 LIFETIME_VALUE = "lifetime_value"
@@ -61,25 +95,90 @@ def enabled(cfg: Config, key: str) -> bool:
     return bool(cfg.get(f"models.{key}.enabled", False))
 
 
+def custom_keys(cfg: Config) -> list[str]:
+    keys = cfg.get("models.custom") or []
+    if not isinstance(keys, list):
+        raise BadInputError(f"models.custom must be a list of model names, got {keys!r}")
+    return [str(k) for k in keys]
+
+
 def model_names(cfg: Config) -> list[str]:
     """Every model `enrich train` trains, in order."""
-    return list(cfg.get("models.propensity") or []) + [key for key in OTHER_MODELS if enabled(cfg, key)]
+    return (list(cfg.get("models.propensity") or []) + [key for key in OTHER_MODELS if enabled(cfg, key)]
+            + custom_keys(cfg))
 
 
-def propensity_specs(cfg: Config, only: str | None = None) -> list[PropensitySpec]:
-    """The models of `models.propensity`, in order; `only` keeps one of `model_names`
-    (none when it names the lifetime-value model; an unknown name: exit code 2)."""
-    keys = list(cfg.get("models.propensity") or [])
+def propensity_specs(cfg: Config, only: str | None = None) -> list[ModelSpec]:
+    """The classifiers of `models.propensity`, then of `models.custom`, in order; `only`
+    keeps one of `model_names` (none when it names another kind of model; an unknown name
+    or a bad definition: exit code 2)."""
+    return [s for s in _checked_specs(cfg, only) if not s.is_regressor]
+
+
+def regression_specs(cfg: Config, only: str | None = None) -> list[ModelSpec]:
+    """The custom regressors of `models.custom`, in order (`only` as for propensity_specs)."""
+    return [s for s in _checked_specs(cfg, only) if s.is_regressor]
+
+
+def _checked_specs(cfg: Config, only: str | None) -> list[ModelSpec]:
     if only is not None and only not in model_names(cfg):
         raise BadInputError(f"--model {only!r} is not a model; known: {', '.join(model_names(cfg))}")
-    specs = [_spec(cfg, key) for key in keys if only in (None, key)]
+    specs, problems = all_specs(cfg)
+    if problems:
+        raise BadInputError("; ".join(problems))
+    return [s for s in specs if only in (None, s.key)]
+
+
+def all_specs(cfg: Config) -> tuple[list[ModelSpec], list[str]]:
+    """Every classifier and custom regressor spec that parses, and every problem of those
+    that do not (for `enrich models validate`, which reports them all)."""
+    specs = [_spec(cfg, key) for key in cfg.get("models.propensity") or []]
+    problems = []
+    for key in custom_keys(cfg):
+        spec, found = _custom_spec(cfg, key)
+        problems += found
+        if spec is not None:
+            specs.append(spec)
+    problems += _clashes(cfg, specs)
+    return specs, problems
+
+
+def _clashes(cfg: Config, specs: list[ModelSpec]) -> list[str]:
+    """Profile prefixes and registered names each model must have to itself."""
+    problems = []
     prefixes = [s.prefix for s in specs]
     if len(set(prefixes)) != len(prefixes):
-        raise BadInputError(f"models: profile_prefix must differ between models, got {prefixes}")
-    return specs
+        problems.append(f"models: profile_prefix must differ between models, got {prefixes}")
+    others = {str(cfg.get(f"models.{key}.profile_prefix")): key for key in OTHER_MODELS if enabled(cfg, key)}
+    if cfg.get("engagement.enabled"):
+        others["engagement"] = "engagement"
+    for spec in specs:
+        if spec.prefix in others:
+            problems.append(f"models.{spec.key}.profile_prefix {spec.prefix!r} is taken by {others[spec.prefix]}")
+    names = [s.registered_name for s in specs] + [str(cfg.get(f"models.{key}.registered_name"))
+                                                  for key in OTHER_MODELS if enabled(cfg, key)]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        problems.append(f"models: registered_name must differ between models; repeated: {', '.join(repeated)}")
+    return problems
 
 
-def _spec(cfg: Config, key: str) -> PropensitySpec:
+def _custom_spec(cfg: Config, key: str) -> tuple[ModelSpec | None, list[str]]:
+    model = cfg.get(f"models.{key}", None)
+    if key in (cfg.get("models.propensity") or []) or key in OTHER_MODELS:
+        return None, [f"models.custom names {key!r}, a built-in model"]
+    if not isinstance(model, dict):
+        return None, [f"models.custom names {key!r}, but models.{key} is not configured"]
+    definition, problems = custom.parse(key, model, feature_columns(cfg.get("features.windows_days")))
+    if definition is None:
+        return None, problems
+    return ModelSpec(key=key, registered_name=str(model["registered_name"]), target=CUSTOM,
+                          prefix=str(model["profile_prefix"]), horizon_days=int(model["horizon_days"]),
+                          purchased_within_days=None, retrain_every_days=int(model.get("retrain_every_days") or 1),
+                          definition=definition), []
+
+
+def _spec(cfg: Config, key: str) -> ModelSpec:
     model = cfg.get(f"models.{key}", None)
     if not isinstance(model, dict):
         raise BadInputError(f"models.propensity names {key!r}, but models.{key} is not configured")
@@ -90,7 +189,7 @@ def _spec(cfg: Config, key: str) -> PropensitySpec:
     if target == "churn" and within is None:
         raise BadInputError(f"models.{key}.eligible_purchased_within_days is required for a churn model "
                             "(churn is defined for customers who bought recently)")
-    return PropensitySpec(key=key, registered_name=str(model["registered_name"]), target=target,
+    return ModelSpec(key=key, registered_name=str(model["registered_name"]), target=target,
                           prefix=str(model["profile_prefix"]), horizon_days=int(model["horizon_days"]),
                           purchased_within_days=None if within is None else int(within),
                           retrain_every_days=int(model.get("retrain_every_days") or 1))

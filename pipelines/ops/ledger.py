@@ -44,8 +44,8 @@ STEP_TABLES = {
     "validate": (("events", "profiles"), ()),
     "features": (("silver_events",), ("features",)),
     "train": (("features", "silver_events"), ("training_set",)),
-    "score": (("features",), ("scores", "lifetime_value", "affinity", "segments")),
-    "publish": (("scores", "lifetime_value", "affinity", "segments", "identity_graph", "features"),
+    "score": (("features",), ("scores", "predictions", "lifetime_value", "affinity", "segments")),
+    "publish": (("scores", "predictions", "lifetime_value", "affinity", "segments", "identity_graph", "features"),
                 ("profile_enrichment",)),
 }
 

@@ -11,10 +11,9 @@ import base64
 import io
 from typing import Sequence
 
-import matplotlib
-
-matplotlib.use("Agg")   # files only, no display; set before pyplot is imported
-import matplotlib.pyplot as plt  # noqa: E402
+# Figures built directly, not through pyplot: nothing is registered for display and no
+# backend is chosen, so a notebook that runs a step keeps its own (inline) backend.
+from matplotlib.figure import Figure
 
 BLUE, GREY = "#3b6ea8", "#999999"
 
@@ -27,11 +26,12 @@ def as_png_base64(fig) -> str:
 
 
 def close(fig) -> None:
-    plt.close(fig)
+    fig.clear()   # frees the drawing; Figure objects are not tracked by pyplot
 
 
 def roc_figure(points: Sequence[Sequence[float]], auc: float):
-    fig, ax = plt.subplots(figsize=(4, 4))
+    fig = Figure(figsize=(4, 4))
+    ax = fig.subplots()
     ax.plot([p[0] for p in points], [p[1] for p in points], color=BLUE, label=f"AUC {auc:.3f}")
     ax.plot([0, 1], [0, 1], color=GREY, linestyle="--", label="chance")
     ax.set_xlabel("false positive rate")
@@ -43,7 +43,8 @@ def roc_figure(points: Sequence[Sequence[float]], auc: float):
 
 def reliability_figure(curve: Sequence[dict], brier: float):
     """Mean predicted probability against the observed rate, per probability bin."""
-    fig, ax = plt.subplots(figsize=(4, 4))
+    fig = Figure(figsize=(4, 4))
+    ax = fig.subplots()
     ax.plot([0, 1], [0, 1], color=GREY, linestyle="--", label="perfectly calibrated")
     ax.plot([b["predicted"] for b in curve], [b["observed"] for b in curve], marker="o", color=BLUE,
             label=f"model (Brier {brier:.4f})")
@@ -56,7 +57,8 @@ def reliability_figure(curve: Sequence[dict], brier: float):
 
 def lift_figure(gains: Sequence[dict]):
     """Cumulative share of positives captured against the share of people targeted."""
-    fig, ax = plt.subplots(figsize=(4, 4))
+    fig = Figure(figsize=(4, 4))
+    ax = fig.subplots()
     ax.plot([0] + [g["targeted"] for g in gains], [0] + [g["captured"] for g in gains], marker="o", color=BLUE,
             label="model")
     ax.plot([0, 1], [0, 1], color=GREY, linestyle="--", label="random")
@@ -69,7 +71,8 @@ def lift_figure(gains: Sequence[dict]):
 
 def importance_figure(importances: dict[str, float], top: int = 15):
     ranked = sorted(importances.items(), key=lambda item: item[1])[-top:]
-    fig, ax = plt.subplots(figsize=(6, 0.25 * len(ranked) + 1))
+    fig = Figure(figsize=(6, 0.25 * len(ranked) + 1))
+    ax = fig.subplots()
     ax.barh([name for name, _ in ranked], [value for _, value in ranked], color=BLUE)
     ax.set_xlabel("importance (share of split gain)")
     ax.tick_params(axis="y", labelsize=7)
@@ -78,7 +81,8 @@ def importance_figure(importances: dict[str, float], top: int = 15):
 
 def score_histogram_figure(counts: Sequence[tuple[int, int]], title: str):
     """People per score (score, people)."""
-    fig, ax = plt.subplots(figsize=(6, 3))
+    fig = Figure(figsize=(6, 3))
+    ax = fig.subplots()
     ax.bar([c[0] for c in counts], [c[1] for c in counts], width=1.0, color=BLUE)
     ax.set_xlabel("convert score (0-100)")
     ax.set_ylabel("people")
@@ -88,7 +92,8 @@ def score_histogram_figure(counts: Sequence[tuple[int, int]], title: str):
 
 def psi_figure(values: Sequence[tuple[str, float]], score_limits: dict[str, float | None]):
     """Population stability index per column, with the score's warning and error lines."""
-    fig, ax = plt.subplots(figsize=(6, 0.22 * len(values) + 1))
+    fig = Figure(figsize=(6, 0.22 * len(values) + 1))
+    ax = fig.subplots()
     ax.barh([v[0] for v in values], [v[1] for v in values], color=BLUE)
     for level, colour in (("warning", "#d99a00"), ("error", "#c0392b")):
         if score_limits.get(level) is not None:
@@ -96,4 +101,20 @@ def psi_figure(values: Sequence[tuple[str, float]], score_limits: dict[str, floa
     ax.set_xlabel("population stability index, training vs. tonight")
     ax.tick_params(axis="y", labelsize=7)
     ax.legend(loc="lower right")
+    return fig
+
+
+def predicted_actual_figure(deciles: Sequence[dict]):
+    """Mean predicted against mean actual per group of people by prediction (a regressor's
+    calibration)."""
+    fig = Figure(figsize=(4, 4))
+    ax = fig.subplots()
+    top = max([0.0] + [max(d["predicted"] or 0.0, d["actual"] or 0.0) for d in deciles])
+    ax.plot([0, top], [0, top], color=GREY, linestyle="--", label="predicted = actual")
+    ax.plot([d["predicted"] for d in deciles], [d["actual"] for d in deciles], marker="o", color=BLUE,
+            label="model, per group by prediction")
+    ax.set_xlabel("mean predicted")
+    ax.set_ylabel("mean actual")
+    ax.set_title("Holdout, predicted against actual")
+    ax.legend(loc="upper left")
     return fig

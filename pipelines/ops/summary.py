@@ -7,7 +7,7 @@ from pipelines.ops.context import RunContext
 from pipelines.quality.gate import data_docs_dir
 
 SUMMARY_TABLES = ("events", "profiles", "quarantine", "identity_graph", "silver_events", "features",
-                  "scores", "lifetime_value", "affinity", "segments", "profile_enrichment")
+                  "scores", "predictions", "lifetime_value", "affinity", "segments", "profile_enrichment")
 
 
 def table_rows(ctx: RunContext) -> dict[str, int | None]:

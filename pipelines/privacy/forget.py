@@ -47,8 +47,8 @@ RECEIPT_SCHEMA = T.StructType([
     T.StructField("vacuum_after", T.TimestampType()),
     T.StructField("vacuumed_at", T.TimestampType()),
 ])
-PERSON_TABLES = ("silver_profiles", "silver_events", "features", "training_set", "scores", "lifetime_value",
-                 "affinity", "segments", "profile_enrichment", "identity_graph")   # the graph last
+PERSON_TABLES = ("silver_profiles", "silver_events", "features", "training_set", "scores", "predictions",
+                 "lifetime_value", "affinity", "segments", "profile_enrichment", "identity_graph")   # the graph last
 REDACTED = "[redacted by a deletion request]"
 
 

@@ -16,7 +16,8 @@ from pipelines import lakehouse
 from pipelines.config import Config
 from pipelines.errors import BadInputError
 from pipelines.ingest.identity import people_holding
-from pipelines.models.specs import AFFINITY, LIFETIME_VALUE, SEGMENTS, OTHER_MODELS, enabled, propensity_specs
+from pipelines.models.specs import (AFFINITY, LIFETIME_VALUE, SEGMENTS, OTHER_MODELS, enabled, propensity_specs,
+                                    regression_specs)
 from pipelines.publish.changes import CHANGE, TABLE_VERSION, changes_since
 from pipelines.publish.profile_table import KEY
 from pipelines.publish.xdm_export import field_group_schema, xdm_profiles
@@ -72,7 +73,7 @@ def _write_json_lines(frame: DataFrame, out_dir: str) -> int:
 
 
 def attribute_prefixes(cfg: Config) -> list[str]:
-    prefixes = [spec.prefix for spec in propensity_specs(cfg)]
+    prefixes = [spec.prefix for spec in propensity_specs(cfg) + regression_specs(cfg)]
     prefixes += [str(cfg.get(f"models.{key}.profile_prefix")) for key in OTHER_MODELS if enabled(cfg, key)]
     return prefixes + (["engagement"] if cfg.get("engagement.enabled") else [])
 
@@ -159,6 +160,11 @@ def render_profile(profile: dict, cfg: Config, asked: str) -> str:
         for factor in profile.get(f"{p}_factors") or []:
             lines.append(f"      {factor['feature']} = {fmt(factor['value'], 2)}: {factor['direction']} it, "
                          f"{factor['importance']} ({factor['contribution']:+.2f} log-odds)")
+    for spec in regression_specs(cfg):
+        p = spec.prefix
+        lines.append(f"  {p:<10} prediction {fmt(profile.get(f'{p}_prediction'), 2)}  percentile "
+                     f"{fmt(profile.get(f'{p}_percentile'))}  {fmt(profile.get(f'{p}_bucket'))}  "
+                     f"(model v{fmt(profile.get(f'{p}_model_version'))})")
     if enabled(cfg, LIFETIME_VALUE):
         p = cfg.get("models.lifetime_value.profile_prefix")
         lines.append(f"  {'value':<10} expected {fmt(profile.get(f'{p}_expected_value'), 2)} "

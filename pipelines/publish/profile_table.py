@@ -80,6 +80,20 @@ def segment_attributes(rows: DataFrame, prefix: str) -> DataFrame:
                        F.col("model_version").cast("int").alias(f"{prefix}_model_version"))
 
 
+# A custom regressor's columns, under its prefix (spend_prediction, spend_percentile, ...).
+PREDICTION_FIELDS = (("prediction", T.DoubleType()), ("percentile", T.IntegerType()), ("bucket", T.StringType()),
+                     ("model_version", T.IntegerType()))
+
+
+def prediction_attributes(rows: DataFrame, prefixes: Mapping[str, str]) -> DataFrame:
+    """Predictions of one date (a row per person and model; `prefixes` maps model_name to
+    its profile prefix) -> person_id and `<prefix>_prediction`, `_percentile`, `_bucket`,
+    `_model_version` per regressor."""
+    return rows.groupBy("person_id").agg(*[
+        F.max(F.when(F.col("model_name") == F.lit(name), F.col(column))).cast(kind).alias(f"{prefix}_{column}")
+        for name, prefix in prefixes.items() for column, kind in PREDICTION_FIELDS])
+
+
 def attribute_fields(attributes: Sequence[DataFrame]) -> list[T.StructField]:
     # Nullable whatever the frame says: a person an insight does not cover has nulls there.
     return [T.StructField(f.name, f.dataType, True) for frame in attributes for f in frame.schema.fields

@@ -11,11 +11,11 @@ from pyspark.sql import DataFrame
 from pipelines import lakehouse
 from pipelines.errors import BadInputError
 from pipelines.ingest.identity import primary_identity_per_person
-from pipelines.models.specs import AFFINITY, LIFETIME_VALUE, SEGMENTS, enabled, propensity_specs
+from pipelines.models.specs import AFFINITY, LIFETIME_VALUE, SEGMENTS, enabled, propensity_specs, regression_specs
 from pipelines.ops.context import RunContext
 from pipelines.publish.profile_table import (KEY, ORDER, affinity_attributes, aligned, attribute_fields, ensure_table,
-                                             merge_profiles, profile_rows, profile_schema, segment_attributes,
-                                             value_attributes)
+                                             merge_profiles, prediction_attributes, profile_rows, profile_schema,
+                                             segment_attributes, value_attributes)
 from pipelines.scoring.engagement import engagement_score
 from pipelines.quality.gate import QualityChecks
 from pipelines.quality.views import profile_ranges_view, profile_table_after_merge
@@ -68,6 +68,12 @@ def _other_insights(ctx: RunContext) -> list[DataFrame]:
             rows = (lakehouse.read(spark, cfg.table(table), "score")
                     .where(F.col("score_date") == F.lit(ctx.run_date)))
             attributes.append(build(rows, str(cfg.get(f"models.{key}.profile_prefix"))))
+    regressors = {spec.registered_name: spec.prefix for spec in regression_specs(cfg)}
+    # No table yet: no regressor has had a champion to predict with; its columns come later.
+    if regressors and lakehouse.exists(spark, cfg.table("predictions")):
+        rows = (lakehouse.read(spark, cfg.table("predictions"), "score")
+                .where(F.col("score_date") == F.lit(ctx.run_date)))
+        attributes.append(prediction_attributes(rows, regressors))
     if cfg.get("engagement.enabled"):
         features = (lakehouse.read(spark, cfg.table("features"), "features")
                     .where(F.col("as_of_date") == F.lit(ctx.run_date)))

@@ -69,6 +69,26 @@ def promotion(new_auc: float, champion_auc: float | None, min_auc: float, max_au
                     reason="; ".join(problems))
 
 
+def regression_promotion(new_r2: float, new_rmse: float, champion_rmse: float | None, min_r2: float,
+                         max_rmse_increase: float, champion_note: str = "") -> Decision:
+    """Promote a regressor when its holdout R^2 >= `min_r2` (0: no worse than predicting
+    the holdout mean) and its RMSE is at most `max_rmse_increase` (relative) above the
+    champion's on the same holdout (`champion_rmse` None: nothing to compare with)."""
+    rule = f"min_r2={min_r2}, max_rmse_increase={max_rmse_increase}"
+    observed = f"holdout R2 {new_r2:.4f}, RMSE {new_rmse:.4f}" + (
+        f", champion RMSE {champion_rmse:.4f}" if champion_rmse is not None else "")
+    if champion_note:
+        observed += f" ({champion_note})"
+    problems = []
+    if new_r2 < min_r2:
+        problems.append(f"holdout R2 {new_r2:.3f} < {min_r2}")
+    if champion_rmse is not None and new_rmse > champion_rmse * (1.0 + max_rmse_increase):
+        problems.append(f"holdout RMSE {new_rmse:.3f} is worse than the champion's {champion_rmse:.3f} "
+                        "on the same holdout")
+    return Decision(allowed=not problems, check="promotion", rule=rule, observed=observed,
+                    reason="; ".join(problems))
+
+
 def value_sufficiency(buyers: int, repeat_buyers: int, min_repeat_buyers: int) -> Decision:
     """Refuse a lifetime-value fit without `min_repeat_buyers` people who bought on two
     days or more: the spend model learns only from them."""

@@ -27,6 +27,8 @@ from typing import Callable, Iterator, Mapping, Sequence
 import numpy as np
 import pandas as pd
 from pyspark.ml import PipelineModel
+from pyspark.ml.classification import GBTClassificationModel
+from pyspark.ml.feature import VectorAssembler
 from pyspark.sql import DataFrame
 from pyspark.sql import types as T
 
@@ -59,6 +61,14 @@ class TreeEnsemble:
     def base_value(self) -> float:
         """Expected log-odds over the training cover: the score before any factor."""
         return float(sum(leaf.value * float(np.prod(leaf.zero)) for leaf in self.leaves))
+
+
+def explainable(model: PipelineModel) -> bool:
+    """Factors are exact for a VectorAssembler straight into gradient-boosted trees: the
+    trees split the very values the person has (a scaler in between would not)."""
+    stages = model.stages
+    return (len(stages) == 2 and isinstance(stages[0], VectorAssembler)
+            and isinstance(stages[1], GBTClassificationModel))
 
 
 def tree_ensemble(model: PipelineModel) -> TreeEnsemble:

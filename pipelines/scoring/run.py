@@ -3,7 +3,9 @@ date -> gold/scores (a row per person and model, with the person's influential f
 the date replaced in one transaction),
 then the scores suite and drift against each champion's training population; then the
 other insights: the lifetime value of every active buyer -> gold/lifetime_value, the top
-categories of every active person -> gold/affinity, their segments -> gold/segments."""
+categories of every active person -> gold/affinity, their segments -> gold/segments; and
+each custom regressor's predictions -> gold/predictions. Custom classifiers score with
+the propensities, into gold/scores."""
 
 from __future__ import annotations
 
@@ -17,7 +19,8 @@ from pipelines import lakehouse
 from pipelines.models import registry
 from pipelines.models.propensity import positive_probability
 from pipelines.models.run import SCORE_COLUMN
-from pipelines.models.specs import AFFINITY, LIFETIME_VALUE, SEGMENTS, PropensitySpec, enabled, propensity_specs
+from pipelines.models.specs import (AFFINITY, LIFETIME_VALUE, SEGMENTS, ModelSpec, enabled, propensity_specs,
+                                    regression_specs)
 from pipelines.ops.context import RunContext
 from pipelines.quality.drift import drift_outcomes
 from pipelines.quality.gate import QualityChecks
@@ -25,22 +28,25 @@ from pipelines.quality.suites import ExpectationOutcome
 from pipelines.quality.views import scores_view
 from pipelines.errors import BadInputError
 from pipelines.scoring import affinity, lifetime_value, segments
-from pipelines.scoring.factors import tree_ensemble, with_factors
-from pipelines.scoring.scores import percentile_cut_points, with_provenance, with_score_columns
+from pipelines.scoring.factors import FACTORS_TYPE, explainable, tree_ensemble, with_factors
+from pipelines.models.regression_train import PREDICTION
+from pipelines.scoring.scores import (bucket, percentile_cut_points, percentile_from_cut_points, with_provenance,
+                                      with_score_columns)
 
 
 def run(ctx: RunContext) -> dict:
     cfg, spark = ctx.cfg, ctx.spark
     registry.connect(cfg)
-    specs = propensity_specs(cfg)
+    specs, unscored = _with_champions(propensity_specs(cfg))
     champions = {spec.key: registry.require_champion(spec.registered_name) for spec in specs}
     features = (lakehouse.read(spark, cfg.table("features"), "features")
                 .where(F.col("as_of_date") == F.lit(ctx.run_date)))
+    inputs = _model_inputs(ctx, specs, features)
     scored, counts = [], {}
     for spec in specs:
         champion = champions[spec.key]
         model = registry.load_spark_model(spec.registered_name, champion.version)
-        scored.append(_score(ctx, spec, champion, model, features.where(spec.eligible())))
+        scored.append(_score(ctx, spec, champion, model, inputs[spec.key]))
         counts[spec.key] = scored[-1][1].count()
     path = cfg.table("scores")
     lakehouse.replace_where(reduce(DataFrame.unionByName, [rows for rows, _ in scored]), path,
@@ -50,18 +56,20 @@ def run(ctx: RunContext) -> dict:
         ctx.progress(f"{counts[spec.key]} people scored with {spec.registered_name} v{champions[spec.key].version}")
 
     with QualityChecks(ctx) as checks:
+        checks.add(unscored, 0.0)
         stored = lakehouse.read(spark, path).where(F.col("score_date") == F.lit(ctx.run_date))
         eligible = reduce(DataFrame.unionByName, [
             features.where(spec.eligible()).select("person_id", F.lit(spec.registered_name).alias("model_name"))
             for spec in specs])
         checks.run_suite("scores", stored.transform(scores_view(eligible)))
         for spec, (_, probabilities) in zip(specs, scored, strict=True):
-            _check_drift(ctx, checks, spec, champions[spec.key], features.where(spec.eligible()), probabilities)
+            _check_drift(ctx, checks, spec, champions[spec.key], inputs[spec.key], probabilities)
             probabilities.unpersist()
         others = {}
         for key, module in ((LIFETIME_VALUE, lifetime_value), (AFFINITY, affinity), (SEGMENTS, segments)):
             if enabled(cfg, key):
                 others.update(module.score(ctx, checks, features))
+        others.update(_predict(ctx, checks, features))
         checks.enforce()
         return {"people_scored": sum(counts.values()), **others,
                 **{f"{key}.people_scored": n for key, n in counts.items()},
@@ -69,19 +77,57 @@ def run(ctx: RunContext) -> dict:
                 **checks.outputs()}
 
 
-def _score(ctx: RunContext, spec: PropensitySpec, champion, model,
+def _with_champions(specs: list[ModelSpec]) -> tuple[list[ModelSpec], list[ExpectationOutcome]]:
+    """The models to score: every built-in (without a champion the step stops, exit code 2)
+    and the custom models that have one; a custom model without one is a warning, so a new
+    model that has not yet passed its gates does not stop the night."""
+    kept, unscored = [], []
+    for spec in specs:
+        if spec.is_custom and registry.champion(spec.registered_name) is None:
+            unscored.append(ExpectationOutcome(
+                suite="model_gates", check=f"{spec.key}.champion_present",
+                expectation=f"{spec.registered_name} has a champion to score with", severity="warning",
+                success=False, samples=[],
+                observed="no version has passed the promotion gate yet; not scored tonight"))
+            continue
+        kept.append(spec)
+    return kept, unscored
+
+
+def _model_inputs(ctx: RunContext, specs: list[ModelSpec], features: DataFrame) -> dict[str, DataFrame]:
+    """Each model's eligible feature rows, with a custom model's own features added (from
+    silver/events as of the run date, read only when some model has them)."""
+    lookback = int(ctx.cfg.get("features.eligibility_lookback_days"))
+    events = None
+    rows = {}
+    for spec in specs:
+        eligible = features.where(spec.eligible())
+        if spec.definition is not None and spec.definition.extra_features:
+            if events is None:
+                events = lakehouse.read(ctx.spark, ctx.cfg.table("silver_events"), "ingest")
+            eligible = eligible.transform(spec.with_extra_features(events, ctx.run_date, lookback))
+        rows[spec.key] = eligible
+    return rows
+
+
+def _score(ctx: RunContext, spec: ModelSpec, champion, model,
            eligible: DataFrame) -> tuple[DataFrame, DataFrame]:
     """One model's rows for gold/scores (lazy), and the cached probabilities and factors they
-    come from."""
-    ensemble = tree_ensemble(model)
-    try:
-        explain = with_factors(ensemble, ctx.cfg.get("scoring.factors"), keep=["person_id", "as_of_date", SCORE_COLUMN])
-    except ValueError as err:
-        raise BadInputError(str(err)) from err
-    scored = (model.transform(eligible)
-              .select("person_id", "as_of_date", positive_probability().alias(SCORE_COLUMN), *ensemble.inputs)
-              .transform(explain)
-              .cache())
+    come from. Factors need gradient-boosted trees straight on the model's inputs; other
+    models' rows have an empty list."""
+    keep = ["person_id", "as_of_date", SCORE_COLUMN]
+    ensemble = tree_ensemble(model) if explainable(model) else None
+    probabilities = model.transform(eligible).select(*keep[:2], positive_probability().alias(SCORE_COLUMN),
+                                                     *(ensemble.inputs if ensemble else ()))
+    if ensemble is None:
+        # An empty list, not null: the model gives no factors, none were lost.
+        scored = probabilities.withColumn("factors", F.array().cast(FACTORS_TYPE)).cache()
+    else:
+        try:
+            explain = with_factors(ensemble, ctx.cfg.get("scoring.factors"), keep=keep)
+        except ValueError as err:
+            raise BadInputError(str(err)) from err
+        scored = probabilities.transform(explain).cache()
     cuts = percentile_cut_points(scored, SCORE_COLUMN)
     buckets = ctx.cfg.get("scoring.buckets")
     rows = (scored.transform(with_score_columns(cuts, int(buckets["medium_from_percentile"]),
@@ -90,8 +136,50 @@ def _score(ctx: RunContext, spec: PropensitySpec, champion, model,
     return rows, scored
 
 
-def _check_drift(ctx: RunContext, checks: QualityChecks, spec: PropensitySpec, champion,
-                 eligible: DataFrame, probabilities: DataFrame) -> None:
+def _predict(ctx: RunContext, checks: QualityChecks, features: DataFrame) -> dict:
+    """Custom regressors: each champion's prediction for its eligible people, with the
+    percentile and bucket among them -> gold/predictions (the date replaced in one
+    transaction); then the `predictions` suite and drift."""
+    specs, unscored = _with_champions(regression_specs(ctx.cfg))
+    checks.add(unscored, 0.0)
+    if not specs:
+        return {}
+    inputs = _model_inputs(ctx, specs, features)
+    buckets = ctx.cfg.get("scoring.buckets")
+    rows, predicted, champions = [], {}, {}
+    for spec in specs:
+        champions[spec.key] = registry.require_champion(spec.registered_name)
+        model = registry.load_spark_model(spec.registered_name, champions[spec.key].version)
+        predicted[spec.key] = (model.transform(inputs[spec.key])
+                               .select("person_id", F.col(PREDICTION).cast("double").alias(PREDICTION)).cache())
+        cuts = percentile_cut_points(predicted[spec.key], PREDICTION)
+        percentile = percentile_from_cut_points(F.col(PREDICTION), cuts)
+        rows.append(predicted[spec.key]
+                    .withColumn("percentile", percentile)
+                    .withColumn("bucket", bucket(percentile, int(buckets["medium_from_percentile"]),
+                                                 int(buckets["high_from_percentile"])))
+                    .transform(with_provenance(ctx.run_date, spec.registered_name, champions[spec.key], ctx.clock,
+                                               ctx.run_id)))
+    path = ctx.cfg.table("predictions")
+    lakehouse.replace_where(reduce(DataFrame.unionByName, rows), path, f"score_date = '{ctx.run_date.isoformat()}'",
+                            partition_by=["score_date"], merge_schema=True)
+    stored = lakehouse.read(ctx.spark, path).where(F.col("score_date") == F.lit(ctx.run_date))
+    eligible = reduce(DataFrame.unionByName, [
+        inputs[spec.key].select("person_id", F.lit(spec.registered_name).alias("model_name")) for spec in specs])
+    checks.run_suite("predictions", stored.transform(scores_view(eligible)))
+    out = {}
+    for spec in specs:
+        out[f"{spec.key}.people_scored"] = predicted[spec.key].count()
+        out[f"{spec.key}.model_version"] = int(champions[spec.key].version)
+        ctx.progress(f"{out[f'{spec.key}.people_scored']} people predicted with {spec.registered_name} "
+                     f"v{champions[spec.key].version}")
+        _check_drift(ctx, checks, spec, champions[spec.key], inputs[spec.key], predicted[spec.key], PREDICTION)
+        predicted[spec.key].unpersist()
+    return out
+
+
+def _check_drift(ctx: RunContext, checks: QualityChecks, spec: ModelSpec, champion,
+                 eligible: DataFrame, probabilities: DataFrame, score_column: str = SCORE_COLUMN) -> None:
     started = time.monotonic()
     reference = registry.drift_reference(champion.run_id)
     name = spec.registered_name
@@ -104,7 +192,7 @@ def _check_drift(ctx: RunContext, checks: QualityChecks, spec: PropensitySpec, c
                      "trained by this release is champion")
         checks.add([missing], 0.0)
         return
-    inputs = [column for column in reference if column != SCORE_COLUMN]
-    population = [eligible.select(*inputs), probabilities.select(SCORE_COLUMN)]
-    checks.add(drift_outcomes(reference, population, ctx.cfg.get("quality.drift"), SCORE_COLUMN, spec.key),
+    inputs = [column for column in reference if column != score_column]
+    population = [eligible.select(*inputs), probabilities.select(score_column)]
+    checks.add(drift_outcomes(reference, population, ctx.cfg.get("quality.drift"), score_column, spec.key),
                time.monotonic() - started)

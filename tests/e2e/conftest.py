@@ -14,8 +14,10 @@ from pipelines.cli import main
 from pipelines.config import Config, load_config
 
 RUN_DATE = date(2026, 6, 1)
+# A declarative and a programmatic custom model, run every night beside the built-ins.
+CUSTOM_MODELS = str(Path(__file__).with_name("custom_models.yaml"))
 TABLES = ("events", "profiles", "quarantine", "identity_graph", "silver_events", "features",
-          "training_set", "scores", "lifetime_value", "affinity", "segments", "profile_enrichment")
+          "training_set", "scores", "predictions", "lifetime_value", "affinity", "segments", "profile_enrichment")
 
 
 @dataclass
@@ -35,12 +37,12 @@ class NightlyRun:
 @pytest.fixture(scope="session")
 def nightly(spark, tmp_path_factory) -> NightlyRun:
     root = tmp_path_factory.mktemp("e2e") / "lakehouse"
-    args = ["--run-date", RUN_DATE.isoformat(), "--set", f"lakehouse.root={root}",
+    args = ["--run-date", RUN_DATE.isoformat(), "--set", f"lakehouse.root={root}", "--conf", CUSTOM_MODELS,
             "--set", "models.convert_propensity.gbt.max_iter=20", "--set", "models.convert_propensity.search=null",
             "--set", "models.churn_propensity.gbt.max_iter=20",
             # 1,500 people give about 150 buyers per snapshot, not the 500 a real run needs.
             "--set", "quality.sufficiency.min_labels_per_class=20"]
-    cfg = load_config("local", overrides=[f"lakehouse.root={root}"])
+    cfg = load_config("local", [CUSTOM_MODELS], overrides=[f"lakehouse.root={root}"])
     run = NightlyRun(root=root, cfg=cfg, args=args)
     assert main(["generate", "--profiles", "1500", "--days", "240", "--seed", "11", *args]) == 0
     import contextlib

@@ -15,11 +15,13 @@ import pytest
 from pipelines import lakehouse
 from pipelines.cli import main
 
+from .conftest import CUSTOM_MODELS
+
 
 def _run(nightly, *argv) -> tuple[int, str]:
     out = io.StringIO()
     with redirect_stdout(out):
-        code = main([*argv, "--set", f"lakehouse.root={nightly.root}"])
+        code = main([*argv, "--set", f"lakehouse.root={nightly.root}", "--conf", CUSTOM_MODELS])
     return code, out.getvalue()
 
 
@@ -46,6 +48,11 @@ def test_export_writes_one_valid_xdm_record_per_profile(spark, nightly, tmp_path
     assert insights["churn"]["probability"] == row["churn_probability"]
     assert [f["feature"] for f in insights["convert"]["factors"]] == [f["feature"] for f in row["convert_factors"]]
     assert insights["ltv"]["currency"] == "USD" and insights["scoreDate"] == row["score_date"].isoformat()
+    # Custom models have their own groups; a logistic regression gives no factors.
+    assert insights["outdoor"]["probability"] == row["outdoor_probability"]
+    assert insights["bigSpender"]["factors"] == [] and 0 <= insights["bigSpender"]["score"] <= 100
+    assert set(schema["definitions"]["insights"]["properties"]["_acme"]["properties"]["insights"]["properties"]) \
+        >= {"outdoor", "bigSpender", "spend", "convert", "churn"}
 
 
 def test_a_record_that_breaks_the_field_group_is_refused_by_its_schema(nightly, tmp_path):

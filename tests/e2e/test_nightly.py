@@ -281,14 +281,14 @@ def test_every_layer_was_checked_and_the_results_are_recorded_and_rendered(spark
     results = lakehouse.read(spark, nightly.cfg.table("dq_results"))
     suites = {r["suite"] for r in results.select("suite").distinct().collect()}
     assert suites == {"bronze_events", "bronze_profiles", "features", "training_set", "model_gates", "scores",
-                      "lifetime_value", "affinity", "segments", "drift", "profile_enrichment"}
+                      "predictions", "lifetime_value", "affinity", "segments", "drift", "profile_enrichment"}
     blocking = results.where(~F.col("success") & (F.col("severity") == "error")).count()
     assert blocking == 0, "a run that finished has no failed error-level check"
     gates = {(r["check"], r["expectation"].split(":")[0]): r["success"]
              for r in results.where(F.col("suite") == "model_gates").collect()}
     assert gates == {(f"{check}", f"{check}({model})"): True for check in ("data_sufficiency", "promotion")
                      for model in ("convert_propensity", "churn_propensity", "lifetime_value", "category_affinity",
-                                   "customer_segments")}
+                                   "customer_segments", "outdoor_buyer", "big_spender", "future_spend")}
     docs = nightly.root / "reports" / "data_docs"
     index = (docs / "index.html").read_text()
     for suite in ("bronze_events", "features", "scores", "profile_enrichment"):

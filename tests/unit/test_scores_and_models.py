@@ -98,14 +98,15 @@ def test_the_search_grid_swaps_values_into_the_configured_settings():
 
 
 def test_the_search_judges_candidates_on_the_later_snapshot(spark):
-    from pipelines.models.propensity import time_based_search
+    from pipelines.models.propensity import classifier_pipeline, time_based_search
     # The label is a XOR b: no sum of one-feature trees ranks it, two-level trees can. Uneven
     # cell counts give the first split a gain, so the deeper trees find the interaction.
     cells = {(0, 0): 40, (0, 1): 20, (1, 0): 40, (1, 1): 40}
     rows = [(float(a), float(b), float(a != b)) for (a, b), n in cells.items() for _ in range(n)]
     frame = spark.createDataFrame(rows, "a double, b double, label double")
     base = {"max_iter": 5, "max_depth": 1, "step_size": 0.5, "subsampling_rate": 1.0}
-    best, results = time_based_search(frame, frame, ["a", "b"], [base, {**base, "max_depth": 2}], seed=1)
+    best, results = time_based_search(frame, frame, [base, {**base, "max_depth": 2}],
+                                      lambda rows, params: classifier_pipeline(["a", "b"], params, 1).fit(rows))
     assert [r["params"]["max_depth"] for r in results] == [1, 2]
     assert results[1]["validation_auc_roc"] > results[0]["validation_auc_roc"]
     assert best["max_depth"] == 2
