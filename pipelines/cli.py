@@ -7,6 +7,8 @@
     enrich export --out exports/2026-11-27     # XDM profile records and the field group schema
     enrich show --identity Email:ann@example.com
     enrich forget --identity Email:ann@example.com    # a deletion request; `enrich vacuum` later
+    enrich models                              # every model, its champion and latest holdout numbers
+    enrich models validate                     # what is wrong with the custom model definitions
 
 Exit codes: 0 done; 2 bad input or configuration; 3 blocked by a quality gate; 1 unexpected.
 """
@@ -27,7 +29,9 @@ STEP_ORDER = ("ingest", "validate", "features", "train", "score", "publish")
 # Commands that read the profile table for downstream systems and people; no run date.
 READERS = ("changes", "export", "show")
 PRIVACY = ("forget", "vacuum")
-COMMANDS = ("generate",) + STEP_ORDER + ("nightly", "backfill") + READERS + PRIVACY
+# Commands that read the model definitions; a bad one stops them before Spark starts.
+MODEL_USERS = ("train", "score", "publish", "nightly", "backfill")
+COMMANDS = ("generate",) + STEP_ORDER + ("nightly", "backfill") + READERS + PRIVACY + ("models",)
 
 log = logging.getLogger("enrich")
 
@@ -95,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
         step = sub.add_parser(name, parents=[common], help=helps[name])
         if name == "train":
             step.add_argument("--model", default=None, metavar="NAME",
-                              help="train only this model (a name from models.propensity)")
+                              help="train only this model (see `enrich models`)")
         if name == "nightly":
             start = step.add_mutually_exclusive_group()
             start.add_argument("--from-step", choices=STEP_ORDER, default=None,
@@ -130,6 +134,12 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--identity", required=True, metavar="NAMESPACE:ID",
                       help="any identity of the person, e.g. Email:ann@example.com")
     show.add_argument("--json", action="store_true", help="print JSON instead of text")
+    models = sub.add_parser("models", parents=[common],
+                            help="list every model with its champion and holdout numbers, or validate custom ones")
+    models.add_argument("action", nargs="?", choices=["list", "validate"], default="list",
+                        help="list (default), or validate the custom model definitions without training")
+    models.add_argument("--model", default=None, metavar="NAME", help="validate only this model")
+    models.add_argument("--json", action="store_true", help="list as JSON")
     return parser
 
 
@@ -149,6 +159,9 @@ def _quiet_libraries(verbose: bool) -> None:
         for child in list(logging.root.manager.loggerDict):
             if child.startswith(noisy + "."):
                 logging.getLogger(child).setLevel(logging.INFO if verbose else logging.ERROR)
+    # PySpark logs every analysis error it raises, with the JVM stack, as one JSON line; the
+    # pipeline reports those errors itself, in one line of its own.
+    logging.getLogger("SQLQueryContextLogger").setLevel(logging.INFO if verbose else logging.CRITICAL)
 
 
 def _step_functions() -> dict[str, Callable]:
@@ -253,6 +266,29 @@ def _read_profiles(args, cfg) -> int:
     return commands.show(spark, cfg, args.identity, args.json)
 
 
+def _models(args, cfg) -> int:
+    from pipelines.models import catalogue
+
+    if args.action == "list":
+        catalogue.print_entries(catalogue.entries(cfg), args.json)
+        return 0
+    from pipelines.models.specs import model_names
+    from pipelines.session import build_session
+
+    if args.model is not None and args.model not in model_names(cfg):
+        raise BadInputError(f"--model {args.model!r} is not a model; known: {', '.join(model_names(cfg))}")
+    spark = build_session(cfg)
+    if not args.verbose:
+        spark.sparkContext.setLogLevel("ERROR")
+    problems = catalogue.validate(spark, cfg, args.model)
+    for problem in problems:
+        print(f"enrich models validate: error: {problem}", file=sys.stderr)
+    if problems:
+        return 2
+    print("custom model definitions are valid" if args.model is None else f"{args.model}: definition is valid")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -265,9 +301,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg = load_config(args.env, args.conf, args.overrides)
         if args.command == "generate":
             return _generate(args, cfg)
-        if getattr(args, "model", None) is not None:
+        if args.command == "models":
+            return _models(args, cfg)
+        if getattr(args, "model", None) is not None or args.command in MODEL_USERS:
             from pipelines.models.specs import propensity_specs
-            propensity_specs(cfg, args.model)  # a wrong name fails before Spark starts
+            # A wrong name or a bad model definition fails before Spark starts.
+            propensity_specs(cfg, getattr(args, "model", None))
         if args.command in READERS:
             return _read_profiles(args, cfg)
         if args.command in PRIVACY:
