@@ -20,7 +20,7 @@ JARS_STAMP  := $(JARS_DIR)/.fetched
 XDM_JAR     := $(JARS_DIR)/enrich-xdm.jar
 XDM_SOURCES := $(shell find pipelines/xdm/jvm -name '*.java')
 
-.PHONY: setup jars demo cluster-demo test dag-check fault-test lint dist bench model-quality clean-lakehouse
+.PHONY: setup jars demo cluster-demo test dag-check fault-test lint dist bench model-quality clean-lakehouse notebook
 
 setup: $(SETUP_STAMP) $(JARS_STAMP) $(XDM_JAR)
 
@@ -51,6 +51,18 @@ demo: setup
 	$(BIN)/enrich generate --run-date $(RUN_DATE) --profiles $(DEMO_PROFILES) --days $(DEMO_DAYS) \
 	    --seed $(SEED) --set lakehouse.root=$(DEMO_ROOT)
 	$(BIN)/enrich nightly --run-date $(RUN_DATE) --set lakehouse.root=$(DEMO_ROOT)
+
+# JupyterLab on localhost over notebooks/, with a kernel ("Profile enrichment") that opens the
+# lakehouse of `make demo` (DEMO_ROOT) as soon as it starts: `ws` and `spark` are ready.
+NOTEBOOK_STAMP := $(VENV)/.notebook-setup-done
+$(NOTEBOOK_STAMP): $(SETUP_STAMP)
+	$(BIN)/pip install --quiet -c deps/constraints.txt -e '.[test,notebook]'
+	touch $@
+
+notebook: setup $(NOTEBOOK_STAMP)
+	$(BIN)/python -m pipelines.workspace install-kernel
+	ENRICH_LAKEHOUSE=$(abspath $(DEMO_ROOT)) ENRICH_RUN_DATE=$(RUN_DATE) \
+	    $(BIN)/jupyter lab --ip 127.0.0.1 --no-browser --notebook-dir notebooks
 
 test: setup
 	$(BIN)/python -m pytest -q --durations=15
