@@ -62,7 +62,8 @@ $(NOTEBOOK_STAMP): $(SETUP_STAMP)
 notebook: setup $(NOTEBOOK_STAMP)
 	$(BIN)/python -m pipelines.workspace install-kernel
 	ENRICH_LAKEHOUSE=$(abspath $(DEMO_ROOT)) ENRICH_RUN_DATE=$(RUN_DATE) \
-	    $(BIN)/jupyter lab --ip 127.0.0.1 --no-browser --notebook-dir notebooks
+	    $(BIN)/jupyter lab --ip 127.0.0.1 --no-browser --notebook-dir notebooks \
+	    $(if $(filter 0,$(shell id -u)),--allow-root)
 
 test: setup
 	$(BIN)/python -m pytest -q --durations=15

@@ -1,7 +1,8 @@
-"""The classifiers conf declares: the built-in propensities (`models.propensity`), then
-the custom ones (`models.custom`, see pipelines/models/custom.py), and what each predicts.
+"""The models conf declares with a label: the built-in propensities (`models.propensity`),
+then the custom classifiers and regressors (`models.custom`, see pipelines/models/custom.py),
+and what each predicts.
 
-    for spec in propensity_specs(cfg):             # in conf's order
+    for spec in propensity_specs(cfg):             # the classifiers, in conf's order
         rows = features.where(spec.eligible())    # who is trained on and scored
         labelled = rows.transform(spec.labels(events, as_of))
 
