@@ -11,8 +11,9 @@ from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from pyspark.sql import DataFrame
 
-from pipelines.errors import GateError
+from pipelines.errors import BadInputError, GateError
 from pipelines.models import registry
+from pipelines.models.propensity import parameter_grid
 from pipelines.ops.context import RunContext
 from pipelines.quality.gate import QualityChecks
 from pipelines.quality.model_gates import Decision
@@ -67,6 +68,20 @@ def champion_on_holdout(holdout: DataFrame, model_name: str, inputs: list[str],
         return None, f"champion v{current.version} used other features; not compared"
     model = registry.load_spark_model(model_name, current.version)
     return measure(model.transform(holdout)), f"champion v{current.version}"
+
+
+def search_candidates(ctx: RunContext, key: str, base: dict, plan) -> list[dict]:
+    """The settings to fit with: every combination of `models.<key>.search` over `base`, when
+    there is more than one and an earlier training snapshot to fit on before the latest
+    (which judges them); else `base` alone."""
+    try:
+        candidates = parameter_grid(base, ctx.cfg.get(f"models.{key}").get("search"))
+    except ValueError as err:
+        raise BadInputError(f"models.{key}.{err}") from err
+    if len(candidates) == 1 or len(plan.training) < 2:
+        return candidates[:1]
+    ctx.progress(f"searching {len(candidates)} settings: fit before {plan.training[-1]}, judge on it")
+    return candidates
 
 
 def gate_outcome(model_name: str, decision: Decision, severity: str) -> ExpectationOutcome:

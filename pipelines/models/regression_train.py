@@ -19,9 +19,8 @@ from pyspark import StorageLevel
 from pyspark.ml import PipelineModel
 from pyspark.sql import DataFrame
 
-from pipelines.errors import BadInputError
 from pipelines.models import lifecycle, registry
-from pipelines.models.propensity import feature_importances, parameter_grid
+from pipelines.models.propensity import feature_importances
 from pipelines.models.specs import ModelSpec
 from pipelines.ops import plots
 from pipelines.ops.context import RunContext
@@ -69,15 +68,11 @@ def _search(ctx: RunContext, spec: ModelSpec, train: DataFrame, plan, inputs: li
             fit: Callable[[DataFrame, list[str], dict], PipelineModel]) -> tuple[dict, list[dict]]:
     """Conf's params, or the candidate of `search` with the lowest RMSE on the latest training
     snapshot when fitted on the earlier ones."""
-    model_cfg = ctx.cfg.get(f"models.{spec.key}")
-    try:
-        candidates = parameter_grid(dict(model_cfg.get("params") or {}), model_cfg.get("search"))
-    except ValueError as err:
-        raise BadInputError(f"models.{spec.key}.{err}") from err
-    if len(candidates) == 1 or len(plan.training) < 2:
+    candidates = lifecycle.search_candidates(ctx, spec.key, dict(ctx.cfg.get(f"models.{spec.key}.params", None) or {}),
+                                             plan)
+    if len(candidates) == 1:
         return candidates[0], []
     latest = F.col("as_of_date") == F.lit(plan.training[-1])
-    ctx.progress(f"searching {len(candidates)} settings: fit before {plan.training[-1]}, judge on it")
     results = []
     for settings in candidates:
         model = fit(train.where(~latest), inputs, settings)

@@ -28,7 +28,7 @@ from pipelines.features.build import person_features
 from pipelines.features.run import check_features
 from pipelines.models import custom, lifecycle, registry
 from pipelines.models.propensity import (baseline_pipeline, classifier_pipeline, cumulative_gains, evaluate,
-                                         feature_importances, holdout_auc, parameter_grid, positive_probability,
+                                         feature_importances, holdout_auc, positive_probability,
                                          reliability_curve, roc_points, snapshot_plan, time_based_search)
 from pipelines.models import affinity_train, lifetime_value_train, regression_train, segments_train
 from pipelines.models.specs import (AFFINITY, LIFETIME_VALUE, SEGMENTS, ModelSpec, enabled, model_names,
@@ -214,14 +214,10 @@ def _search(ctx: RunContext, spec: ModelSpec, train: DataFrame, plan,
     latest training snapshot by models fitted on the earlier ones."""
     model_cfg = ctx.cfg.get(f"models.{spec.key}")
     base = dict(model_cfg.get(spec.settings_key) or {})
-    try:
-        candidates = parameter_grid(base, model_cfg.get("search"))
-    except ValueError as err:
-        raise BadInputError(f"models.{spec.key}.{err}") from err
-    if len(candidates) == 1 or len(plan.training) < 2:
+    candidates = lifecycle.search_candidates(ctx, spec.key, base, plan)
+    if len(candidates) == 1:
         return candidates[0], []
     latest = F.col("as_of_date") == F.lit(plan.training[-1])
-    ctx.progress(f"searching {len(candidates)} settings: fit before {plan.training[-1]}, judge on it")
     fit = fitter(spec, int(model_cfg["seed"]))
     best, results = time_based_search(train.where(~latest), train.where(latest), candidates,
                                       lambda rows, settings: fit(rows, inputs, settings))

@@ -42,6 +42,10 @@ def test_custom_models_are_trained_promoted_scored_and_published_like_the_built_
     assert 0.5 < float(spend.tags["holdout_total_ratio"]) < 2.0
     params = registry.run_params(registry.champion("outdoor_buyer").run_id)
     assert params["features"].endswith(",outdoor_interest_90d") and params["label"].startswith("count_if(")
+    search = registry.load_dict(spend.run_id, "hyperparameter_search.json")["candidates"]
+    assert [c["params"]["max_depth"] for c in search] == [2, 3] and all(c["validation_rmse"] > 0 for c in search)
+    best = min(search, key=lambda c: c["validation_rmse"])["params"]["max_depth"]
+    assert registry.run_params(spend.run_id)["gbt_max_depth"] == str(best)
 
     day = F.col("as_of_date") == F.lit(RUN_DATE)
     features = lakehouse.read(spark, nightly.cfg.table("features")).where(day)
