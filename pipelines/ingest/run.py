@@ -84,17 +84,18 @@ def _ingest_kind(ctx: RunContext, kind: str, schema, required, time_column, fini
     unique_count = unique.count()
     ctx.progress(f"{kind}: {records_in} records read, {quarantined} to quarantine")
 
+    # Quarantine first, so the parsed batch leaves memory before the largest write.
+    quarantine = bad_records(flagged).transform(quarantine_rows(kind, ctx.run_date))
+    lakehouse.insert_new(quarantine, cfg.table("quarantine"), keys=["record_key"])
+    flagged.unpersist()
     path = cfg.table(table)
     before = lakehouse.version(spark, path)
     lakehouse.insert_new(unique, path, keys=["_id"], partition_by=partition_by, properties=CDF)
     inserted = _inserted_rows(spark, path, before)
-    quarantine = bad_records(flagged).transform(quarantine_rows(kind, ctx.run_date))
-    lakehouse.insert_new(quarantine, cfg.table("quarantine"), keys=["record_key"])
+    unique.unpersist()
     # Last: a file counts as ingested only once its records are safely in.
     ledger = landing.ledger_rows(spark, kind, files, per_file, ctx.run_id, ctx.run_date)
     lakehouse.insert_new(ledger, cfg.table("ingested_files"), keys=["kind", "path", "size_bytes", "modified_at"])
-    for frame in (flagged, unique):
-        frame.unpersist()
     counts.update(records_in=records_in, inserted=inserted, already_present=unique_count - inserted,
                   batch_duplicates=records_in - quarantined - unique_count, quarantined=quarantined)
     counts.update({f"quarantined[{reason}]": n for reason, n in sorted(by_reason.items())})
