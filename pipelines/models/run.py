@@ -31,8 +31,7 @@ from pipelines.models.propensity import (baseline_pipeline, classifier_pipeline,
                                          feature_importances, holdout_auc, positive_probability,
                                          reliability_curve, roc_points, snapshot_plan, time_based_search)
 from pipelines.models import affinity_train, lifetime_value_train, regression_train, segments_train
-from pipelines.models.specs import (AFFINITY, LIFETIME_VALUE, SEGMENTS, ModelSpec, enabled, model_names,
-                                    propensity_specs, regression_specs)
+from pipelines.models.specs import AFFINITY, LIFETIME_VALUE, SEGMENTS, ModelSpec, enabled, model_specs
 from pipelines.ops import plots
 from pipelines.ops.context import RunContext
 from pipelines.quality import model_gates
@@ -105,10 +104,9 @@ def fitter(spec: ModelSpec, seed: int) -> Callable[[DataFrame, list[str], dict],
 
 def run(ctx: RunContext) -> dict:
     """Train every model (built-in, then custom), or only `ctx.model` when the user named one."""
-    specs = propensity_specs(ctx.cfg, ctx.model) + regression_specs(ctx.cfg, ctx.model)
-    custom_keys = [key for key in model_names(ctx.cfg) if key in {s.key for s in specs if s.is_custom}]
+    specs = model_specs(ctx.cfg, ctx.model)
     built_in = [s for s in specs if not s.is_custom]
-    custom_models = sorted((s for s in specs if s.is_custom), key=lambda s: custom_keys.index(s.key))
+    custom_models = [s for s in specs if s.is_custom]
     experiment_id = registry.connect(ctx.cfg)
     with QualityChecks(ctx) as checks:
         # One pinned read of silver/events for every model of the step; cached on first use,

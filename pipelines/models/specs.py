@@ -113,15 +113,17 @@ def propensity_specs(cfg: Config, only: str | None = None) -> list[ModelSpec]:
     """The classifiers of `models.propensity`, then of `models.custom`, in order; `only`
     keeps one of `model_names` (none when it names another kind of model; an unknown name
     or a bad definition: exit code 2)."""
-    return [s for s in _checked_specs(cfg, only) if not s.is_regressor]
+    return [s for s in model_specs(cfg, only) if not s.is_regressor]
 
 
 def regression_specs(cfg: Config, only: str | None = None) -> list[ModelSpec]:
     """The custom regressors of `models.custom`, in order (`only` as for propensity_specs)."""
-    return [s for s in _checked_specs(cfg, only) if s.is_regressor]
+    return [s for s in model_specs(cfg, only) if s.is_regressor]
 
 
-def _checked_specs(cfg: Config, only: str | None) -> list[ModelSpec]:
+def model_specs(cfg: Config, only: str | None = None) -> list[ModelSpec]:
+    """The classifiers of `models.propensity`, then the custom models in conf order (`only`
+    as for propensity_specs)."""
     if only is not None and only not in model_names(cfg):
         raise BadInputError(f"--model {only!r} is not a model; known: {', '.join(model_names(cfg))}")
     specs, problems = all_specs(cfg)
