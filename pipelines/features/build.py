@@ -89,15 +89,20 @@ def person_features(as_of: date, windows: Sequence[int], lookback_days: int) -> 
     return _apply
 
 
-def purchase_labels(as_of: date, horizon_days: int) -> Callable[[DataFrame], DataFrame]:
-    """Silver events -> (person_id, label=1) for people who buy in [as_of, as_of + horizon)."""
+def in_horizon(as_of: date, horizon_days: int) -> Column:
+    """True for events in the label horizon [as_of, as_of + horizon_days): the as-of date is
+    the first day a label sees and the last day no feature does."""
     if horizon_days < 1:
         raise ValueError(f"horizon_days must be at least 1, got {horizon_days}")
-    end = as_of + timedelta(days=horizon_days)
+    return (F.col("event_date") >= F.lit(as_of)) & (F.col("event_date") < F.lit(as_of + timedelta(days=horizon_days)))
+
+
+def purchase_labels(as_of: date, horizon_days: int) -> Callable[[DataFrame], DataFrame]:
+    """Silver events -> (person_id, label=1) for people who buy in [as_of, as_of + horizon)."""
+    horizon = in_horizon(as_of, horizon_days)
 
     def _apply(events: DataFrame) -> DataFrame:
-        return (events.where((F.col("event_date") >= F.lit(as_of)) & (F.col("event_date") < F.lit(end))
-                             & F.col("is_purchase"))
+        return (events.where(horizon & F.col("is_purchase"))
                 .select("person_id").distinct().withColumn("label", F.lit(1.0)))
     return _apply
 

@@ -100,12 +100,13 @@ def validate(spark, cfg: Config, only: str | None) -> list[str]:
                            "first"]
     events = lakehouse.read(spark, path)
     windows = cfg.get("features.windows_days")
+    found = {}
     for spec in chosen:
         model_cfg = cfg.get(f"models.{spec.key}")
-        found = custom.analyse(spec.definition, events, windows, model_cfg.get("params") or {},
-                               int(model_cfg["seed"]))
-        if not found and custom.label_never_holds(spec.definition, events):
-            found = [f"models.{spec.key}.label holds for nobody over all of {path}: no events match what it "
-                     "asks for (check the event types, categories and values it names)"]
-        problems += found
-    return problems
+        found[spec.key] = custom.analyse(spec.definition, events, windows, model_cfg.get("params") or {},
+                                         int(model_cfg["seed"]))
+    # Only labels Spark could analyse are evaluated, all in one pass over the events.
+    for key in custom.labels_never_held([s.definition for s in chosen if not found[s.key]], events):
+        found[key] = [f"models.{key}.label holds for nobody over all of {path}: no events match what it asks for "
+                      "(check the event types, categories and values it names)"]
+    return problems + [problem for spec in chosen for problem in found[spec.key]]

@@ -52,7 +52,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import types as T
 from pyspark.errors import AnalysisException, PySparkException
 
-from pipelines.features.build import feature_columns
+from pipelines.features.build import feature_columns, in_horizon
 
 CLASSIFIER, REGRESSOR = "classifier", "regressor"
 KINDS = (CLASSIFIER, REGRESSOR)
@@ -100,16 +100,19 @@ class CustomDefinition:
     def with_extra_features(self, events: DataFrame, as_of: date,
                             lookback_days: int) -> Callable[[DataFrame], DataFrame]:
         """Feature rows as of `as_of` -> plus each extra feature, from events strictly before it."""
+        if not self.extra_features:
+            return lambda features: features
+        return self.joined_with(extra_feature_values([self], events, as_of, lookback_days))
+
+    def joined_with(self, values: DataFrame | None) -> Callable[[DataFrame], DataFrame]:
+        """Feature rows -> plus this model's extra features, taken from `values` (what
+        `extra_feature_values` computed for it); 0 for people without earlier events."""
         def _apply(features: DataFrame) -> DataFrame:
             if not self.extra_features:
                 return features
-            before = (events.where((F.col("event_date") < F.lit(as_of))
-                                   & (F.col("event_date") >= F.lit(as_of - timedelta(days=lookback_days))))
-                      .withColumn("days_ago", F.datediff(F.lit(as_of), F.col("event_date"))))
-            extras = before.groupBy("person_id").agg(*[F.expr(sql).cast("double").alias(name)
-                                                      for name, sql in self.extra_features])
-            joined = features.join(extras, "person_id", "left")
-            return joined.fillna(0.0, subset=[name for name, _ in self.extra_features])
+            names = [name for name, _ in self.extra_features]
+            own = values.select("person_id", *[F.col(_extra_column(self.key, name)).alias(name) for name in names])
+            return features.join(own, "person_id", "left").fillna(0.0, subset=names)
         return _apply
 
     @property
@@ -120,11 +123,10 @@ class CustomDefinition:
         """Eligible feature rows as of `as_of` -> the same rows with `label`: 1.0 when the
         label expression holds over the person's events in the horizon, else 0.0 (a
         classifier), or its value, 0.0 without events (a regressor)."""
-        end = as_of + timedelta(days=horizon_days)
+        window = in_horizon(as_of, horizon_days)
 
         def _apply(features: DataFrame) -> DataFrame:
-            horizon = (events.where((F.col("event_date") >= F.lit(as_of)) & (F.col("event_date") < F.lit(end)))
-                       .withColumn("days_after", F.datediff(F.col("event_date"), F.lit(as_of))))
+            horizon = events.where(window).withColumn("days_after", F.datediff(F.col("event_date"), F.lit(as_of)))
             held = horizon.groupBy("person_id").agg(F.expr(self.label).alias("_held"))
             label = (F.coalesce(F.col("_held").cast("double"), F.lit(0.0)) if self.is_regressor
                      else F.when(F.coalesce(F.col("_held"), F.lit(False)), 1.0).otherwise(0.0))
@@ -239,6 +241,26 @@ def parse(key: str, model: Mapping, built_in_features: Sequence[str]) -> tuple[C
     return definition, []
 
 
+def extra_feature_values(definitions: Sequence[CustomDefinition], events: DataFrame, as_of: date,
+                         lookback_days: int) -> DataFrame | None:
+    """Every extra feature of `definitions` in one pass over the events strictly before
+    `as_of` (within the look-back): a row per person, a column per model and feature (see
+    `joined_with`); None when none of them declares any."""
+    wanted = [(definition.key, name, sql) for definition in definitions for name, sql in definition.extra_features]
+    if not wanted:
+        return None
+    before = (events.where((F.col("event_date") < F.lit(as_of))
+                           & (F.col("event_date") >= F.lit(as_of - timedelta(days=lookback_days))))
+              .withColumn("days_ago", F.datediff(F.lit(as_of), F.col("event_date"))))
+    return before.groupBy("person_id").agg(*[F.expr(sql).cast("double").alias(_extra_column(key, name))
+                                             for key, name, sql in wanted])
+
+
+def _extra_column(key: str, name: str) -> str:
+    # ":" is in no model key or feature name, so two models may share a feature name.
+    return f"{key}:{name}"
+
+
 def _first_line(err: Exception) -> str:
     text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
     return text[:300]
@@ -298,11 +320,17 @@ def feature_schema(windows: Sequence[int]) -> T.StructType:
                         + [T.StructField(name, T.DoubleType()) for name in feature_columns(windows)])
 
 
-def label_never_holds(definition: CustomDefinition, events: DataFrame) -> bool:
-    """True when the label expression holds (a classifier's) or is not 0 (a regressor's)
-    for nobody over all of `events`, each person's whole history taken as one horizon:
-    the events it asks for are not in the data."""
-    held = F.col("held") != 0 if definition.is_regressor else F.col("held")
-    held = (events.withColumn("days_after", F.lit(0)).groupBy("person_id")
-            .agg(F.expr(definition.label).alias("held")).where(held))
-    return held.limit(1).count() == 0
+def labels_never_held(definitions: Sequence[CustomDefinition], events: DataFrame) -> list[str]:
+    """The keys of the `definitions` whose label holds (a classifier's) or is not 0 (a
+    regressor's) for nobody over all of `events`, each person's whole history taken as one
+    horizon: the events it asks for are not in the data. One pass for all of them."""
+    if not definitions:
+        return []
+    per_person = (events.withColumn("days_after", F.lit(0)).groupBy("person_id")
+                  .agg(*[F.expr(definition.label).alias(f"held_{i}") for i, definition in enumerate(definitions)]))
+
+    def held(i: int, definition: CustomDefinition) -> Column:
+        value = F.col(f"held_{i}") != 0 if definition.is_regressor else F.col(f"held_{i}")
+        return F.max(F.coalesce(value, F.lit(False)).cast("int")).alias(f"held_{i}")
+    anyone = per_person.agg(*[held(i, definition) for i, definition in enumerate(definitions)]).first()
+    return [definition.key for i, definition in enumerate(definitions) if not anyone[f"held_{i}"]]

@@ -13,14 +13,15 @@ import time
 from functools import reduce
 
 import pyspark.sql.functions as F
+from mlflow.entities.model_registry import ModelVersion
 from pyspark.sql import DataFrame
 
 from pipelines import lakehouse
-from pipelines.models import registry
+from pipelines.models import custom, registry
 from pipelines.models.propensity import positive_probability
 from pipelines.models.run import SCORE_COLUMN
-from pipelines.models.specs import (AFFINITY, LIFETIME_VALUE, SEGMENTS, ModelSpec, enabled, propensity_specs,
-                                    regression_specs)
+from pipelines.models.specs import (AFFINITY, LIFETIME_VALUE, SEGMENTS, ModelSpec, enabled, model_specs,
+                                    propensity_specs, regression_specs)
 from pipelines.ops.context import RunContext
 from pipelines.quality.drift import drift_outcomes
 from pipelines.quality.gate import QualityChecks
@@ -37,11 +38,13 @@ from pipelines.scoring.scores import (bucket, percentile_cut_points, percentile_
 def run(ctx: RunContext) -> dict:
     cfg, spark = ctx.cfg, ctx.spark
     registry.connect(cfg)
-    specs, unscored = _with_champions(propensity_specs(cfg))
-    champions = {spec.key: registry.require_champion(spec.registered_name) for spec in specs}
+    specs = propensity_specs(cfg)
+    champions, unscored = _with_champions(specs)
+    specs = [spec for spec in specs if spec.key in champions]
     features = (lakehouse.read(spark, cfg.table("features"), "features")
                 .where(F.col("as_of_date") == F.lit(ctx.run_date)))
-    inputs = _model_inputs(ctx, specs, features)
+    extras = _extra_features(ctx)
+    inputs = _model_inputs(specs, features, extras)
     scored, counts = [], {}
     for spec in specs:
         champion = champions[spec.key]
@@ -69,7 +72,9 @@ def run(ctx: RunContext) -> dict:
         for key, module in ((LIFETIME_VALUE, lifetime_value), (AFFINITY, affinity), (SEGMENTS, segments)):
             if enabled(cfg, key):
                 others.update(module.score(ctx, checks, features))
-        others.update(_predict(ctx, checks, features))
+        others.update(_predict(ctx, checks, features, extras))
+        if extras is not None:
+            extras.unpersist()
         checks.enforce()
         return {"people_scored": sum(counts.values()), **others,
                 **{f"{key}.people_scored": n for key, n in counts.items()},
@@ -77,37 +82,48 @@ def run(ctx: RunContext) -> dict:
                 **checks.outputs()}
 
 
-def _with_champions(specs: list[ModelSpec]) -> tuple[list[ModelSpec], list[ExpectationOutcome]]:
-    """The models to score: every built-in (without a champion the step stops, exit code 2)
-    and the custom models that have one; a custom model without one is a warning, so a new
-    model that has not yet passed its gates does not stop the night."""
-    kept, unscored = [], []
+def _with_champions(specs: list[ModelSpec]) -> tuple[dict[str, ModelVersion], list[ExpectationOutcome]]:
+    """The champion of each model to score, by key: every built-in (without a champion the
+    step stops, exit code 2) and the custom models that have one; a custom model without one
+    is a warning, so a new model that has not yet passed its gates does not stop the night."""
+    champions, unscored = {}, []
     for spec in specs:
-        if spec.is_custom and registry.champion(spec.registered_name) is None:
+        if not spec.is_custom:
+            champions[spec.key] = registry.require_champion(spec.registered_name)
+        elif (version := registry.champion(spec.registered_name)) is not None:
+            champions[spec.key] = version
+        else:
             unscored.append(ExpectationOutcome(
                 suite="model_gates", check=f"{spec.key}.champion_present",
                 expectation=f"{spec.registered_name} has a champion to score with", severity="warning",
                 success=False, samples=[],
                 observed="no version has passed the promotion gate yet; not scored tonight"))
-            continue
-        kept.append(spec)
-    return kept, unscored
+    return champions, unscored
 
 
-def _model_inputs(ctx: RunContext, specs: list[ModelSpec], features: DataFrame) -> dict[str, DataFrame]:
-    """Each model's eligible feature rows, with a custom model's own features added (from
-    silver/events as of the run date, read only when some model has them)."""
-    lookback = int(ctx.cfg.get("features.eligibility_lookback_days"))
-    events = None
+def _model_inputs(specs: list[ModelSpec], features: DataFrame,
+                  extras: DataFrame | None) -> dict[str, DataFrame]:
+    """Each model's eligible feature rows, with a custom model's own features added from
+    `extras` (see `_extra_features`)."""
     rows = {}
     for spec in specs:
         eligible = features.where(spec.eligible())
-        if spec.definition is not None and spec.definition.extra_features:
-            if events is None:
-                events = lakehouse.read(ctx.spark, ctx.cfg.table("silver_events"), "ingest")
-            eligible = eligible.transform(spec.with_extra_features(events, ctx.run_date, lookback))
+        if spec.definition is not None:
+            eligible = eligible.transform(spec.definition.joined_with(extras))
         rows[spec.key] = eligible
     return rows
+
+
+def _extra_features(ctx: RunContext) -> DataFrame | None:
+    """Every custom model's extra features as of the run date, in one cached pass over
+    silver/events (read only when some model declares any)."""
+    definitions = [spec.definition for spec in model_specs(ctx.cfg)
+                   if spec.definition is not None and spec.definition.extra_features]
+    if not definitions:
+        return None
+    events = lakehouse.read(ctx.spark, ctx.cfg.table("silver_events"), "ingest")
+    return custom.extra_feature_values(definitions, events, ctx.run_date,
+                                       int(ctx.cfg.get("features.eligibility_lookback_days"))).cache()
 
 
 def _score(ctx: RunContext, spec: ModelSpec, champion, model,
@@ -136,19 +152,20 @@ def _score(ctx: RunContext, spec: ModelSpec, champion, model,
     return rows, scored
 
 
-def _predict(ctx: RunContext, checks: QualityChecks, features: DataFrame) -> dict:
+def _predict(ctx: RunContext, checks: QualityChecks, features: DataFrame, extras: DataFrame | None) -> dict:
     """Custom regressors: each champion's prediction for its eligible people, with the
     percentile and bucket among them -> gold/predictions (the date replaced in one
     transaction); then the `predictions` suite and drift."""
-    specs, unscored = _with_champions(regression_specs(ctx.cfg))
+    specs = regression_specs(ctx.cfg)
+    champions, unscored = _with_champions(specs)
     checks.add(unscored, 0.0)
+    specs = [spec for spec in specs if spec.key in champions]
     if not specs:
         return {}
-    inputs = _model_inputs(ctx, specs, features)
+    inputs = _model_inputs(specs, features, extras)
     buckets = ctx.cfg.get("scoring.buckets")
-    rows, predicted, champions = [], {}, {}
+    rows, predicted = [], {}
     for spec in specs:
-        champions[spec.key] = registry.require_champion(spec.registered_name)
         model = registry.load_spark_model(spec.registered_name, champions[spec.key].version)
         predicted[spec.key] = (model.transform(inputs[spec.key])
                                .select("person_id", F.col(PREDICTION).cast("double").alias(PREDICTION)).cache())

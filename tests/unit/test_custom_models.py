@@ -132,6 +132,23 @@ def test_extra_features_see_only_events_before_the_as_of_date_within_the_look_ba
     assert out == {"a": 2.0, "b": 0.0, "c": 0.0}
 
 
+def test_models_sharing_a_feature_name_each_get_their_own_values_from_one_pass(spark):
+    outdoor, _ = custom.parse("outdoor", GOOD, FEATURES)
+    home, _ = custom.parse("home", {**GOOD, "extra_features": {
+        "outdoor_views_90d": "count_if(array_contains(categories, 'Home'))"}}, FEATURES)
+    events = _events(spark, [
+        ("a", date(2026, 2, 28), "commerce.productViews", False, 0.0, ["Outdoor"]),
+        ("a", date(2026, 2, 27), "commerce.productViews", False, 0.0, ["Home"]),
+        ("a", date(2026, 2, 26), "commerce.productViews", False, 0.0, ["Home"]),
+        ("b", date(2026, 3, 1), "commerce.productViews", False, 0.0, ["Home"]),    # the as-of date: future
+    ])
+    values = custom.extra_feature_values([outdoor, home], events, AS_OF, 365)
+    features = spark.createDataFrame([("a",), ("b",)], "person_id string")
+    seen = {key: {r["person_id"]: r["outdoor_views_90d"] for r in features.transform(d.joined_with(values)).collect()}
+            for key, d in (("outdoor", outdoor), ("home", home))}
+    assert seen == {"outdoor": {"a": 1.0, "b": 0.0}, "home": {"a": 2.0, "b": 0.0}}
+
+
 @pytest.mark.parametrize("change,message", [
     ({"label": "count_if(is_purchase AND category = 'Outdoor') > 0"}, "models.m.label: [UNRESOLVED_COLUMN"),
     ({"label": "sum(revenue)"}, "models.m.label must be true or false for a classifier, but it gives double"),
@@ -156,9 +173,11 @@ def test_a_sound_definition_passes_and_a_label_nobody_meets_is_caught(spark):
     events = _events(spark, [("a", date(2026, 2, 1), "commerce.purchases", True, 20.0, ["Home"])])
     sound, _ = custom.parse("m", {**GOOD, "label": "sum(revenue) > 10"}, FEATURES)
     assert custom.analyse(sound, events, WINDOWS, GOOD["params"], 3) == []
-    assert not custom.label_never_holds(sound, events)
-    outdoor, _ = custom.parse("m", GOOD, FEATURES)
-    assert custom.label_never_holds(outdoor, events), "nobody bought Outdoor gear"
+    outdoor, _ = custom.parse("outdoor", GOOD, FEATURES)
+    spend, _ = custom.parse("spend", {**GOOD, "kind": "regressor", "label": "sum(revenue)"}, FEATURES)
+    none_spent, _ = custom.parse("none_spent", {**GOOD, "kind": "regressor", "label": "sum(revenue) - 20"}, FEATURES)
+    assert custom.labels_never_held([sound, outdoor, spend, none_spent], events) == ["outdoor", "none_spent"], \
+        "nobody bought Outdoor gear, and 20 - 20 is 0 for everyone"
 
 
 def test_the_programmatic_template_learns_a_planted_signal_and_scores_like_a_classifier(spark):
