@@ -116,7 +116,10 @@ def gamma_gamma_log_likelihood(params: GammaGamma, x: np.ndarray, mean_spend: np
 
 def _fit(negative_ll: Callable[[np.ndarray], float], starts: Sequence[Sequence[float]], what: str) -> np.ndarray:
     """Minimise over log-parameters (all parameters are positive) from each start; the
-    best converged optimum wins. Several starts because these likelihoods are flat in
+    best converged optimum wins. `negative_ll` is a mean per person, not a sum: the
+    tolerances are absolute, and on a sum over 180,000 buyers the simplex could not meet
+    `fatol` and ran to 40,000 evaluations. Scaling does not move the optimum, nor the
+    simplex's path, only where it stops. Several starts because these likelihoods are flat in
     places: from a start far from the data's scale, the simplex can wander off to a
     degenerate edge (a huge shape with a tiny scale) and stop there or run out of steps."""
     results = [minimize(negative_ll, np.log(start), method="Nelder-Mead", options=_TOLERANCE) for start in starts]
@@ -134,9 +137,10 @@ def fit_bgnbd(data: dict[str, np.ndarray], start: Sequence[float] | None = None)
     if len(x) == 0 or not (x > 0).any():
         raise ValueError("BG/NBD needs people with repeat purchases; there are none")
     starts = [start] if start else [(1.0, 1.0, 1.0, 1.0), (1.0, float(np.average(T, weights=weight)), 1.0, 1.0)]
+    people = float(weight.sum())
 
     def negative_ll(log_params: np.ndarray) -> float:
-        return -float(np.sum(weight * bgnbd_log_likelihood(BgNbd(*np.exp(log_params)), x, t_x, T)))
+        return -float(np.sum(weight * bgnbd_log_likelihood(BgNbd(*np.exp(log_params)), x, t_x, T))) / people
     return BgNbd(*(float(v) for v in _fit(negative_ll, starts, "BG/NBD")))
 
 
@@ -150,9 +154,10 @@ def fit_gamma_gamma(data: dict[str, np.ndarray], start: Sequence[float] | None =
     if len(x) == 0:
         raise ValueError("Gamma-Gamma needs repeat buyers with a positive spend; there are none")
     starts = [start] if start else [(1.0, 1.0, 1.0), (2.0, 3.0, float(np.average(spend, weights=weight)))]
+    people = float(weight.sum())
 
     def negative_ll(log_params: np.ndarray) -> float:
-        return -float(np.sum(weight * gamma_gamma_log_likelihood(GammaGamma(*np.exp(log_params)), x, spend)))
+        return -float(np.sum(weight * gamma_gamma_log_likelihood(GammaGamma(*np.exp(log_params)), x, spend))) / people
     return GammaGamma(*(float(v) for v in _fit(negative_ll, starts, "Gamma-Gamma")))
 
 
