@@ -118,9 +118,9 @@ def _fit(negative_ll: Callable[[np.ndarray], float], starts: Sequence[Sequence[f
     """Minimise over log-parameters (all parameters are positive) from each start; the
     best converged optimum wins. `negative_ll` is a mean per person, not a sum: the
     tolerances are absolute, and on a sum over 180,000 buyers the simplex could not meet
-    `fatol`: 40,000 evaluations instead of about 1,000. Scaling does not move the optimum, nor the
-    simplex's path, only where it stops. Several starts because these likelihoods are flat in
-    places: from a start far from the data's scale, the simplex can wander off to a
+    `fatol` (40,000 evaluations instead of about 1,000). Scaling moves neither the optimum
+    nor the simplex's path, only where it stops. Several starts because these likelihoods
+    are flat in places: from a start far from the data's scale, the simplex can wander off to a
     degenerate edge (a huge shape with a tiny scale) and stop there or run out of steps."""
     results = [minimize(negative_ll, np.log(start), method="Nelder-Mead", options=_TOLERANCE) for start in starts]
     converged = [r for r in results if r.success and np.isfinite(r.fun)]
