@@ -9,11 +9,15 @@ from datetime import date
 
 import numpy as np
 import pytest
+from scipy.optimize import approx_fprime
 
+from pipelines.models import lifetime_value
 from pipelines.models.lifetime_value import (BgNbd, GammaGamma, actual_value, collect_weighted, compress_for_bgnbd,
                                              compress_for_gamma_gamma, expected_purchases, expected_spend, fit_bgnbd,
-                                             fit_gamma_gamma, holdout_errors, parameters_dict, parameters_from_dict,
-                                             probability_alive, purchase_summary, with_lifetime_value)
+                                             bgnbd_log_likelihood, bgnbd_objective, fit_gamma_gamma,
+                                             gamma_gamma_log_likelihood, gamma_gamma_objective, holdout_errors,
+                                             parameters_dict, parameters_from_dict, probability_alive, purchase_summary,
+                                             with_lifetime_value)
 
 
 def _significant(value: float, digits: int = 3) -> float:
@@ -50,6 +54,23 @@ def test_the_published_conditional_expectation_is_reproduced(cdnow):
     # FHL (2005): a customer with x = 2, t_x = 30.43, T = 38.86 makes 1.226 purchases in the next 39 weeks.
     got = expected_purchases(fitted, 39.0, np.array([2.0]), np.array([30.43]), np.array([38.86]))
     assert round(float(got[0]), 3) == 1.226
+
+
+@pytest.mark.parametrize("slice_size", [16_384, 100])
+@pytest.mark.parametrize("point", [(0.243, 4.41, 0.793, 2.43), (1.0, 1.0, 1.0, 1.0), (3.0, 0.2, 5.0, 0.6)])
+def test_the_fits_gradients_are_those_of_the_likelihoods(cdnow, point, slice_size, monkeypatch):
+    """The optimiser trusts the analytic gradients: they must be the likelihoods' own,
+    whether the repeat buyers' terms are summed in one slice or in many."""
+    monkeypatch.setattr(lifetime_value, "_SLICE", slice_size)
+    bgnbd, spend = bgnbd_objective(cdnow), gamma_gamma_objective(cdnow)
+    for objective, at in ((bgnbd, np.log(point)), (spend, np.log(point[:3]))):
+        numeric = approx_fprime(at, lambda v, f=objective: f(v)[0], 1e-7)
+        assert objective(at)[1] == pytest.approx(numeric, rel=1e-4, abs=1e-5)
+    repeat = cdnow["x"] > 0
+    assert bgnbd(np.log(point))[0] == pytest.approx(
+        -np.mean(bgnbd_log_likelihood(BgNbd(*point), cdnow["x"], cdnow["t_x"], cdnow["T"])), rel=1e-12)
+    assert spend(np.log(point[:3]))[0] == pytest.approx(-np.mean(gamma_gamma_log_likelihood(
+        GammaGamma(*point[:3]), cdnow["x"][repeat], cdnow["mean_spend"][repeat])), rel=1e-12)
 
 
 def test_fitting_unique_tuples_with_counts_equals_fitting_every_person(cdnow):
