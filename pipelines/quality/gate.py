@@ -79,7 +79,7 @@ class QualityChecks:
         try:
             outcomes = validate(df, suite, parameters or {}, int(cfg.get("quality.sample_bad_values")),
                                 docs_dir=data_docs_dir(self.ctx), results_dir=validation_results_dir(self.ctx),
-                                run_name=self.ctx.run_id)
+                                run_name=self.ctx.run_id, index_limit=int(cfg.get("quality.data_docs_index_limit")))
         finally:
             df.unpersist()
         self.add(outcomes, time.monotonic() - started)

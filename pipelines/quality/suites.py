@@ -121,17 +121,18 @@ class KeepingSiteIndexBuilder(DefaultSiteIndexBuilder):
         return super().build(skip_and_clean_missing=False, build_index=build_index)
 
 
-def _context(docs_dir: str | None, results_dir: str | None):
+def _context(docs_dir: str | None, results_dir: str | None, index_limit: int | None):
     """An ephemeral GX context: suites and checkpoints in memory; with `docs_dir`, a Data
     Docs site there and validation results kept as JSON in `results_dir`, where the site's
-    index finds the results of earlier suites and nights."""
+    index finds the `index_limit` most recent results of earlier suites and nights (all when None)."""
     defaults = InMemoryStoreBackendDefaults(init_temp_docs_sites=False)
     if docs_dir:
         defaults.stores[defaults.validation_results_store_name]["store_backend"] = {
             "class_name": "TupleFilesystemStoreBackend", "base_directory": results_dir}
         defaults.data_docs_sites = {DOCS_SITE: {
             "class_name": "SiteBuilder",
-            "site_index_builder": {"module_name": __name__, "class_name": KeepingSiteIndexBuilder.__name__},
+            "site_index_builder": {"module_name": __name__, "class_name": KeepingSiteIndexBuilder.__name__,
+                                   "validation_results_limit": index_limit},
             "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": docs_dir},
         }}
     config = DataContextConfig(store_backend_defaults=defaults, progress_bars=ProgressBarsConfig(globally=False))
@@ -140,12 +141,13 @@ def _context(docs_dir: str | None, results_dir: str | None):
 
 def validate(df: DataFrame, suite: gx.ExpectationSuite, parameters: dict[str, Any], sample_size: int,
              docs_dir: str | None = None, results_dir: str | None = None,
-             run_name: str | None = None) -> list[ExpectationOutcome]:
+             run_name: str | None = None, index_limit: int | None = None) -> list[ExpectationOutcome]:
     """Validate `df` with `suite`; one outcome per expectation. With `docs_dir` (and
-    `results_dir`), the result is also kept and rendered into the GX Data Docs site there."""
+    `results_dir`), the result is also kept and rendered into the GX Data Docs site there,
+    whose index lists the `index_limit` most recent results."""
     if bool(docs_dir) != bool(results_dir):
         raise ValueError("docs_dir and results_dir go together")
-    context = _context(docs_dir, results_dir)
+    context = _context(docs_dir, results_dir, index_limit)
     batch_definition = (context.data_sources.add_spark(name="enrich")
                         .add_dataframe_asset(name=suite.name)
                         .add_batch_definition_whole_dataframe("batch"))
