@@ -34,8 +34,11 @@ def workspace(nightly, tmp_path, monkeypatch):
         "models": {"running_buyer": {"params": {"max_iter": 5}}},
         # 1,500 people: far fewer labels than a real run needs.
         "quality": {"sufficiency": {"min_labels_per_class": 20}},
+        # The test session's settings: 1,500 people need neither the local conf's 64 starting
+        # shuffle partitions nor its compiled code.
         "spark": {"conf": {"spark.sql.shuffle.partitions": "2", "spark.driver.memory": "2g",
-                           "spark.sql.codegen.wholeStage": "false"}},
+                           "spark.sql.adaptive.coalescePartitions.initialPartitionNum": "2",
+                           "spark.sql.codegen.wholeStage": "false", "spark.sql.codegen.factoryMode": "NO_CODEGEN"}},
     }))
     kernels = tmp_path / "jupyter" / "kernels" / KERNEL
     kernels.mkdir(parents=True)
