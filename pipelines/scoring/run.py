@@ -20,8 +20,7 @@ from pipelines import lakehouse
 from pipelines.models import custom, registry
 from pipelines.models.propensity import positive_probability
 from pipelines.models.run import SCORE_COLUMN
-from pipelines.models.specs import (AFFINITY, LIFETIME_VALUE, SEGMENTS, ModelSpec, enabled, model_specs,
-                                    propensity_specs, regression_specs)
+from pipelines.models.specs import AFFINITY, LIFETIME_VALUE, SEGMENTS, ModelSpec, enabled, model_specs
 from pipelines.ops.context import RunContext
 from pipelines.quality.drift import drift_outcomes
 from pipelines.quality.gate import QualityChecks
@@ -38,12 +37,13 @@ from pipelines.scoring.scores import (bucket, percentile_cut_points, percentile_
 def run(ctx: RunContext) -> dict:
     cfg, spark = ctx.cfg, ctx.spark
     registry.connect(cfg)
-    specs = propensity_specs(cfg)
+    every_spec = model_specs(cfg)   # conf's models parsed once: classifiers here, regressors in _predict
+    specs = [spec for spec in every_spec if not spec.is_regressor]
     champions, unscored = _with_champions(specs)
     specs = [spec for spec in specs if spec.key in champions]
     features = (lakehouse.read(spark, cfg.table("features"), "features")
                 .where(F.col("as_of_date") == F.lit(ctx.run_date)))
-    extras = _extra_features(ctx)
+    extras = _extra_features(ctx, every_spec)
     inputs = _model_inputs(specs, features, extras)
     scored, counts = [], {}
     for spec in specs:
@@ -72,7 +72,7 @@ def run(ctx: RunContext) -> dict:
         for key, module in ((LIFETIME_VALUE, lifetime_value), (AFFINITY, affinity), (SEGMENTS, segments)):
             if enabled(cfg, key):
                 others.update(module.score(ctx, checks, features))
-        others.update(_predict(ctx, checks, features, extras))
+        others.update(_predict(ctx, checks, features, extras, [spec for spec in every_spec if spec.is_regressor]))
         if extras is not None:
             extras.unpersist()
         checks.enforce()
@@ -114,10 +114,10 @@ def _model_inputs(specs: list[ModelSpec], features: DataFrame,
     return rows
 
 
-def _extra_features(ctx: RunContext) -> DataFrame | None:
-    """Every custom model's extra features as of the run date, in one cached pass over
-    silver/events (read only when some model declares any)."""
-    definitions = [spec.definition for spec in model_specs(ctx.cfg)
+def _extra_features(ctx: RunContext, specs: list[ModelSpec]) -> DataFrame | None:
+    """The extra features of every custom model in `specs` as of the run date, in one cached
+    pass over silver/events (read only when some model declares any)."""
+    definitions = [spec.definition for spec in specs
                    if spec.definition is not None and spec.definition.extra_features]
     if not definitions:
         return None
@@ -152,11 +152,11 @@ def _score(ctx: RunContext, spec: ModelSpec, champion, model,
     return rows, scored
 
 
-def _predict(ctx: RunContext, checks: QualityChecks, features: DataFrame, extras: DataFrame | None) -> dict:
-    """Custom regressors: each champion's prediction for its eligible people, with the
-    percentile and bucket among them -> gold/predictions (the date replaced in one
+def _predict(ctx: RunContext, checks: QualityChecks, features: DataFrame, extras: DataFrame | None,
+             specs: list[ModelSpec]) -> dict:
+    """Custom regressors (`specs`): each champion's prediction for its eligible people, with
+    the percentile and bucket among them -> gold/predictions (the date replaced in one
     transaction); then the `predictions` suite and drift."""
-    specs = regression_specs(ctx.cfg)
     champions, unscored = _with_champions(specs)
     checks.add(unscored, 0.0)
     specs = [spec for spec in specs if spec.key in champions]
