@@ -95,7 +95,7 @@ def compress_for_gamma_gamma(summary: DataFrame, decimals: int = 2) -> DataFrame
 def collect_weighted(compressed: DataFrame, columns: Sequence[str]) -> dict[str, np.ndarray]:
     """The compressed tuples as numpy arrays (bounded by distinct tuples, not people), in
     value order: the likelihood's sum then adds its terms in the same order on every run.
-    Collected as Arrow: Python rows cost about 40 µs each, 4 s for 100,000 tuples."""
+    Collected as Arrow, not as Python rows: about 1 s less for 100,000 tuples."""
     table = compressed.select(*columns, "weight").toArrow()
     arrays = {c: table.column(c).to_numpy(zero_copy_only=False).astype(float) for c in [*columns, "weight"]}
     order = np.lexsort([arrays[c] for c in reversed([*columns, "weight"])])   # the last key sorts first
@@ -128,8 +128,9 @@ def _fit(objective: Callable[[np.ndarray], tuple[float, np.ndarray]], starts: Se
     log-parameters: all parameters are positive) from the first start, and from the next
     only if that one did not converge. With the analytic gradient, quasi-Newton steps need
     about twenty evaluations where a simplex needed about a thousand. BFGS rather than
-    L-BFGS-B: with 3 or 4 parameters its memory is no concern, and L-BFGS-B's own BLAS
-    threads competed with numpy's for the cores (each evaluation took twice as long). A start
+    L-BFGS-B: with 3 or 4 parameters its memory is no concern, and inside L-BFGS-B each
+    evaluation took two to six times as long as alone (likely its BLAS threads competing
+    with numpy's for the cores; not confirmed). A start
     at the data's scale comes first: from far off, a search can wander to a degenerate edge
     of these flat likelihoods (a huge shape with a tiny scale)."""
     results = []
@@ -148,9 +149,9 @@ def _distinct(values: np.ndarray, weight: np.ndarray) -> tuple[np.ndarray, np.nd
     return distinct, index, np.bincount(index, weights=weight)
 
 
-# Repeat buyers' terms are summed over slices of this many tuples: temporaries of 128 KiB
-# stay in the processor's cache, where whole-array temporaries (2.6 MB at a million people)
-# cost a fresh allocation each; an evaluation took 15 ms instead of 40 at 333,000 tuples.
+# Repeat buyers' terms are summed over slices of this many tuples: at 333,000 tuples an
+# evaluation took 15 ms, against about 30 ms over whole arrays (temporaries of 128 KiB
+# stay in cache; those of 2.6 MB are allocated afresh each time).
 _SLICE = 16_384
 
 
@@ -193,7 +194,7 @@ def bgnbd_objective(data: dict[str, np.ndarray]) -> Callable[[np.ndarray], tuple
             silence = log_T - log_t_of[t_i]     # log((alpha + T) / (alpha + t_x)) >= 0
             odds = odds_of_x[x_i] + (r + x1[part]) * silence
             # e^-|odds|, stopped at e^-50: beyond it the terms are below rounding, and
-            # subnormal numbers would slow every operation on them a hundredfold.
+            # subnormal numbers make arithmetic on them far slower.
             small = np.exp(-np.minimum(np.abs(odds), 50.0))
             gone = np.where(odds >= 0, 1.0, small) / (1.0 + small)
             wg = w_i * gone
