@@ -252,6 +252,12 @@ def _write(results: dict) -> str:
               "| Spark (s) | " + " | ".join(str(ltv(s)["spark_seconds"]) for s in sizes) + " |",
               "| lifetimes (s) | " + " | ".join(str(ltv(s)["library_seconds"]) for s in sizes) + " |",
               "| speed-up | " + " | ".join(f"{ltv(s)['speedup']}x" for s in sizes) + " |",
+              "| fit alone, Spark / lifetimes (s) | " + " | ".join(
+                  f"{ltv(s)['spark_fit_seconds']} / {ltv(s)['library_fit_seconds']}" if "spark_fit_seconds" in ltv(s)
+                  else "-" for s in sizes) + " |",
+              "| measured | " + " | ".join(
+                  f"rerun {measured_when(ltv(s))}" if "measured" in ltv(s) else "with the nights" for s in sizes)
+              + " |",
               "| largest relative difference of a parameter | " + " | ".join(
                   f"{ltv(s)['max_relative_difference']:.1e}" + ("" if ltv(s)["agree"] else " (disagree)")
                   for s in sizes) + " |", ""]
@@ -316,6 +322,21 @@ def _plot(sizes: list[dict], path: Path) -> None:
     plt.close(figure)
 
 
+def _rerun_ltv(work: Path) -> None:
+    """The lifetime-value side by side again on the events a night run left, after a change
+    to the fit; each rerun carries its own stamp, the nights keep theirs."""
+    results = json.loads((HERE / "results.json").read_text())
+    cfg = load_config("local", overrides=[f"lakehouse.root={work / 'ltv-rerun'}"])
+    spark = build_session(cfg)
+    for size in results["sizes"]:
+        parquet = work / f"events-{size['target_events']}" / "events-parquet"
+        if parquet.is_dir():
+            print(f"{size['events']:,} events: lifetime-value fit with Spark and with lifetimes ...", flush=True)
+            size["side_by_side"]["ltv_vs_lifetimes"] = {**ltv_vs_lifetimes.compare(spark, cfg, RUN_DATE, parquet),
+                                                        "measured": measured_stamp()}
+    print(_write(results))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, nargs="+", help="sizes in events (default: conf bench.event_sizes)")
@@ -323,7 +344,13 @@ def main() -> None:
     parser.add_argument("--add", action="store_true",
                         help="keep the other sizes of bench/results.json (same machine and days) beside these")
     parser.add_argument("--work", default=str(HERE / "work" / "nightly"))
+    parser.add_argument("--rerun-ltv", action="store_true",
+                        help="only rerun the lifetime-value comparison of the sizes in bench/results.json whose "
+                             "events Parquet is under --work, and rewrite the results")
     args = parser.parse_args()
+    if args.rerun_ltv:
+        _rerun_ltv(Path(args.work))
+        return
     bench_cfg = load_config("local").get("bench")
     sizes, days = sorted(args.events or bench_cfg["event_sizes"]), int(args.days or bench_cfg["days"])
     results = {"machine": f"{os.cpu_count()} cores, {platform.python_implementation()} {platform.python_version()}",
