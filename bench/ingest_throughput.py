@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import shutil
 import time
 from datetime import date
@@ -24,6 +22,7 @@ from pipelines import lakehouse
 from pipelines.cli import main as enrich
 from pipelines.config import load_config
 from pipelines.session import build_session
+from provenance import machine  # bench/, beside this file
 
 HERE = Path(__file__).resolve().parent
 RUN_DATE = date(2026, 6, 1)
@@ -59,7 +58,7 @@ def main() -> None:
     for kind in ("events", "profiles"):
         (spark.read.json(cfg.landing(kind)).write.mode("overwrite")
          .parquet(str(parquet_root / "landing" / kind)))
-    results = {"machine": f"{os.cpu_count()} cores, {platform.python_implementation()} {platform.python_version()}",
+    results = {"machine": machine(),
                "profiles": args.profiles, "days": args.days,
                "json_lines_gzip": _ingest(json_root), "parquet": _ingest(parquet_root)}
     out = HERE / "results"

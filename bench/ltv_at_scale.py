@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import shutil
 from datetime import date, timedelta
 from pathlib import Path
@@ -30,7 +28,7 @@ import pyarrow.parquet as pq
 import ltv_vs_lifetimes  # bench/, beside this file
 from pipelines.config import load_config
 from pipelines.session import build_session
-from provenance import measured_stamp, measured_when
+from provenance import machine, measured_stamp, measured_when
 
 HERE = Path(__file__).resolve().parent
 AS_OF = date(2026, 6, 1)
@@ -138,7 +136,7 @@ def main() -> None:
     args = parser.parse_args()
     cfg = load_config("local", overrides=[f"lakehouse.root={Path(args.work) / 'lakehouse'}"])
     spark = build_session(cfg)
-    results = {"machine": f"{os.cpu_count()} cores, {platform.python_implementation()} {platform.python_version()}",
+    results = {"machine": machine(),
                "days": args.days, "true_parameters": TRUE, "sizes": []}
     # The session's first jobs pay for starting the JVM's compilers; a night's train step runs
     # in a session that ingest and the features have already warmed.

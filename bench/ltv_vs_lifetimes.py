@@ -42,8 +42,8 @@ def compare(spark, cfg: Config, as_of: date, events: Path) -> dict:
     summary = spark.read.parquet(str(events)).transform(purchase_summary(as_of)).cache()
     bgnbd_data = collect_weighted(compress_for_bgnbd(summary), ["x", "t_x", "T"])
     spend_data = collect_weighted(compress_for_gamma_gamma(summary, decimals), ["x", "mean_spend"])
-    people = summary.count()
     summary.unpersist()
+    people = int(bgnbd_data["weight"].sum())   # every buyer is in exactly one tuple
     spark_summary_seconds = time.monotonic() - started
     started = time.monotonic()
     bgnbd, spend = fit_bgnbd(bgnbd_data), fit_gamma_gamma(spend_data)

@@ -16,15 +16,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import shutil
 import time
 from datetime import date, timedelta
 from pathlib import Path
 
 from pipelines import lakehouse
-from provenance import measured_stamp, measured_when  # bench/, beside this file
+from provenance import machine, measured_stamp, measured_when  # bench/, beside this file
 from pipelines.cli import main as enrich
 from pipelines.config import load_config
 from pipelines.models.specs import model_names
@@ -92,7 +90,7 @@ def main() -> None:
                         help="keep the other sizes of bench/results/models_at_scale.json (same machine and days)")
     parser.add_argument("--work", default=str(HERE / "work" / "models_at_scale"))
     args = parser.parse_args()
-    results = {"machine": f"{os.cpu_count()} cores, {platform.python_implementation()} {platform.python_version()}",
+    results = {"machine": machine(),
                "days": args.days, "sizes": []}
     kept = []
     earlier_file = HERE / "results" / "models_at_scale.json"

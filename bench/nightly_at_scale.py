@@ -25,7 +25,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -43,7 +42,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import features_vs_duckdb  # noqa: E402  (bench/, beside this file)
 import ltv_vs_lifetimes  # noqa: E402
 import propensity_vs_sklearn  # noqa: E402
-from provenance import measured_stamp, measured_when  # noqa: E402
+from provenance import machine, measured_stamp, measured_when  # noqa: E402
 from pipelines import lakehouse  # noqa: E402
 from pipelines.cli import STEP_ORDER  # noqa: E402
 from pipelines.config import load_config  # noqa: E402
@@ -353,7 +352,7 @@ def main() -> None:
         return
     bench_cfg = load_config("local").get("bench")
     sizes, days = sorted(args.events or bench_cfg["event_sizes"]), int(args.days or bench_cfg["days"])
-    results = {"machine": f"{os.cpu_count()} cores, {platform.python_implementation()} {platform.python_version()}",
+    results = {"machine": machine(),
                "days": days, "min_labels_per_class": int(bench_cfg["min_labels_per_class"]), "sizes": []}
     kept = []
     if args.add and (HERE / "results.json").exists():

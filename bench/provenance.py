@@ -5,11 +5,19 @@ Benchmarks keep earlier sizes beside new ones (`--add`), so each size carries it
 
 from __future__ import annotations
 
+import os
+import platform
 import subprocess
 from datetime import date
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+
+
+def machine() -> str:
+    """What a benchmark ran on, e.g. '2 cores, CPython 3.11.7'; sizes are kept together only
+    when this matches (`--add`)."""
+    return f"{os.cpu_count()} cores, {platform.python_implementation()} {platform.python_version()}"
 
 
 def measured_stamp() -> dict:

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import shutil
 from datetime import date
 from pathlib import Path
@@ -22,6 +20,7 @@ from pipelines.cli import STEP_ORDER
 from pipelines.cli import main as enrich
 from pipelines.config import load_config
 from pipelines.session import build_session
+from provenance import machine  # bench/, beside this file
 
 HERE = Path(__file__).resolve().parent
 RUN_DATE = date(2026, 6, 1)
@@ -48,7 +47,7 @@ def main() -> None:
                               "checks": int((row["metrics"] or {}).get("dq_checks", 0))}
     total = sum(s["seconds"] for s in steps.values())
     checking = sum(s["check_seconds"] for s in steps.values())
-    results = {"machine": f"{os.cpu_count()} cores, {platform.python_implementation()} {platform.python_version()}",
+    results = {"machine": machine(),
                "profiles": args.profiles, "days": args.days, "steps": steps,
                "nightly_seconds": round(total, 1), "check_seconds": round(checking, 1),
                "check_share": round(checking / total, 3)}
