@@ -22,6 +22,8 @@ from pyspark.ml.feature import StandardScaler, VectorAssembler
 from pyspark.ml.functions import vector_to_array
 from pyspark.sql import Column, DataFrame
 
+from pipelines.columns import count_below
+
 
 @dataclass(frozen=True)
 class SnapshotPlan:
@@ -118,7 +120,7 @@ def cumulative_gains(scored: DataFrame, groups: int = 10) -> list[dict[str, floa
     probability = positive_probability()
     cuts = scored.agg(F.percentile_approx(probability, [k / groups for k in range(1, groups)], 10_000)
                       .alias("cuts")).first()["cuts"] or []
-    above = sum((F.when(probability > F.lit(float(c)), 1).otherwise(0) for c in cuts), F.lit(0))
+    above = count_below(probability, cuts)
     rows = (scored.select((F.lit(groups - 1) - above).alias("group"), "label")
             .groupBy("group").agg(F.count(F.lit(1)).alias("n"), F.sum("label").alias("pos"))
             .collect())

@@ -19,6 +19,7 @@ from pyspark import StorageLevel
 from pyspark.ml import PipelineModel
 from pyspark.sql import DataFrame
 
+from pipelines.columns import count_below
 from pipelines.models import lifecycle, registry
 from pipelines.models.propensity import feature_importances
 from pipelines.models.specs import ModelSpec
@@ -55,7 +56,7 @@ def prediction_deciles(scored: DataFrame, groups: int = 10) -> list[dict[str, fl
     one approximate quantile aggregation)."""
     cuts = scored.agg(F.percentile_approx(PREDICTION, [k / groups for k in range(1, groups)], 10_000)
                       .alias("cuts")).first()["cuts"] or []
-    group = sum((F.when(F.col(PREDICTION) > F.lit(float(c)), 1).otherwise(0) for c in sorted(set(cuts))), F.lit(0))
+    group = count_below(F.col(PREDICTION), sorted(set(cuts)))
     rows = (scored.groupBy(group.alias("group"))
             .agg(F.avg(PREDICTION).alias("predicted"), F.avg("label").alias("actual"),
                  F.count(F.lit(1)).alias("people"))

@@ -16,8 +16,9 @@ import math
 from typing import Mapping, Sequence
 
 import pyspark.sql.functions as F
-from pyspark.sql import Column, DataFrame
+from pyspark.sql import DataFrame
 
+from pipelines.columns import count_below
 from pipelines.quality.suites import ExpectationOutcome
 
 SHARE_FLOOR = 1e-4   # an empty bin counts as this share, so the logarithm stays finite
@@ -25,25 +26,21 @@ SHARE_FLOOR = 1e-4   # an empty bin counts as this share, so the logarithm stays
 Reference = dict[str, dict[str, list[float]]]   # column -> {"edges": [...], "shares": [...]}
 
 
-def _bin(value: Column, edges: Sequence[float]) -> Column:
-    """Bin index 0..len(edges): how many edges lie below the value (bin k is (e[k-1], e[k]])."""
-    if not edges:
-        return F.lit(0)
-    return sum((F.when(value > F.lit(float(e)), 1).otherwise(0) for e in edges[1:]),
-               F.when(value > F.lit(float(edges[0])), 1).otherwise(0))
-
-
 def bin_shares(df: DataFrame, edges: Mapping[str, Sequence[float]]) -> dict[str, list[float]]:
-    """Share of rows per bin for every column, in one aggregation."""
-    aggregates = [F.count(F.lit(1)).alias("_rows")]
-    for column, column_edges in edges.items():
-        index = _bin(F.col(column), column_edges)
-        aggregates += [F.sum(F.when(index == k, 1).otherwise(0)).alias(f"{column}#{k}")
-                       for k in range(len(column_edges) + 1)]
-    row = df.agg(*aggregates).first()
-    rows = max(1, row["_rows"])
-    return {column: [(row[f"{column}#{k}"] or 0) / rows for k in range(len(column_edges) + 1)]
-            for column, column_edges in edges.items()}
+    """Share of rows per bin for every column, in one aggregation. Bin k of a column is
+    (e[k-1], e[k]]: its index counts the edges below the value."""
+    columns = list(edges)
+    if not columns:
+        return {}
+    bins = F.array(*[count_below(F.col(column), edges[column]) for column in columns])
+    # One row per column and bin reaches the driver: bounded by the reference, not the rows.
+    counted = (df.select(F.posexplode(bins).alias("column", "bin"))
+               .groupBy("column", "bin").count().collect())
+    counts = {(row["column"], row["bin"]): row["count"] for row in counted}
+    # Every row falls in exactly one bin of each column: the first column's counts add up to the rows.
+    rows = max(1, sum(n for (position, _), n in counts.items() if position == 0))
+    return {column: [counts.get((position, k), 0) / rows for k in range(len(edges[column]) + 1)]
+            for position, column in enumerate(columns)}
 
 
 def reference_profile(df: DataFrame, columns: Sequence[str], bins: int) -> Reference:

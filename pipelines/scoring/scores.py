@@ -11,6 +11,8 @@ from typing import Callable, Sequence
 import pyspark.sql.functions as F
 from pyspark.sql import Column, DataFrame
 
+from pipelines.columns import count_below
+
 CUT_POINTS = [k / 100 for k in range(1, 100)]
 
 
@@ -28,8 +30,7 @@ def percentile_from_cut_points(value: Column, cut_points: Sequence[float]) -> Co
     """1 + the number of cut points strictly below `value`: 1..100, ties share a percentile."""
     if not cut_points:
         return F.lit(None).cast("int")
-    below = [F.when(value > F.lit(float(cut)), 1).otherwise(0) for cut in cut_points]
-    return (F.lit(1) + sum(below[1:], below[0])).cast("int")
+    return (F.lit(1) + count_below(value, cut_points)).cast("int")
 
 
 def bucket(percentile: Column, medium_from: int, high_from: int) -> Column:

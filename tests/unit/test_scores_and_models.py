@@ -3,6 +3,7 @@ from datetime import date
 import pyspark.sql.functions as F
 import pytest
 
+from pipelines.columns import count_below
 from pipelines.models.propensity import snapshot_plan
 from pipelines.scoring.scores import (bucket, percentile_cut_points, percentile_from_cut_points,
                                       with_score_columns)
@@ -30,6 +31,18 @@ def test_equal_probabilities_share_a_percentile_and_scores_round(spark):
 def test_no_cut_points_means_no_percentile(spark):
     df = spark.createDataFrame([(0.5,)], ["probability"])
     assert df.select(percentile_from_cut_points(F.col("probability"), []).alias("p")).first()["p"] is None
+
+
+def test_count_below_counts_edges_strictly_below_with_exact_double_edges(spark):
+    edges = [float("-inf"), -2.5, 1e-05, 0.1, 0.30000000000000004, 1.5e+20, float("nan")]
+    values = [None, float("-inf"), -3.0, -2.5, 0.0, 1e-05, 0.1, 0.3, 0.30000000000000004, 2e20, float("inf"),
+              float("nan")]
+    df = spark.createDataFrame([(v,) for v in values], "v double")
+    got = [r["n"] for r in df.select(count_below(F.col("v"), edges).alias("n")).collect()]
+    # Spark orders NaN above every number, and above infinity.
+    expected = [0] + [sum(1 for e in edges if v > e or (v != v and e == e)) for v in values[1:]]
+    assert got == expected == [0, 0, 1, 1, 2, 2, 3, 4, 4, 6, 6, 6]
+    assert df.select(count_below(F.col("v"), []).alias("n")).distinct().collect()[0]["n"] == 0
 
 
 def test_bucket_thresholds_are_checked():
