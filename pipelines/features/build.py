@@ -14,7 +14,7 @@ from typing import Callable, Sequence
 import pyspark.sql.functions as F
 from pyspark.sql import Column, DataFrame
 
-from pipelines.reproducible import exact_sum
+from pipelines.reproducible import money_sum
 
 # Per-window counters: (feature prefix, column of silver events summed).
 WINDOW_MEASURES = (
@@ -43,7 +43,7 @@ def _in_window(days: int, column: str) -> Column:
     """The column's sum over the `days` before the as-of date. Money is summed exactly, so a
     feature does not depend on the order events arrive in; counts are exact as doubles."""
     value = F.when(F.col("days_ago") <= days, F.col(column)).otherwise(F.lit(0.0))
-    return exact_sum(value) if column in MONEY else F.sum(value)
+    return money_sum(value) if column in MONEY else F.sum(value)
 
 
 def person_features(as_of: date, windows: Sequence[int], lookback_days: int) -> Callable[[DataFrame], DataFrame]:
@@ -64,7 +64,7 @@ def person_features(as_of: date, windows: Sequence[int], lookback_days: int) -> 
             F.min(F.when(F.col("is_purchase"), F.col("days_ago"))).alias("_last_purchase"),
             F.max("days_ago").alias("tenure_days"),
             F.sum("is_purchase_n").alias("lifetime_purchases"),
-            exact_sum("revenue").alias("lifetime_revenue"),
+            money_sum("revenue").alias("lifetime_revenue"),
         ]
         aggregates += [_in_window(days, column).alias(f"{name}_{days}d")
                        for days in sorted(windows) for name, column in WINDOW_MEASURES]

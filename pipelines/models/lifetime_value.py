@@ -27,7 +27,7 @@ from pyspark.sql.types import DoubleType, StructField, StructType
 from scipy.optimize import minimize
 from scipy.special import digamma, gammaln
 
-from pipelines.reproducible import exact_sum
+from pipelines.reproducible import money_sum
 
 # A run of the optimiser that has not converged is a failed fit, not a set of parameters.
 # It stops when no gradient component (per log-parameter, of the mean log-likelihood)
@@ -64,11 +64,11 @@ def purchase_summary(as_of: date) -> Callable[[DataFrame], DataFrame]:
     """
     def _apply(events: DataFrame) -> DataFrame:
         days = (events.where(F.col("is_purchase") & (F.col("event_date") < F.lit(as_of)))
-                .groupBy("person_id", "event_date").agg(exact_sum("revenue").alias("revenue")))
+                .groupBy("person_id", "event_date").agg(money_sum("revenue").alias("revenue")))
         first = F.min("event_date")
         per_person = days.groupBy("person_id").agg(
             first.alias("first_purchase"), F.max("event_date").alias("last_purchase"),
-            F.count(F.lit(1)).alias("purchase_days"), exact_sum("revenue").alias("total"),
+            F.count(F.lit(1)).alias("purchase_days"), money_sum("revenue").alias("total"),
             F.min_by("revenue", "event_date").alias("first_revenue"))
         x = F.col("purchase_days") - 1
         return per_person.select(
@@ -317,9 +317,9 @@ def actual_value(as_of: date, horizon_days: int) -> Callable[[DataFrame], DataFr
     def _apply(events: DataFrame) -> DataFrame:
         days = (events.where(F.col("is_purchase") & (F.col("event_date") >= F.lit(as_of))
                              & (F.col("event_date") < F.lit(end)))
-                .groupBy("person_id", "event_date").agg(exact_sum("revenue").alias("revenue")))
+                .groupBy("person_id", "event_date").agg(money_sum("revenue").alias("revenue")))
         return days.groupBy("person_id").agg(F.count(F.lit(1)).cast("double").alias("actual_purchases"),
-                                             exact_sum("revenue").alias("actual_value"))
+                                             money_sum("revenue").alias("actual_value"))
     return _apply
 
 

@@ -5,9 +5,10 @@ import random
 from datetime import date, timedelta
 
 import pyspark.sql.functions as F
+import pytest
 
 from pipelines.models.affinity import interaction_strengths, top_affinities
-from pipelines.reproducible import exact_sum, in_canonical_order
+from pipelines.reproducible import exact_sum, in_canonical_order, money_sum
 
 # Summed left to right these keep the 1.0; right to left they lose it.
 CANCELLING = [1e16, -1e16, 1.0]
@@ -24,6 +25,19 @@ def test_plain_sums_follow_the_order_of_their_terms_and_exact_sums_do_not(spark)
     exact = [frame.agg(exact_sum("v")).first()[0] for frame in (forward, backward)]
     assert plain == [1.0, 0.0]
     assert exact == [1.0, 1.0]
+
+
+def test_money_adds_up_to_the_cent_in_any_order(spark):
+    dimes = _in_order(spark, [0.1] * 30)
+    assert dimes.agg(F.sum("v")).first()[0] != 3.0   # 3.0000000000000013
+    assert dimes.agg(money_sum("v")).first()[0] == 3.0
+    payments = [0.1] * 30 + [-0.3, 0.1, 0.2] + [1e6 + 0.01, -1e6, 19.99]
+    totals = [frame.agg(money_sum("v")).first()[0] for frame in (_in_order(spark, payments),
+                                                                 _in_order(spark, payments[::-1]))]
+    assert totals[0] == totals[1] == pytest.approx(23.0, abs=1e-12)
+    assert [frame.agg(money_sum("v")).first()[0] for frame in _layouts(spark, [(v,) for v in CANCELLING], "v double")] \
+        == [1.0, 1.0]
+    assert _in_order(spark, [None, None]).agg(money_sum("v")).first()[0] is None
 
 
 def _layouts(spark, rows, schema):
