@@ -33,6 +33,7 @@ import time
 from itertools import pairwise
 from datetime import date, timedelta
 from pathlib import Path
+from typing import Callable
 
 import matplotlib
 
@@ -241,7 +242,7 @@ def _write(results: dict) -> str:
               "| ratio | " + " | ".join(f"{duck(s)['ratio']}x" for s in sizes) + " |",
               "| same rows and values | " + " | ".join(
                   "yes" if duck(s)["agree"] else f"no ({duck(s)['values_differing']} values)" for s in sizes) + " |",
-              ""]
+              _measured_row(sizes, duck), ""]
     ltv = lambda s: s["side_by_side"]["ltv_vs_lifetimes"]  # noqa: E731
     lines += ["## Lifetime-value fit: Spark summaries against `lifetimes` on pandas", "",
               "From the same purchases as Parquet to fitted BG/NBD and Gamma-Gamma parameters "
@@ -254,9 +255,7 @@ def _write(results: dict) -> str:
               "| fit alone, Spark / lifetimes (s) | " + " | ".join(
                   f"{ltv(s)['spark_fit_seconds']} / {ltv(s)['library_fit_seconds']}" if "spark_fit_seconds" in ltv(s)
                   else "-" for s in sizes) + " |",
-              "| measured | " + " | ".join(
-                  f"rerun {measured_when(ltv(s))}" if "measured" in ltv(s) else "with the nights" for s in sizes)
-              + " |",
+              _measured_row(sizes, ltv),
               "| largest relative difference of a parameter | " + " | ".join(
                   f"{ltv(s)['max_relative_difference']:.1e}" + ("" if ltv(s)["agree"] else " (disagree)")
                   for s in sizes) + " |", ""]
@@ -285,6 +284,11 @@ def _write(results: dict) -> str:
     (HERE / "results.md").write_text(text + "\n" + (HERE / "findings.md").read_text())
     _plot(sizes, out / "nightly_scaling.png")
     return text
+
+
+def _measured_row(sizes: list[dict], side: Callable[[dict], dict]) -> str:
+    return "| measured | " + " | ".join(
+        f"rerun {measured_when(side(s))}" if "measured" in side(s) else "with the nights" for s in sizes) + " |"
 
 
 def _targets(sizes: list[dict]) -> list[str]:
@@ -321,15 +325,33 @@ def _plot(sizes: list[dict], path: Path) -> None:
     plt.close(figure)
 
 
-def _rerun_ltv(work: Path) -> None:
-    """The lifetime-value side by side again on the events a night run left, after a change
-    to the fit; each rerun carries its own stamp, the nights keep theirs."""
+RERUNS = ("features", "ltv")   # side by sides that --rerun can repeat
+
+
+def _rerun(work: Path, which: list[str]) -> None:
+    """Side by sides again on the events a night run left, after a change to the code they
+    time; each rerun carries its own stamp, the nights keep theirs."""
     results = json.loads((HERE / "results.json").read_text())
-    cfg = load_config("local", overrides=[f"lakehouse.root={work / 'ltv-rerun'}"])
+    cfg = load_config("local", overrides=[f"lakehouse.root={work / 'side-by-side-rerun'}"])
     spark = build_session(cfg)
+    folders = {size["target_events"]: work / f"events-{size['target_events']}" for size in results["sizes"]}
+    present = [folder for folder in folders.values() if (folder / "events-parquet").is_dir()]
+    if present:
+        # Untimed: a fresh session's first jobs load classes and compile code, which the nights'
+        # run had paid for before its side by sides.
+        print("warming the session up on the smallest size ...", flush=True)
+        features_vs_duckdb.compare(spark, cfg, RUN_DATE, present[0] / "events-parquet", work / "warm-up")
+        ltv_vs_lifetimes.compare(spark, cfg, RUN_DATE, present[0] / "events-parquet")
     for size in results["sizes"]:
-        parquet = work / f"events-{size['target_events']}" / "events-parquet"
-        if parquet.is_dir():
+        parquet = folders[size["target_events"]] / "events-parquet"
+        if not parquet.is_dir():
+            continue
+        if "features" in which:
+            print(f"{size['events']:,} events: features with Spark and with DuckDB ...", flush=True)
+            size["side_by_side"]["features_vs_duckdb"] = {
+                **features_vs_duckdb.compare(spark, cfg, RUN_DATE, parquet, parquet.parent / "duckdb"),
+                "measured": measured_stamp()}
+        if "ltv" in which:
             print(f"{size['events']:,} events: lifetime-value fit with Spark and with lifetimes ...", flush=True)
             size["side_by_side"]["ltv_vs_lifetimes"] = {**ltv_vs_lifetimes.compare(spark, cfg, RUN_DATE, parquet),
                                                         "measured": measured_stamp()}
@@ -343,12 +365,12 @@ def main() -> None:
     parser.add_argument("--add", action="store_true",
                         help="keep the other sizes of bench/results.json (same machine and days) beside these")
     parser.add_argument("--work", default=str(HERE / "work" / "nightly"))
-    parser.add_argument("--rerun-ltv", action="store_true",
-                        help="only rerun the lifetime-value comparison of the sizes in bench/results.json whose "
-                             "events Parquet is under --work, and rewrite the results")
+    parser.add_argument("--rerun", nargs="+", choices=RERUNS,
+                        help="only rerun these side by sides for the sizes in bench/results.json whose events "
+                             "Parquet is under --work, and rewrite the results")
     args = parser.parse_args()
-    if args.rerun_ltv:
-        _rerun_ltv(Path(args.work))
+    if args.rerun:
+        _rerun(Path(args.work), args.rerun)
         return
     bench_cfg = load_config("local").get("bench")
     sizes, days = sorted(args.events or bench_cfg["event_sizes"]), int(args.days or bench_cfg["days"])
