@@ -125,8 +125,9 @@ class KeepingSiteIndexBuilder(DefaultSiteIndexBuilder):
 
 class _CompiledTemplates(BytecodeCache):
     """Jinja templates compiled once per process. GX builds a new Jinja environment for every
-    page, so without this each suite compiled the same fifty templates again (about half of
-    the time spent on its Data Docs pages)."""
+    page, so without this each suite compiled the same fifty templates again: most of what
+    its Data Docs pages cost (a features suite took 3.52 s with pages compiled each time,
+    3.25 s with this, 3.15 s without Data Docs)."""
 
     def __init__(self):
         self._code: dict[str, bytes] = {}
