@@ -159,15 +159,9 @@ def _one_size(target_events: int, events_per_person: float, days: int, min_label
         night["without_training_seconds"] = round(night["total_seconds"] - night["seconds"].get("train", 0.0), 1)
     events = lakehouse.read(spark, cfg.table("silver_events")).count()
     people = lakehouse.read(spark, cfg.table("features")).where(f"as_of_date = DATE'{RUN_DATE}'").count()
-    print(f"{events:,} events: features with Spark and with DuckDB ...", flush=True)
     parquet = root.parent / "events-parquet"
     features_vs_duckdb.write_events(spark, cfg, parquet)
-    side_by_side = {"features_vs_duckdb": features_vs_duckdb.compare(spark, cfg, RUN_DATE, parquet,
-                                                                     root.parent / "duckdb")}
-    print(f"{events:,} events: lifetime-value fit with Spark and with lifetimes ...", flush=True)
-    side_by_side["ltv_vs_lifetimes"] = ltv_vs_lifetimes.compare(spark, cfg, RUN_DATE, parquet)
-    print(f"{events:,} events: propensity with Spark and with pandas + scikit-learn ...", flush=True)
-    side_by_side["propensity_vs_sklearn"] = propensity_vs_sklearn.compare(spark, cfg, RUN_DATE, parquet)
+    side_by_side = _side_by_side(spark, cfg, parquet, f"{events:,} events", SIDE_BY_SIDES)
     return {"target_events": target_events, "profiles": profiles, "events": events, "people_with_features": people,
             "generate_seconds": generate_seconds, "nights": nights, "side_by_side": side_by_side,
             "measured": measured_stamp()}
@@ -325,7 +319,23 @@ def _plot(sizes: list[dict], path: Path) -> None:
     plt.close(figure)
 
 
-RERUNS = ("features", "ltv")   # side by sides that --rerun can repeat
+# Each side by side: the name --rerun takes, its key in the results, and what it compares.
+SIDE_BY_SIDES = {"features": ("features_vs_duckdb", "features with Spark and with DuckDB"),
+                 "ltv": ("ltv_vs_lifetimes", "lifetime-value fit with Spark and with lifetimes"),
+                 "propensity": ("propensity_vs_sklearn", "propensity with Spark and with pandas + scikit-learn")}
+
+
+def _side_by_side(spark, cfg, parquet: Path, label: str, which) -> dict:
+    """The chosen comparisons on one size's events Parquet, by result key."""
+    compare = {"features": lambda: features_vs_duckdb.compare(spark, cfg, RUN_DATE, parquet, parquet.parent / "duckdb"),
+               "ltv": lambda: ltv_vs_lifetimes.compare(spark, cfg, RUN_DATE, parquet),
+               "propensity": lambda: propensity_vs_sklearn.compare(spark, cfg, RUN_DATE, parquet)}
+    results = {}
+    for name in which:
+        key, what = SIDE_BY_SIDES[name]
+        print(f"{label}: {what} ...", flush=True)
+        results[key] = compare[name]()
+    return results
 
 
 def _rerun(work: Path, which: list[str]) -> None:
@@ -334,27 +344,16 @@ def _rerun(work: Path, which: list[str]) -> None:
     results = json.loads((HERE / "results.json").read_text())
     cfg = load_config("local", overrides=[f"lakehouse.root={work / 'side-by-side-rerun'}"])
     spark = build_session(cfg)
-    folders = {size["target_events"]: work / f"events-{size['target_events']}" for size in results["sizes"]}
-    present = [folder for folder in folders.values() if (folder / "events-parquet").is_dir()]
+    parquets = {size["target_events"]: work / f"events-{size['target_events']}" / "events-parquet"
+                for size in results["sizes"]}
+    present = [size for size in results["sizes"] if parquets[size["target_events"]].is_dir()]
     if present:
         # Untimed: a fresh session's first jobs load classes and compile code, which the nights'
         # run had paid for before its side by sides.
-        print("warming the session up on the smallest size ...", flush=True)
-        features_vs_duckdb.compare(spark, cfg, RUN_DATE, present[0] / "events-parquet", work / "warm-up")
-        ltv_vs_lifetimes.compare(spark, cfg, RUN_DATE, present[0] / "events-parquet")
-    for size in results["sizes"]:
-        parquet = folders[size["target_events"]] / "events-parquet"
-        if not parquet.is_dir():
-            continue
-        if "features" in which:
-            print(f"{size['events']:,} events: features with Spark and with DuckDB ...", flush=True)
-            size["side_by_side"]["features_vs_duckdb"] = {
-                **features_vs_duckdb.compare(spark, cfg, RUN_DATE, parquet, parquet.parent / "duckdb"),
-                "measured": measured_stamp()}
-        if "ltv" in which:
-            print(f"{size['events']:,} events: lifetime-value fit with Spark and with lifetimes ...", flush=True)
-            size["side_by_side"]["ltv_vs_lifetimes"] = {**ltv_vs_lifetimes.compare(spark, cfg, RUN_DATE, parquet),
-                                                        "measured": measured_stamp()}
+        _side_by_side(spark, cfg, parquets[present[0]["target_events"]], "warm-up (untimed)", which)
+    for size in present:
+        measured = _side_by_side(spark, cfg, parquets[size["target_events"]], f"{size['events']:,} events", which)
+        size["side_by_side"].update({key: {**value, "measured": measured_stamp()} for key, value in measured.items()})
     print(_write(results))
 
 
@@ -365,7 +364,7 @@ def main() -> None:
     parser.add_argument("--add", action="store_true",
                         help="keep the other sizes of bench/results.json (same machine and days) beside these")
     parser.add_argument("--work", default=str(HERE / "work" / "nightly"))
-    parser.add_argument("--rerun", nargs="+", choices=RERUNS,
+    parser.add_argument("--rerun", nargs="+", choices=list(SIDE_BY_SIDES),
                         help="only rerun these side by sides for the sizes in bench/results.json whose events "
                              "Parquet is under --work, and rewrite the results")
     args = parser.parse_args()
