@@ -1,0 +1,17 @@
+from delta.tables import DeltaTable
+
+from pipelines import lakehouse
+
+
+def test_version_follows_every_commit_past_a_checkpoint_and_is_none_before_the_first(spark, tmp_path):
+    path = str(tmp_path / "t")
+    assert lakehouse.version(spark, path) is None
+    seen = []
+    for n in range(12):   # Delta writes a checkpoint at version 10
+        lakehouse.append(spark.range(n, n + 1), path)
+        seen.append(lakehouse.version(spark, path))
+    # A commit made through SQL, not through this module, is seen too.
+    spark.sql(f"DELETE FROM delta.`{path}` WHERE id = 0")
+    seen.append(lakehouse.version(spark, path))
+    assert seen == list(range(13))
+    assert seen[-1] == DeltaTable.forPath(spark, path).history(1).first()["version"]
