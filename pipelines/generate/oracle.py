@@ -21,6 +21,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 
 from pipelines import lakehouse
 from pipelines.config import Config
+from pipelines.features.build import person_features
 from pipelines.models import registry
 from pipelines.models.affinity import future_categories, precision_at_k
 from pipelines.models.affinity_train import KEY as AFFINITY, PARAMETERS_ARTIFACT as AFFINITY_PARAMETERS
@@ -87,8 +88,9 @@ def value_ratio(spark: SparkSession, cfg: Config, truth: DataFrame, events: Data
     champion = registry.require_champion(name)
     params = registry.run_params(champion.run_id)
     holdout, horizon = date.fromisoformat(params["holdout_as_of"]), int(params["horizon_days"])
-    judged = labelled_buyers(events, holdout, horizon, cfg.get("features.windows_days"),
-                             int(cfg.get("features.eligibility_lookback_days")))
+    features = events.transform(person_features(holdout, cfg.get("features.windows_days"),
+                                                int(cfg.get("features.eligibility_lookback_days"))))
+    judged = labelled_buyers(events, features, holdout, horizon)
     expected = F.col("purchase_rate_per_day") * _active_days(holdout, horizon) * F.col("expected_order_value")
     row = (judged.join(truth, "person_id")
            .agg(F.avg(F.abs(expected - F.col("actual_value"))).alias("mae"), F.count(F.lit(1)).alias("people"))

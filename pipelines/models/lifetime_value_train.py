@@ -117,18 +117,19 @@ def _fit_and_register(ctx: RunContext, checks: QualityChecks, name: str, summary
         failed = Decision(allowed=False, check="data_sufficiency", rule="the likelihood fit converges",
                           observed=str(err), reason=str(err))
         return lifecycle.refused(ctx, checks, name, failed, f"training refused: {err}")
-    windows, lookback = cfg.get("features.windows_days"), int(cfg.get("features.eligibility_lookback_days"))
-    inputs = feature_columns(windows)
+    inputs = feature_columns(events.windows)
     # Both ways are judged on the buyers the nightly would value: a feature row at the holdout.
-    judged = labelled_buyers(events.frame, holdout, horizon, windows, lookback).persist(StorageLevel.MEMORY_AND_DISK)
+    judged = labelled_buyers(events.frame, events.features(holdout), holdout, horizon).persist(
+        StorageLevel.MEMORY_AND_DISK)
     try:
         actual = judged.select("person_id", "actual_value", "actual_purchases")
         probabilistic = (summary.join(judged.select("person_id"), "person_id")
                          .transform(with_lifetime_value(bgnbd, spend, float(horizon))).cache())
         by_method = {PROBABILISTIC: holdout_errors(probabilistic, actual)}
         ctx.progress(f"fitting the gradient-boosted regressor on buyers as of {holdout - timedelta(days=horizon)}")
+        earlier = holdout - timedelta(days=horizon)
         training_rows = in_canonical_order(
-            labelled_buyers(events.frame, holdout - timedelta(days=horizon), horizon, windows, lookback), "person_id")
+            labelled_buyers(events.frame, events.features(earlier), earlier, horizon), "person_id")
         regressor = regressor_pipeline(inputs, model_cfg["regressor"], int(model_cfg["seed"])).fit(training_rows)
         by_method[REGRESSOR] = holdout_errors(_regressor_values(regressor, judged, probabilistic), actual)
         champion_mae, note = _champion_mae(name, summary, judged, actual, horizon)

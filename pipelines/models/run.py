@@ -8,7 +8,7 @@ nightly, a model whose champion is younger than `retrain_every_days` is not retr
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from typing import Callable
 from functools import cached_property
@@ -49,10 +49,18 @@ LEDGER_METRICS = ("holdout_auc_roc", "holdout_pr_auc", "holdout_brier", "holdout
 @dataclass
 class PinnedEvents:
     """silver/events at the Delta version the step read, so a training run can be
-    reproduced with time travel; persisted because every snapshot and label reads it."""
+    reproduced with time travel; persisted because every snapshot and label reads it.
+
+    Person features are computed once per as-of date for the whole step: models with the
+    same horizon train on the same dates (at the e2e scale, 6 distinct dates instead of 17
+    snapshots), and the `features` suite checks each date once."""
     frame: DataFrame
     path: str
     version: int
+    windows: tuple[int, ...]
+    lookback_days: int
+    _features: dict[date, DataFrame] = field(default_factory=dict)
+    _checked: set[date] = field(default_factory=set)
 
     @classmethod
     def read(cls, ctx: RunContext) -> "PinnedEvents":
@@ -60,7 +68,27 @@ class PinnedEvents:
         version = lakehouse.version(ctx.spark, path)
         frame = (ctx.spark.read.format("delta").option("versionAsOf", version).load(path)
                  .persist(StorageLevel.MEMORY_AND_DISK))
-        return cls(frame, path, version)
+        return cls(frame, path, version, tuple(ctx.cfg.get("features.windows_days")),
+                   int(ctx.cfg.get("features.eligibility_lookback_days")))
+
+    def features(self, as_of: date) -> DataFrame:
+        """Feature rows as of `as_of`, from events strictly before it."""
+        if as_of not in self._features:
+            self._features[as_of] = (self.frame.transform(person_features(as_of, self.windows, self.lookback_days))
+                                     .persist(StorageLevel.MEMORY_AND_DISK))
+        return self._features[as_of]
+
+    def check_features(self, checks: QualityChecks, dates) -> None:
+        """The `features` suite on the feature rows of the `dates` not checked yet this step."""
+        unchecked = [d for d in dict.fromkeys(dates) if d not in self._checked]
+        if unchecked:
+            check_features(checks, reduce(DataFrame.unionByName, [self.features(d) for d in unchecked]))
+            self._checked.update(unchecked)
+
+    def release(self) -> None:
+        for frame in self._features.values():
+            frame.unpersist()
+        self.frame.unpersist()
 
     @cached_property
     def _span(self):
@@ -75,10 +103,10 @@ class PinnedEvents:
         return self._span["last"]
 
 
-def labelled_snapshot(events: DataFrame, spec: ModelSpec, as_of: date, windows, lookback: int) -> DataFrame:
-    return (events.transform(person_features(as_of, windows, lookback))
-            .transform(spec.with_extra_features(events, as_of, lookback))
-            .transform(spec.labels(events, as_of)))
+def labelled_snapshot(events: PinnedEvents, spec: ModelSpec, as_of: date) -> DataFrame:
+    return (events.features(as_of)
+            .transform(spec.with_extra_features(events.frame, as_of, events.lookback_days))
+            .transform(spec.labels(events.frame, as_of)))
 
 
 def check_custom_definitions(ctx: RunContext, specs: list[ModelSpec], events: DataFrame) -> None:
@@ -133,7 +161,7 @@ def run(ctx: RunContext) -> dict:
                              f"within {spec.horizon_days} days")
                 per_model[spec.key] = _train(ctx, checks, spec, events, experiment_id)
         finally:
-            events.frame.unpersist()
+            events.release()
         ledger = (LEDGER_METRICS + lifetime_value_train.LEDGER_METRICS + affinity_train.LEDGER_METRICS
                   + segments_train.LEDGER_METRICS + regression_train.LEDGER_METRICS)
         numbers = {f"{key}.{name}": out[name] for key, out in per_model.items()
@@ -159,10 +187,9 @@ def _train(ctx: RunContext, checks: QualityChecks, spec: ModelSpec, events: Pinn
                              int(model_cfg["training_snapshots"]))
     except ValueError as err:
         raise BadInputError(f"models.{spec.key}: {err}") from err
-    windows = cfg.get("features.windows_days")
-    lookback = int(cfg.get("features.eligibility_lookback_days"))
-    snapshots = [labelled_snapshot(events.frame, spec, d, windows, lookback)
-                 for d in plan.training + (plan.holdout,)]
+    dates = plan.training + (plan.holdout,)
+    events.check_features(checks, dates)
+    snapshots = [labelled_snapshot(events, spec, d) for d in dates]
     training_set = (reduce(DataFrame.unionByName, snapshots)
                     .withColumn("model", F.lit(spec.key))
                     .withColumn("training_run_date", F.lit(ctx.run_date).cast("date"))
@@ -175,7 +202,6 @@ def _train(ctx: RunContext, checks: QualityChecks, spec: ModelSpec, events: Pinn
                             partition_by=["model", "training_run_date"], merge_schema=spec.is_custom)
     stored = lakehouse.read(spark, set_path).where(this_set).drop("model").cache()
     try:
-        check_features(checks, stored)
         bounds = cfg.get(f"quality.training.{spec.key}", None) or cfg.get("quality.training.default")
         # A regressor's "class" is whether the target is positive (spent, came back): the label
         # rate bounds and the labels-per-class gate apply to that.

@@ -19,7 +19,6 @@ from pyspark.ml.feature import VectorAssembler
 from pyspark.ml.regression import GBTRegressor
 from pyspark.sql import DataFrame
 
-from pipelines.features.build import person_features
 from pipelines.models.lifetime_value import actual_value
 
 PREDICTION = "regressor_value"
@@ -35,12 +34,10 @@ def regressor_pipeline(inputs: Sequence[str], settings: Mapping, seed: int) -> P
     ])
 
 
-def labelled_buyers(events: DataFrame, as_of: date, horizon_days: int, windows: Sequence[int],
-                    lookback_days: int) -> DataFrame:
-    """Feature rows as of `as_of` of people who bought before it, with what they bought in
-    the horizon after it (`actual_value`, `actual_purchases`; 0 when nothing)."""
-    return (events.transform(person_features(as_of, windows, lookback_days))
-            .where(F.col("lifetime_purchases") > 0)
+def labelled_buyers(events: DataFrame, features: DataFrame, as_of: date, horizon_days: int) -> DataFrame:
+    """The feature rows (as of `as_of`) of people who bought before it, with what they bought
+    in the horizon after it (`actual_value`, `actual_purchases`; 0 when nothing)."""
+    return (features.where(F.col("lifetime_purchases") > 0)
             .join(events.transform(actual_value(as_of, horizon_days)), "person_id", "left")
             .fillna(0.0, subset=["actual_value", "actual_purchases"]))
 
