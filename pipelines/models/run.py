@@ -82,7 +82,12 @@ class PinnedEvents:
         """The `features` suite on the feature rows of the `dates` not checked yet this step."""
         unchecked = [d for d in dict.fromkeys(dates) if d not in self._checked]
         if unchecked:
-            check_features(checks, reduce(DataFrame.unionByName, [self.features(d) for d in unchecked]))
+            # Checked on a local checkpoint: GX's twenty-odd queries over a union of cached
+            # frames took twice as long as over the same rows checkpointed (12.6 s against 5.4 s).
+            # The snapshots stay cached, filled by the checkpoint's pass, for the training sets.
+            rows = reduce(DataFrame.unionByName, [self.features(d) for d in unchecked]).localCheckpoint()
+            check_features(checks, rows)
+            rows.unpersist()
             self._checked.update(unchecked)
 
     def release(self) -> None:
