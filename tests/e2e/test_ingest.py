@@ -176,11 +176,11 @@ def test_a_new_file_brings_late_events_and_redeliveries_are_merged(spark, tmp_pa
 
 
 @pytest.mark.parametrize("crash_in", ["files ledger", "identity graph"])
-def test_killed_mid_ingest_a_rerun_leaves_the_tables_of_one_clean_run(spark, tmp_path, monkeypatch, crash_in):
-    clean_root, crashed_root = tmp_path / "clean" / "lakehouse", tmp_path / "crashed" / "lakehouse"
-    for root in (clean_root, crashed_root):
-        write_landing(root)
-    assert ingest(clean_root) == 0
+def test_killed_mid_ingest_a_rerun_leaves_the_tables_of_one_clean_run(spark, landed, tmp_path, monkeypatch,
+                                                                     crash_in):
+    clean_cfg = landed[1]   # the same landing folder, ingested once without a fault
+    crashed_root = tmp_path / "crashed" / "lakehouse"
+    write_landing(crashed_root)
 
     def crash(*args, **kwargs):
         raise KeyboardInterrupt(f"killed while writing the {crash_in}")
@@ -190,6 +190,6 @@ def test_killed_mid_ingest_a_rerun_leaves_the_tables_of_one_clean_run(spark, tmp
         with pytest.raises(KeyboardInterrupt):
             ingest(crashed_root)
     assert ingest(crashed_root) == 0
-    clean = snapshot(spark, load_config("local", overrides=[f"lakehouse.root={clean_root}"]))
+    clean = snapshot(spark, clean_cfg)
     rerun = snapshot(spark, load_config("local", overrides=[f"lakehouse.root={crashed_root}"]))
     assert rerun == clean
