@@ -126,8 +126,8 @@ def _fit_and_register(ctx: RunContext, checks: QualityChecks, name: str, summary
         probabilistic = (summary.join(judged.select("person_id"), "person_id")
                          .transform(with_lifetime_value(bgnbd, spend, float(horizon))).cache())
         by_method = {PROBABILISTIC: holdout_errors(probabilistic, actual)}
-        ctx.progress(f"fitting the gradient-boosted regressor on buyers as of {holdout - timedelta(days=horizon)}")
         earlier = holdout - timedelta(days=horizon)
+        ctx.progress(f"fitting the gradient-boosted regressor on buyers as of {earlier}")
         training_rows = in_canonical_order(
             labelled_buyers(events.frame, events.features(earlier), earlier, horizon), "person_id")
         regressor = regressor_pipeline(inputs, model_cfg["regressor"], int(model_cfg["seed"])).fit(training_rows)
