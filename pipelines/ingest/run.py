@@ -32,6 +32,12 @@ from pipelines.ops.context import RunContext
 from pipelines.xdm.schema import EXPERIENCE_EVENT, INDIVIDUAL_PROFILE
 
 CDF = {"delta.enableChangeDataFeed": "true"}
+# Delta's default is min/max statistics on the first 32 leaf columns: XDM fields nobody
+# filters on (about 3 s of bronze's 24 s first write of 1M events). Validation reads each
+# night's rows by `_ingest_run_date`, which that default missed (it comes after the XDM
+# fields); with its statistics Delta skips earlier nights' files instead of scanning them.
+EVENT_PROPERTIES = {**CDF, "delta.dataSkippingStatsColumns": "_ingest_run_date,timestamp"}
+PROFILE_PROPERTIES = {**CDF, "delta.dataSkippingStatsColumns": "_ingest_run_date"}
 SYNCED_PROPERTY = "enrich.synced_version."
 
 GRAPH_SCHEMA = T.StructType(
@@ -52,7 +58,7 @@ def _inserted_rows(spark: SparkSession, path: str, version_before: int | None) -
 
 
 def _ingest_kind(ctx: RunContext, kind: str, schema, required, time_column, finish, key_order,
-                 table: str, partition_by=()) -> dict[str, int]:
+                 table: str, properties: dict[str, str], partition_by=()) -> dict[str, int]:
     cfg, spark = ctx.cfg, ctx.spark
     folder = cfg.landing(kind)
     lakehouse.require_folder(spark, folder, f"landing folder for {kind}")
@@ -90,7 +96,7 @@ def _ingest_kind(ctx: RunContext, kind: str, schema, required, time_column, fini
     flagged.unpersist()
     path = cfg.table(table)
     before = lakehouse.version(spark, path)
-    lakehouse.insert_new(unique, path, keys=["_id"], partition_by=partition_by, properties=CDF)
+    lakehouse.insert_new(unique, path, keys=["_id"], partition_by=partition_by, properties=properties)
     inserted = _inserted_rows(spark, path, before)
     unique.unpersist()
     # Last: a file counts as ingested only once its records are safely in.
@@ -116,8 +122,13 @@ def _inserted_since(spark: SparkSession, path: str, synced: int | None) -> DataF
     latest = lakehouse.version(spark, path)
     if latest is None or (synced is not None and synced >= latest):
         return None
+    if synced is None:
+        # Everything, as of `latest`: the table itself. Its scan reads only the nested fields
+        # used, where the change feed reads whole structs (34 s against 12 s at 1M events);
+        # and rows already forgotten stay forgotten.
+        return spark.read.format("delta").option("versionAsOf", latest).load(path)
     changes = (spark.read.format("delta").option("readChangeFeed", "true")
-               .option("startingVersion", 0 if synced is None else synced + 1).load(path))
+               .option("startingVersion", synced + 1).load(path))
     return changes.where(F.col("_change_type") == "insert").drop("_change_type", "_commit_version",
                                                                 "_commit_timestamp")
 
@@ -207,10 +218,10 @@ def _rebuild_profiles(ctx: RunContext, rules: IdentityRules) -> None:
 def run(ctx: RunContext) -> dict[str, float]:
     register_normaliser(ctx.spark)
     events = _ingest_kind(ctx, "events", EXPERIENCE_EVENT, ctx.cfg.get("ingest.required_fields"),
-                          "timestamp", with_event_time, ["timestamp", SOURCE_FILE], "events",
+                          "timestamp", with_event_time, ["timestamp", SOURCE_FILE], "events", EVENT_PROPERTIES,
                           partition_by=["event_date"])
     profiles = _ingest_kind(ctx, "profiles", INDIVIDUAL_PROFILE, ["_id"], None, with_profile_time,
-                            ["updated_at", SOURCE_FILE], "profiles")
+                            ["updated_at", SOURCE_FILE], "profiles", PROFILE_PROPERTIES)
     silver = build_silver(ctx)
     metrics = {f"events_{k}": v for k, v in events.items()}
     metrics.update({f"profiles_{k}": v for k, v in profiles.items()})

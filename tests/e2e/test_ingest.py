@@ -173,6 +173,13 @@ def test_a_new_file_brings_late_events_and_redeliveries_are_merged(spark, tmp_pa
     assert [r["_id"] for r in late.collect()] == ["z1"]
     silver = lakehouse.read(spark, cfg.table("silver_events"))
     assert silver.where("event_id = 'z1'").first()["person_id"] == silver.where("event_id = 'a1'").first()["person_id"]
+    # Each night's bronze files record their ingest date's range, so validation's read of one
+    # night skips the files of the others.
+    stats = "struct<minValues: struct<_ingest_run_date: date>, maxValues: struct<_ingest_run_date: date>>"
+    ranges = {(r["s"]["minValues"]["_ingest_run_date"], r["s"]["maxValues"]["_ingest_run_date"]) for r in
+              spark.read.json(f"{cfg.table('events')}/_delta_log/*.json").where("add IS NOT NULL")
+              .select(F.from_json("add.stats", stats).alias("s")).collect()}
+    assert ranges == {(RUN_DATE, RUN_DATE), (date(2026, 3, 2), date(2026, 3, 2))}
 
 
 @pytest.mark.parametrize("crash_in", ["files ledger", "identity graph"])
