@@ -77,6 +77,13 @@ def test_first_per_key_keeps_one_row_per_id_earliest_first(spark):
     assert_df_equality(df.transform(first_per_key("_id", ["t", "f"])), expected, ignore_row_order=True)
 
 
+def test_first_per_key_keeps_the_earliest_of_null_keys_and_every_single_key(spark):
+    df = spark.createDataFrame([(None, 3, "f1"), (None, 1, "f2"), ("c", 4, "f3"), ("d", 1, "f4"), ("d", 1, "f0")],
+                               "_id string, t int, f string")
+    expected = spark.createDataFrame([(None, 1, "f2"), ("c", 4, "f3"), ("d", 1, "f0")], "_id string, t int, f string")
+    assert_df_equality(df.transform(first_per_key("_id", ["t", "f"])), expected, ignore_row_order=True)
+
+
 def test_identical_bad_lines_of_a_file_become_one_quarantine_row_that_counts_them(spark):
     bad = spark.createDataFrame([("missing _id", "{}", "f1"), ("missing _id", "{}", "f1"),
                                  ("missing _id", "{}", "f2")], ["reason", "raw", "source_file"])
