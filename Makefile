@@ -100,7 +100,7 @@ bench: setup $(BENCH_STAMP)
 	$(BIN)/python bench/nightly_at_scale.py $(if $(BENCH_EVENTS),--events $(BENCH_EVENTS))
 	$(BIN)/python bench/ingest_throughput.py --profiles $(BENCH_PROFILES)
 	$(BIN)/python bench/validation_cost.py --profiles $(BENCH_PROFILES)
-	$(BIN)/python bench/models_at_scale.py --profiles $(SCALE_PROFILES)
+	$(BIN)/python bench/models_at_scale.py --profiles $(SCALE_PROFILES) --conf bench/heap-16g.yaml
 	$(BIN)/python bench/ltv_at_scale.py --people 100000 1000000
 
 # Each champion of the demo lakehouse against the generator's oracle (after `make demo`).

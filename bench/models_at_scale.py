@@ -1,7 +1,7 @@
 """Training, scoring and MERGE time against the number of people.
 
     .venv/bin/python bench/models_at_scale.py --profiles 100000 1000000
-    .venv/bin/python bench/models_at_scale.py --profiles 100000 --days 240 --add   # keep the other sizes
+    .venv/bin/python bench/models_at_scale.py --profiles 1000000 --add --conf bench/heap-16g.yaml   # keep the other sizes
 
 For each size: generate that many people over `--days`, run ingest, validate and
 features (not timed), then, each timed from the command's start to its end:
@@ -9,7 +9,9 @@ features (not timed), then, each timed from the command's start to its end:
 `enrich score` and `enrich publish` for the run date (the first MERGE: every person
 inserted); then, after the next day's features (not timed), `score` and `publish` for
 that day (a MERGE that updates every person in a full table), as a nightly does.
-Writes bench/results/models_at_scale.{json,md} after every size.
+Writes bench/results/models_at_scale.{json,md} after every size. `--conf FILE` layers a
+configuration file over conf/local.yaml for every command (a larger heap for the largest
+size, say); each size records the files it ran with.
 """
 
 from __future__ import annotations
@@ -32,14 +34,15 @@ HERE = Path(__file__).resolve().parent
 RUN_DATE = date(2026, 6, 1)
 
 
-def _one_size(profiles: int, days: int, work: Path) -> dict:
+def _one_size(profiles: int, days: int, work: Path, conf_files: list[str]) -> dict:
     root = work / f"people-{profiles}" / "lakehouse"
     shutil.rmtree(root.parent, ignore_errors=True)
-    common = ["--run-date", RUN_DATE.isoformat(), "--set", f"lakehouse.root={root}"]
+    conf_args = [arg for file in conf_files for arg in ("--conf", file)]
+    common = ["--run-date", RUN_DATE.isoformat(), *conf_args, "--set", f"lakehouse.root={root}"]
     assert enrich(["generate", "--profiles", str(profiles), "--days", str(days), "--seed", "7", *common]) == 0
     for step in ("ingest", "validate", "features"):
         assert enrich([step, *common]) == 0, step
-    cfg = load_config("local", overrides=[f"lakehouse.root={root}"])
+    cfg = load_config("local", files=conf_files, overrides=[f"lakehouse.root={root}"])
     spark = build_session(cfg)
     events = lakehouse.read(spark, cfg.table("silver_events")).count()
     active = lakehouse.read(spark, cfg.table("features")).count()
@@ -54,7 +57,8 @@ def _one_size(profiles: int, days: int, work: Path) -> dict:
     seconds["publish (next MERGE)"] = _timed(["publish", *next_day])
     profiles_published = lakehouse.read(spark, cfg.table("profile_enrichment")).count()
     return {"profiles": profiles, "events": events, "people_with_features": active,
-            "profiles_published": profiles_published, "seconds": seconds, "measured": measured_stamp()}
+            "profiles_published": profiles_published, "seconds": seconds, "measured": measured_stamp(),
+            "conf_files": [Path(file).name for file in conf_files]}
 
 
 def _timed(argv: list[str]) -> float:
@@ -76,19 +80,26 @@ def _write(results: dict) -> str:
     lines += [f"| `{step}` | " + " | ".join(str(s["seconds"][step]) for s in sizes) + " |" for step in steps]
     lines += ["", "| people with features | " + " | ".join(f"{s['people_with_features']:,}" for s in sizes) + " |",
               "| profiles published | " + " | ".join(f"{s['profiles_published']:,}" for s in sizes) + " |", ""]
-    lines += [f"Measured: {s['profiles']:,} people {measured_when(s)}." for s in sizes]
+    lines += [f"Measured: {s['profiles']:,} people {measured_when(s)}{_conf_note(s)}." for s in sizes]
     text = "\n".join(lines) + "\n"
     (out / "models_at_scale.md").write_text(text)
     return text
 
 
+def _conf_note(size: dict) -> str:
+    files = size.get("conf_files") or []
+    return f", with {', '.join(f'`{name}`' for name in files)} over the local conf" if files else ""
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profiles", type=int, nargs="+", default=[100000, 1000000])
-    parser.add_argument("--days", type=int, default=365)
+    parser.add_argument("--days", type=int, default=240)
     parser.add_argument("--add", action="store_true",
                         help="keep the other sizes of bench/results/models_at_scale.json (same machine and days)")
     parser.add_argument("--work", default=str(HERE / "work" / "models_at_scale"))
+    parser.add_argument("--conf", action="append", default=[], metavar="FILE",
+                        help="a configuration file layered over conf/local.yaml for every command")
     args = parser.parse_args()
     results = {"machine": machine(),
                "days": args.days, "sizes": []}
@@ -103,7 +114,7 @@ def main() -> None:
     measured = []
     # Written after every size, so a long large size never costs the smaller ones' figures.
     for profiles in args.profiles:
-        measured.append(_one_size(profiles, args.days, Path(args.work)))
+        measured.append(_one_size(profiles, args.days, Path(args.work), args.conf))
         results["sizes"] = sorted(kept + measured, key=lambda s: s["profiles"])
         text = _write(results)
     print(text)
