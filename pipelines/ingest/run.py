@@ -14,6 +14,9 @@ versions it has taken in, and each run resolves only the records inserted since.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
 import pyspark.sql.functions as F
 from delta.tables import DeltaTable
 from pyspark import StorageLevel
@@ -32,13 +35,31 @@ from pipelines.ops.context import RunContext
 from pipelines.xdm.schema import EXPERIENCE_EVENT, INDIVIDUAL_PROFILE
 
 CDF = {"delta.enableChangeDataFeed": "true"}
+SYNCED_PROPERTY = "enrich.synced_version."
+
+
+@dataclass(frozen=True)
+class BronzeKind:
+    """How one kind of landing record becomes its bronze table."""
+
+    name: str                      # the landing folder, bronze table and ledger kind
+    schema: T.StructType
+    time_column: str | None        # must parse as a time when set
+    finish: Callable[[DataFrame], DataFrame]   # typed columns added to good records
+    keep_first_by: Sequence[str]   # which of a batch's repeated `_id`s is kept
+    properties: dict[str, str]
+    partition_by: Sequence[str] = ()
+
+
 # Delta's default is min/max statistics on the first 32 leaf columns: XDM fields nobody
 # filters on (about 3 s of bronze's 24 s first write of 1M events). Validation reads each
 # night's rows by `_ingest_run_date`, which that default missed (it comes after the XDM
 # fields); with its statistics Delta skips earlier nights' files instead of scanning them.
-EVENT_PROPERTIES = {**CDF, "delta.dataSkippingStatsColumns": "_ingest_run_date,timestamp"}
-PROFILE_PROPERTIES = {**CDF, "delta.dataSkippingStatsColumns": "_ingest_run_date"}
-SYNCED_PROPERTY = "enrich.synced_version."
+EVENTS = BronzeKind("events", EXPERIENCE_EVENT, "timestamp", with_event_time, ["timestamp", SOURCE_FILE],
+                    {**CDF, "delta.dataSkippingStatsColumns": "_ingest_run_date,timestamp"},
+                    partition_by=["event_date"])
+PROFILES = BronzeKind("profiles", INDIVIDUAL_PROFILE, None, with_profile_time, ["updated_at", SOURCE_FILE],
+                      {**CDF, "delta.dataSkippingStatsColumns": "_ingest_run_date"})
 
 GRAPH_SCHEMA = T.StructType(
     [T.StructField(name, T.StringType()) for name in GRAPH_COLUMNS[:5]]
@@ -57,9 +78,9 @@ def _inserted_rows(spark: SparkSession, path: str, version_before: int | None) -
     raise RuntimeError(f"no row count in the Delta log of {path} for version {last['version']}")
 
 
-def _ingest_kind(ctx: RunContext, kind: str, schema, required, time_column, finish, key_order,
-                 table: str, properties: dict[str, str], partition_by=()) -> dict[str, int]:
-    cfg, spark = ctx.cfg, ctx.spark
+def _ingest_kind(ctx: RunContext, bronze: BronzeKind, required: Sequence[str]) -> dict[str, int]:
+    """New landing files of one kind -> quarantine and bronze, then the ingested-files ledger."""
+    cfg, spark, kind = ctx.cfg, ctx.spark, bronze.name
     folder = cfg.landing(kind)
     lakehouse.require_folder(spark, folder, f"landing folder for {kind}")
     listed = landing.list_files(spark, folder)
@@ -72,8 +93,8 @@ def _ingest_kind(ctx: RunContext, kind: str, schema, required, time_column, fini
 
     raw = landing.read_raw(spark, files, int(cfg.get("ingest.max_json_array_bytes")))
     # Parse once: the flagged batch is cached and every outcome is read from it.
-    flagged = (raw.transform(parse_records(schema, cfg.get("identity.namespace_aliases", {}) or {}))
-               .transform(flag_records(required, time_column))
+    flagged = (raw.transform(parse_records(bronze.schema, cfg.get("identity.namespace_aliases", {}) or {}))
+               .transform(flag_records(required, bronze.time_column))
                .persist(StorageLevel.MEMORY_AND_DISK))
     # One row per file and reason: bounded by the files and the reasons, not the records.
     outcome = flagged.groupBy(SOURCE_FILE, REASON).count().collect()
@@ -84,8 +105,8 @@ def _ingest_kind(ctx: RunContext, kind: str, schema, required, time_column, fini
         if row[REASON] is not None:
             by_reason[row[REASON]] = by_reason.get(row[REASON], 0) + row["count"]
     records_in, quarantined = sum(per_file.values()), sum(by_reason.values())
-    unique = (good_records(flagged, cfg.get("identity.namespace_priority"), ctx.run_date).transform(finish)
-              .transform(first_per_key("_id", key_order))
+    unique = (good_records(flagged, cfg.get("identity.namespace_priority"), ctx.run_date).transform(bronze.finish)
+              .transform(first_per_key("_id", bronze.keep_first_by))
               .persist(StorageLevel.MEMORY_AND_DISK))
     unique_count = unique.count()
     ctx.progress(f"{kind}: {records_in} records read, {quarantined} to quarantine")
@@ -94,9 +115,10 @@ def _ingest_kind(ctx: RunContext, kind: str, schema, required, time_column, fini
     quarantine = bad_records(flagged).transform(quarantine_rows(kind, ctx.run_date))
     lakehouse.insert_new(quarantine, cfg.table("quarantine"), keys=["record_key"])
     flagged.unpersist()
-    path = cfg.table(table)
+    path = cfg.table(kind)
     before = lakehouse.version(spark, path)
-    lakehouse.insert_new(unique, path, keys=["_id"], partition_by=partition_by, properties=properties)
+    lakehouse.insert_new(unique, path, keys=["_id"], partition_by=bronze.partition_by,
+                         properties=bronze.properties)
     inserted = _inserted_rows(spark, path, before)
     unique.unpersist()
     # Last: a file counts as ingested only once its records are safely in.
@@ -217,11 +239,8 @@ def _rebuild_profiles(ctx: RunContext, rules: IdentityRules) -> None:
 
 def run(ctx: RunContext) -> dict[str, float]:
     register_normaliser(ctx.spark)
-    events = _ingest_kind(ctx, "events", EXPERIENCE_EVENT, ctx.cfg.get("ingest.required_fields"),
-                          "timestamp", with_event_time, ["timestamp", SOURCE_FILE], "events", EVENT_PROPERTIES,
-                          partition_by=["event_date"])
-    profiles = _ingest_kind(ctx, "profiles", INDIVIDUAL_PROFILE, ["_id"], None, with_profile_time,
-                            ["updated_at", SOURCE_FILE], "profiles", PROFILE_PROPERTIES)
+    events = _ingest_kind(ctx, EVENTS, ctx.cfg.get("ingest.required_fields"))
+    profiles = _ingest_kind(ctx, PROFILES, ["_id"])
     silver = build_silver(ctx)
     metrics = {f"events_{k}": v for k, v in events.items()}
     metrics.update({f"profiles_{k}": v for k, v in profiles.items()})
