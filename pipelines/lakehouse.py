@@ -5,6 +5,7 @@ Each write is one Delta transaction, so a failed step leaves no partial table be
 
 from __future__ import annotations
 
+import json
 from typing import Mapping, Sequence
 
 from delta.tables import DeltaTable
@@ -35,6 +36,31 @@ def version(spark: SparkSession, path: str) -> int | None:
     log = DeltaTable.forPath(spark, path)._jdt.deltaLog()
     defaults = [getattr(log, f"update$default${n}")() for n in (1, 2, 3)]
     return log.update(*defaults).version()
+
+
+def last_commit(spark: SparkSession, path: str) -> tuple[int, dict[str, int]]:
+    """The table's current version and the operation metrics its commit recorded (rows
+    inserted, updated, deleted...), read from that commit's file in `_delta_log/`.
+
+    Not history(1), which is a DataFrame and a Spark job: a step asks after each write. The
+    commit file is the Delta protocol's own record; its `commitInfo` action holds the metrics.
+    """
+    current = version(spark, path)
+    if current is None:
+        raise BadInputError(f"table not found: {path}")
+    jvm = spark.sparkContext._jvm
+    commit = jvm.org.apache.hadoop.fs.Path(f"{path.rstrip('/')}/_delta_log/{current:020d}.json")
+    stream = commit.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()).open(commit)
+    try:
+        text = jvm.org.apache.commons.io.IOUtils.toString(stream, "UTF-8")
+    finally:
+        stream.close()
+    for line in text.splitlines():
+        action = json.loads(line)
+        if "commitInfo" in action:
+            metrics = action["commitInfo"].get("operationMetrics") or {}
+            return current, {name: int(value) for name, value in metrics.items()}
+    raise RuntimeError(f"no commitInfo in version {current} of the Delta log of {path}")
 
 
 def _writer(df: DataFrame, mode: str, partition_by: Sequence[str]):

@@ -15,3 +15,15 @@ def test_version_follows_every_commit_past_a_checkpoint_and_is_none_before_the_f
     seen.append(lakehouse.version(spark, path))
     assert seen == list(range(13))
     assert seen[-1] == DeltaTable.forPath(spark, path).history(1).first()["version"]
+
+
+def test_last_commit_gives_the_version_and_the_row_counts_delta_recorded(spark, tmp_path):
+    path = str(tmp_path / "t")
+    lakehouse.append(spark.range(0, 5), path)
+    assert lakehouse.last_commit(spark, path)[0] == 0
+    assert lakehouse.last_commit(spark, path)[1]["numOutputRows"] == 5
+    lakehouse.insert_new(spark.range(3, 9), path, keys=["id"])   # 3 and 4 are there already
+    version, metrics = lakehouse.last_commit(spark, path)
+    assert (version, metrics["numTargetRowsInserted"]) == (1, 4)
+    recorded = DeltaTable.forPath(spark, path).history(1).first()["operationMetrics"]
+    assert metrics == {name: int(value) for name, value in recorded.items()}
