@@ -68,14 +68,13 @@ GRAPH_SCHEMA = T.StructType(
 
 def _inserted_rows(spark: SparkSession, path: str, version_before: int | None) -> int:
     """Rows the last write inserted, from the Delta log (no extra scan)."""
-    last = DeltaTable.forPath(spark, path).history(1).first()
-    if version_before is not None and last["version"] == version_before:
+    version, metrics = lakehouse.last_commit(spark, path)
+    if version_before is not None and version == version_before:
         return 0
-    metrics = last["operationMetrics"] or {}
     for key in ("numTargetRowsInserted", "numOutputRows"):
         if key in metrics:
-            return int(metrics[key])
-    raise RuntimeError(f"no row count in the Delta log of {path} for version {last['version']}")
+            return metrics[key]
+    raise RuntimeError(f"no row count in the Delta log of {path} for version {version}")
 
 
 def _ingest_kind(ctx: RunContext, bronze: BronzeKind, required: Sequence[str]) -> dict[str, int]:

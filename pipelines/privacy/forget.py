@@ -105,18 +105,17 @@ def forget(spark: SparkSession, cfg: Config, namespace: str, identity: str) -> d
             path = cfg.table(name)
             if not lakehouse.exists(spark, path):
                 continue
-            table = DeltaTable.forPath(spark, path)
-            table.delete(condition())
-            removed[name] = _last_metric(table, "numDeletedRows")
-            versions[name] = lakehouse.version(spark, path)
+            before = lakehouse.version(spark, path)
+            DeltaTable.forPath(spark, path).delete(condition())
+            removed[name], versions[name] = _changed_rows(spark, path, before, "numDeletedRows")
             log.info("  %-20s %d rows removed", name, removed[name])
         results = cfg.table("dq_results")
         if lakehouse.exists(spark, results):
-            table = DeltaTable.forPath(spark, results)
+            before = lakehouse.version(spark, results)
             quoted = _mentions("samples", subject) | _mentions("observed", subject)
-            table.update(quoted, {"samples": F.lit(REDACTED), "observed": F.lit(REDACTED)})
-            removed["dq_results (redacted)"] = _last_metric(table, "numUpdatedRows")
-            versions["dq_results"] = lakehouse.version(spark, results)
+            DeltaTable.forPath(spark, results).update(quoted, {"samples": F.lit(REDACTED), "observed": F.lit(REDACTED)})
+            removed["dq_results (redacted)"], versions["dq_results"] = _changed_rows(spark, results, before,
+                                                                                     "numUpdatedRows")
     now = utc_now()
     receipt = {"receipt_id": uuid.uuid4().hex, "requested_at": now,
                "request_sha256": hashlib.sha256(f"{namespace}:{identity}".encode()).hexdigest(),
@@ -128,9 +127,11 @@ def forget(spark: SparkSession, cfg: Config, namespace: str, identity: str) -> d
     return receipt
 
 
-def _last_metric(table: DeltaTable, name: str) -> int:
-    metrics = table.history(1).first()["operationMetrics"] or {}
-    return int(metrics.get(name, 0))
+def _changed_rows(spark: SparkSession, path: str, before: int, metric: str) -> tuple[int, int]:
+    """Rows the last operation changed (its `metric`) and the table's version after it; none
+    when it committed nothing, so an earlier commit's count is never reported as this one's."""
+    version, metrics = lakehouse.last_commit(spark, path)
+    return (metrics.get(metric, 0) if version != before else 0), version
 
 
 def _due(cfg: Config, at: datetime) -> Column:

@@ -45,13 +45,13 @@ def run(ctx: RunContext) -> dict:
     if expiry is not None and (not isinstance(expiry, int) or expiry < 1):
         raise BadInputError(f"publish.expire_after_days must be a whole number >= 1 or null, got {expiry!r}")
     merge_profiles(table, rows, ctx.run_date - timedelta(days=expiry) if expiry else None, ctx.run_date)
-    last = table.history(1).first()
-    metrics = {k: int(v) for k, v in (last["operationMetrics"] or {}).items()
+    version, recorded = lakehouse.last_commit(spark, path)
+    metrics = {k: v for k, v in recorded.items()
                if k in ("numTargetRowsInserted", "numTargetRowsUpdated", "numTargetRowsDeleted",
                         "numTargetRowsNotMatchedBySourceUpdated")}
     people = lakehouse.read(spark, path).count()
-    ctx.progress(f"profile table: {people} people, version {last['version']}: {metrics}")
-    return {"profiles": people, "table_version": int(last["version"]), **metrics, **checks.outputs()}
+    ctx.progress(f"profile table: {people} people, version {version}: {metrics}")
+    return {"profiles": people, "table_version": version, **metrics, **checks.outputs()}
 
 
 def _other_insights(ctx: RunContext) -> list[DataFrame]:
