@@ -1,7 +1,7 @@
 """Training, scoring and MERGE time against the number of people.
 
     .venv/bin/python bench/models_at_scale.py --profiles 100000 1000000
-    .venv/bin/python bench/models_at_scale.py --profiles 1000000 --add --conf bench/heap-16g.yaml   # keep the other sizes
+    .venv/bin/python bench/models_at_scale.py --profiles 1000000 --add --conf bench/heap-16g.yaml  # keeps the rest
 
 For each size: generate that many people over `--days`, run ingest, validate and
 features (not timed), then, each timed from the command's start to its end:
