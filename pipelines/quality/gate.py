@@ -74,8 +74,12 @@ class QualityChecks:
         suite = load_suite(path, cfg.get(f"quality.severity.{suite_name}", {}) or {},
                            cfg.get("quality.default_severity"))
         self.ctx.progress(f"suite {suite_name}: {len(suite.expectations)} expectations")
-        # GX runs a few Spark jobs per expectation; they share one computation of the frame.
-        df = df.persist(StorageLevel.MEMORY_AND_DISK)
+        # GX runs a few Spark jobs per expectation, a dozen of them at once. Filled first, the
+        # cache is what they all read; left lazy, each concurrent job computed the whole plan
+        # itself. At most one partition per core: the profile table's view came as a union of
+        # 128 shuffle partitions, and every GX job paid 128 tasks for 28k rows.
+        df = df.coalesce(self.ctx.spark.sparkContext.defaultParallelism).persist(StorageLevel.MEMORY_AND_DISK)
+        df.count()
         try:
             outcomes = validate(df, suite, parameters or {}, int(cfg.get("quality.sample_bad_values")),
                                 docs_dir=data_docs_dir(self.ctx), results_dir=validation_results_dir(self.ctx),
