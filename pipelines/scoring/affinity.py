@@ -5,6 +5,7 @@ rank, the top k categories)."""
 from __future__ import annotations
 
 import pyspark.sql.functions as F
+from pyspark import StorageLevel
 from pyspark.sql import DataFrame
 
 from pipelines import lakehouse
@@ -23,13 +24,15 @@ def score(ctx: RunContext, checks: QualityChecks, features: DataFrame) -> dict:
     parameters = registry.load_dict(champion.run_id, PARAMETERS_ARTIFACT)
     k = int(parameters["top_k"])
     # Popularity comes from everyone's interactions; only people active tonight are ranked.
+    # Read three times by the ranking (popularity, totals, candidates): one pass over the events.
     strengths = strengths_as_of(lakehouse.read(spark, cfg.table("silver_events"), "ingest"), parameters,
-                                ctx.run_date)
+                                ctx.run_date).persist(StorageLevel.MEMORY_AND_DISK)
     active = features.select("person_id")
     rows = (top_affinities(strengths, float(parameters["prior_strength"]), k).join(active, "person_id")
             .transform(with_provenance(ctx.run_date, name, champion, ctx.clock, ctx.run_id)))
     path = cfg.table("affinity")
     lakehouse.replace_where(rows, path, f"score_date = '{ctx.run_date.isoformat()}'", partition_by=["score_date"])
+    strengths.unpersist()
     stored = lakehouse.read(spark, path).where(F.col("score_date") == F.lit(ctx.run_date))
     people = stored.select("person_id").distinct().count()
     ctx.progress(f"{people} people's top {k} categories with {name} v{champion.version}")
