@@ -63,6 +63,17 @@ def last_commit(spark: SparkSession, path: str) -> tuple[int, dict[str, int]]:
     raise RuntimeError(f"no commitInfo in version {current} of the Delta log of {path}")
 
 
+def rows_changed(spark: SparkSession, path: str, before: int | None,
+                 metrics: Sequence[str]) -> tuple[int | None, int]:
+    """The rows a write after version `before` recorded under the first of `metrics` its
+    commit holds (None when it holds none of them), and the table's version now. 0 when no
+    commit came after `before`: an earlier commit's count is never taken for this write's."""
+    version, recorded = last_commit(spark, path)
+    if before is not None and version == before:
+        return 0, version
+    return next((recorded[name] for name in metrics if name in recorded), None), version
+
+
 def _writer(df: DataFrame, mode: str, partition_by: Sequence[str]):
     """A Delta writer whose rows of one partition value sit in one task, so each partition
     value gets one file, not one per task."""

@@ -68,13 +68,10 @@ GRAPH_SCHEMA = T.StructType(
 
 def _inserted_rows(spark: SparkSession, path: str, version_before: int | None) -> int:
     """Rows the last write inserted, from the Delta log (no extra scan)."""
-    version, metrics = lakehouse.last_commit(spark, path)
-    if version_before is not None and version == version_before:
-        return 0
-    for key in ("numTargetRowsInserted", "numOutputRows"):
-        if key in metrics:
-            return metrics[key]
-    raise RuntimeError(f"no row count in the Delta log of {path} for version {version}")
+    inserted, version = lakehouse.rows_changed(spark, path, version_before, ("numTargetRowsInserted", "numOutputRows"))
+    if inserted is None:
+        raise RuntimeError(f"no row count in the Delta log of {path} for version {version}")
+    return inserted
 
 
 def _ingest_kind(ctx: RunContext, bronze: BronzeKind, required: Sequence[str]) -> dict[str, int]:

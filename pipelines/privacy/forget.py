@@ -107,15 +107,16 @@ def forget(spark: SparkSession, cfg: Config, namespace: str, identity: str) -> d
                 continue
             before = lakehouse.version(spark, path)
             DeltaTable.forPath(spark, path).delete(condition())
-            removed[name], versions[name] = _changed_rows(spark, path, before, "numDeletedRows")
+            deleted, versions[name] = lakehouse.rows_changed(spark, path, before, ["numDeletedRows"])
+            removed[name] = deleted or 0
             log.info("  %-20s %d rows removed", name, removed[name])
         results = cfg.table("dq_results")
         if lakehouse.exists(spark, results):
             before = lakehouse.version(spark, results)
             quoted = _mentions("samples", subject) | _mentions("observed", subject)
             DeltaTable.forPath(spark, results).update(quoted, {"samples": F.lit(REDACTED), "observed": F.lit(REDACTED)})
-            removed["dq_results (redacted)"], versions["dq_results"] = _changed_rows(spark, results, before,
-                                                                                     "numUpdatedRows")
+            redacted, versions["dq_results"] = lakehouse.rows_changed(spark, results, before, ["numUpdatedRows"])
+            removed["dq_results (redacted)"] = redacted or 0
     now = utc_now()
     receipt = {"receipt_id": uuid.uuid4().hex, "requested_at": now,
                "request_sha256": hashlib.sha256(f"{namespace}:{identity}".encode()).hexdigest(),
@@ -125,13 +126,6 @@ def forget(spark: SparkSession, cfg: Config, namespace: str, identity: str) -> d
                "vacuumed_at": None}
     lakehouse.append(spark.createDataFrame([receipt], RECEIPT_SCHEMA), cfg.table("deletion_receipts"))
     return receipt
-
-
-def _changed_rows(spark: SparkSession, path: str, before: int, metric: str) -> tuple[int, int]:
-    """Rows the last operation changed (its `metric`) and the table's version after it; none
-    when it committed nothing, so an earlier commit's count is never reported as this one's."""
-    version, metrics = lakehouse.last_commit(spark, path)
-    return (metrics.get(metric, 0) if version != before else 0), version
 
 
 def _due(cfg: Config, at: datetime) -> Column:

@@ -27,3 +27,14 @@ def test_last_commit_gives_the_version_and_the_row_counts_delta_recorded(spark, 
     assert (version, metrics["numTargetRowsInserted"]) == (1, 4)
     recorded = DeltaTable.forPath(spark, path).history(1).first()["operationMetrics"]
     assert metrics == {name: int(value) for name, value in recorded.items()}
+
+
+def test_rows_changed_counts_only_a_commit_made_after_the_version_given(spark, tmp_path):
+    path = str(tmp_path / "t")
+    lakehouse.append(spark.range(0, 5), path)
+    assert lakehouse.rows_changed(spark, path, None, ["numTargetRowsInserted", "numOutputRows"]) == (5, 0)
+    # Nothing committed since version 0: the append's 5 rows are not this write's.
+    assert lakehouse.rows_changed(spark, path, 0, ["numOutputRows"]) == (0, 0)
+    lakehouse.insert_new(spark.range(3, 9), path, keys=["id"])
+    assert lakehouse.rows_changed(spark, path, 0, ["numTargetRowsInserted", "numOutputRows"]) == (4, 1)
+    assert lakehouse.rows_changed(spark, path, 0, ["numDeletedRows"]) == (None, 1)
