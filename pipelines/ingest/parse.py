@@ -4,13 +4,13 @@
     good, bad = good_records(flagged, priority, run_date), bad_records(flagged)
 
 Every input record ends in exactly one of the two frames; `bad` carries the reason.
-The record is first normalised in the JVM (`enrich.xdm.NormaliseRecord`: both XDM forms
-to the export form, unknown fields to `_rescued_data`, wrong types named), then parsed
-with the explicit schema.
+The record is parsed once, in the JVM (`enrich.xdm.NormaliseRecord`: both XDM forms to a
+row of the export-form schema, unknown fields to `_rescued_data`, wrong types named).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from datetime import date
 from typing import Callable, Mapping, Sequence
@@ -22,16 +22,12 @@ from pyspark.sql import types as T
 from pipelines.errors import BadInputError
 from pipelines.ingest.landing import FILE_ERROR, RAW, SOURCE_FILE
 from pipelines.xdm.identity import identities, primary_identity
-from pipelines.xdm.schema import CORRUPT_RECORD, with_corrupt_record
 
 REASON = "reason"
 RESCUED = "_rescued_data"
 PARSE_ERROR = "_parse_error"
-NORMALISE_FUNCTION = "xdm_normalise"
 NORMALISE_CLASS = "enrich.xdm.NormaliseRecord"
-NORMALISED = T.StructType([T.StructField(name, T.StringType()) for name in ("canonical", "rescued", "error")])
 
-REASON_UNPARSEABLE = "unparseable: the normalised record does not fit the schema"
 REASON_NO_IDENTITY = "missing identity: identityMap holds no id"
 REASON_BAD_TIMESTAMP = "bad timestamp: not an ISO-8601 time"
 
@@ -41,7 +37,7 @@ def missing(field: str) -> str:
 
 
 def register_normaliser(spark: SparkSession) -> None:
-    """Make `xdm_normalise` callable in this session, or say which jar is missing."""
+    """Check that the normaliser is on Spark's classpath, or say which jar is missing."""
     from py4j.protocol import Py4JJavaError
 
     jvm = spark.sparkContext._jvm
@@ -51,22 +47,30 @@ def register_normaliser(spark: SparkSession) -> None:
         raise BadInputError(
             f"the XDM normaliser ({NORMALISE_CLASS}) is not on Spark's classpath: run `make setup`, "
             "or pass .cache/jars/enrich-xdm.jar to spark-submit with --jars") from err
-    spark.udf.registerJavaFunction(NORMALISE_FUNCTION, NORMALISE_CLASS, NORMALISED)
+
+
+def _normaliser_for(spark: SparkSession, schema: T.StructType) -> str:
+    """The session's name for the normaliser returning rows of `schema` (a Java function's
+    return type is fixed when it is registered: one registration per schema)."""
+    name = "xdm_normalise_" + hashlib.sha1(schema.json().encode()).hexdigest()[:12]
+    spark.udf.registerJavaFunction(name, NORMALISE_CLASS, T.StructType([
+        T.StructField("record", schema), T.StructField("rescued", T.StringType()),
+        T.StructField("error", T.StringType())]))
+    return name
 
 
 def parse_records(schema: T.StructType, namespace_aliases: Mapping[str, str]) -> Callable[[DataFrame], DataFrame]:
     """Raw records (`_raw` bytes, `_source_file`, `_file_error`) -> the schema's columns plus
     `_rescued_data` and `_parse_error`; needs `register_normaliser` first."""
     def _apply(raw: DataFrame) -> DataFrame:
-        normalised = F.call_function(NORMALISE_FUNCTION, F.col(RAW), F.lit(schema.json()),
+        normalised = F.call_function(_normaliser_for(raw.sparkSession, schema), F.col(RAW), F.lit(schema.json()),
                                      F.lit(json.dumps(dict(namespace_aliases), sort_keys=True)))
-        options = {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": CORRUPT_RECORD}
         with_normalised = raw.withColumn("_normalised", F.when(F.col(FILE_ERROR).isNull(), normalised))
         return with_normalised.select(
             F.col(RAW).cast("string").alias(RAW), SOURCE_FILE,
             F.coalesce(F.col(FILE_ERROR), F.col("_normalised.error")).alias(PARSE_ERROR),
             F.col("_normalised.rescued").alias(RESCUED),
-            F.from_json(F.col("_normalised.canonical"), with_corrupt_record(schema), options).alias("record"),
+            F.col("_normalised.record").alias("record"),
         ).select(RAW, SOURCE_FILE, PARSE_ERROR, RESCUED, "record.*")
 
     return _apply
@@ -78,8 +82,7 @@ def _blank(column: Column) -> Column:
 
 def quarantine_reason(required: Sequence[str], time_column: str | None) -> Column:
     """The first rule a record breaks, or null for a good record."""
-    rule = (F.when(F.col(PARSE_ERROR).isNotNull(), F.col(PARSE_ERROR))
-            .when(F.col(CORRUPT_RECORD).isNotNull(), F.lit(REASON_UNPARSEABLE)))
+    rule = F.when(F.col(PARSE_ERROR).isNotNull(), F.col(PARSE_ERROR))
     for field in required:
         rule = rule.when(_blank(F.col(field)), F.lit(missing(field)))
     if time_column:
@@ -106,7 +109,7 @@ def good_records(flagged: DataFrame, priority: Sequence[str], run_date: date) ->
     """Records that passed every rule, with their primary identity and the ingest run date."""
     primary = primary_identity(identities(F.col("identityMap")), priority)
     return (flagged.where(F.col(REASON).isNull())
-            .drop(REASON, CORRUPT_RECORD, RAW, PARSE_ERROR)
+            .drop(REASON, RAW, PARSE_ERROR)
             .withColumn("primary_namespace", primary["namespace"])
             .withColumn("primary_id", primary["id"])
             .withColumn("_ingest_run_date", F.lit(run_date).cast("date")))

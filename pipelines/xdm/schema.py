@@ -12,8 +12,6 @@ explicit schema keeps ingest fast (no inference pass) and makes a wrong type vis
 
 from pyspark.sql import types as T
 
-CORRUPT_RECORD = "_corrupt_record"
-
 
 def _struct(**fields: T.DataType) -> T.StructType:
     return T.StructType([T.StructField(name, dtype) for name, dtype in fields.items()])
@@ -121,7 +119,3 @@ INDIVIDUAL_PROFILE = _struct(
     mailingAddress=ADDRESS,
     _repo=_struct(createDate=T.StringType(), lastModifiedDate=T.StringType()),
 )
-
-def with_corrupt_record(schema: T.StructType) -> T.StructType:
-    """The schema plus the column Spark fills with the raw text of a record it cannot parse."""
-    return T.StructType(schema.fields + [T.StructField(CORRUPT_RECORD, T.StringType())])
