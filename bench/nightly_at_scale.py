@@ -4,13 +4,15 @@
     .venv/bin/python bench/nightly_at_scale.py --events 100000 1000000
 
 For each size (a number of events; people in proportion, over `bench.days` days):
-generate the landing files (timed apart), then run two nights, each as its own
+generate the landing files (timed apart), then run three nights, each as its own
 `enrich nightly` process so that its memory is its own:
 
 - night 1 on an empty lakehouse: every landing file ingested, every model trained, every
   person scored and published (the worst case, a first load);
 - night 2, the next day: no new files, models reused (retraining is weekly), every person's
-  features, scores and profile rows rebuilt (a night without training).
+  features, scores and profile rows rebuilt (a night without training);
+- the first load again, into an empty lakehouse sharing night 1's model registry, so that
+  no model is trained: the first night without training, measured as a night of its own.
 
 Step times come from the run ledger (`ops/runs`); peak memory is the highest resident set
 (VmHWM) of the driver's Python process, the JVM (in local mode the Spark driver and its
@@ -159,14 +161,27 @@ def _one_size(target_events: int, events_per_person: float, days: int, min_label
         print(f"{target_events:,} events, {night} night ...", flush=True)
         memory = _enrich(["nightly", "--run-date", day.isoformat(), *lake], log)
         nights[night] = {"run_date": day.isoformat(), "peak_rss_mib": memory}
-    cfg = load_config("local", overrides=[f"lakehouse.root={root}"])
-    spark = build_session(cfg)
+    # The first load again, into an empty lakehouse that shares night 1's model registry: the
+    # train step finds the versions trained for this date and reuses them. This is the night
+    # without training, measured as a night of its own (night 1 less its train step leaves
+    # the other steps in a JVM that has just trained, and on a heap training filled).
+    reload = root.parent / "reload"
+    shutil.copytree(root / "landing", reload / "landing")
+    print(f"{target_events:,} events, first load without training ...", flush=True)
+    memory = _enrich(["nightly", "--run-date", RUN_DATE.isoformat(), "--set", f"lakehouse.root={reload}",
+                      "--set", f"mlflow.tracking_uri=sqlite:///{root}/mlflow/mlflow.db",
+                      "--set", f"mlflow.artifact_location={root}/mlflow/artifacts", *lake[2:]], log)
+    nights["reload"] = {"run_date": RUN_DATE.isoformat(), "peak_rss_mib": memory, "root": str(reload)}
     for night in nights.values():
+        cfg = load_config("local", overrides=[f"lakehouse.root={night.get('root', root)}"])
+        spark = build_session(cfg)
         rows = (lakehouse.read(spark, cfg.table("runs"))
                 .where(f"run_date = DATE'{night['run_date']}' AND status = 'succeeded'").collect())
         night["seconds"] = {row["step"]: round(row["seconds"], 1) for row in rows}
         night["total_seconds"] = round(sum(night["seconds"].values()), 1)
         night["without_training_seconds"] = round(night["total_seconds"] - night["seconds"].get("train", 0.0), 1)
+        night.pop("root", None)
+    cfg = load_config("local", overrides=[f"lakehouse.root={root}"])
     events = lakehouse.read(spark, cfg.table("silver_events")).count()
     people = lakehouse.read(spark, cfg.table("features")).where(f"as_of_date = DATE'{RUN_DATE}'").count()
     parquet = root.parent / "events-parquet"
@@ -213,18 +228,16 @@ def _write(results: dict) -> str:
              "can train.", "",
              "Measured: " + "; ".join(_when(s) for s in sizes) + ".", ""]
     for night, title in (("first", "Night 1: first load, every model trained"),
+                         ("reload", "Night 1 again without training: the first load, models already trained"),
                          ("next", "Night 2: the next day, models reused")):
         lines += [f"## {title}", "", header, rule]
-        for step in STEP_ORDER:
-            lines.append(f"| {step} | " + " | ".join(str(s["nights"][night]["seconds"].get(step, "-")) for s in sizes)
-                         + " |")
-        lines.append("| **without train** | " + " | ".join(f"**{s['nights'][night]['without_training_seconds']}**"
-                                                          for s in sizes) + " |")
-        lines.append("| **whole night** | " + " | ".join(f"**{s['nights'][night]['total_seconds']}**" for s in sizes)
-                     + " |")
-        for kind in ("driver_python", "jvm", "python_workers"):
-            lines.append(f"| peak RSS {kind.replace('_', ' ')} (MiB) | "
-                         + " | ".join(str(s["nights"][night]["peak_rss_mib"][kind]) for s in sizes) + " |")
+        lines += [f"| {step} | {_cells(sizes, night, lambda n, step=step: n['seconds'].get(step, '-'))} |"
+                  for step in STEP_ORDER]
+        lines += [f"| **without train** | {_cells(sizes, night, lambda n: n['without_training_seconds'], '**')} |",
+                  f"| **whole night** | {_cells(sizes, night, lambda n: n['total_seconds'], '**')} |"]
+        lines += [f"| peak RSS {kind.replace('_', ' ')} (MiB) | "
+                  f"{_cells(sizes, night, lambda n, kind=kind: n['peak_rss_mib'][kind])} |"
+                  for kind in ("driver_python", "jvm", "python_workers")]
         lines.append("")
     first = lambda s, step: s["nights"]["first"]["seconds"].get(step, 0.0)  # noqa: E731
     lines += ["## Throughput on night 1", "", header, rule,
@@ -290,6 +303,12 @@ def _write(results: dict) -> str:
     return text
 
 
+def _cells(sizes: list[dict], night: str, value: Callable[[dict], object], mark: str = "") -> str:
+    """One table row's cells: `value` of each size's `night`; "-" for a size measured before
+    that night was part of the bench."""
+    return " | ".join(f"{mark}{value(s['nights'][night])}{mark}" if night in s["nights"] else "-" for s in sizes)
+
+
 def _measured_row(sizes: list[dict], side: Callable[[dict], dict]) -> str:
     return "| measured | " + " | ".join(
         f"rerun {measured_when(side(s))}" if "measured" in side(s) else "with the nights" for s in sizes) + " |"
@@ -301,11 +320,16 @@ def _targets(sizes: list[dict]) -> list[str]:
     if abs(math.log(nearest["events"] / TARGET_EVENTS)) > math.log(2):
         return ["## Targets", "",
                 f"Judged at about {TARGET_EVENTS:,} events; no size near it was measured in this run.", ""]
-    without = nearest["nights"]["first"]["without_training_seconds"]
     whole = nearest["nights"]["first"]["total_seconds"]
     verdict = lambda seconds, limit: "met" if seconds <= limit else "missed"  # noqa: E731
-    return ["## Targets", "", f"On {nearest['events']:,} events (night 1, the first load):", "",
-            f"- ingest to publish without the train step: {without} s against {TARGET_WITHOUT_TRAINING_S} s: "
+    if "reload" in nearest["nights"]:
+        without = nearest["nights"]["reload"]["total_seconds"]
+        how = "the first load as a night of its own, models already trained"
+    else:
+        without = nearest["nights"]["first"]["without_training_seconds"]
+        how = "night 1 less its train step"
+    return ["## Targets", "", f"On {nearest['events']:,} events (the first load):", "",
+            f"- ingest to publish without training ({how}): {without} s against {TARGET_WITHOUT_TRAINING_S} s: "
             f"{verdict(without, TARGET_WITHOUT_TRAINING_S)}",
             f"- the whole night with training: {whole} s against {TARGET_WITH_TRAINING_S} s: "
             f"{verdict(whole, TARGET_WITH_TRAINING_S)}", ""]
