@@ -162,9 +162,8 @@ def _one_size(target_events: int, events_per_person: float, days: int, min_label
         memory = _enrich(["nightly", "--run-date", day.isoformat(), *lake], log)
         nights[night] = {"run_date": day.isoformat(), "peak_rss_mib": memory}
     # The first load again, into an empty lakehouse that shares night 1's model registry: the
-    # train step finds the versions trained for this date and reuses them. This is the night
-    # without training, measured as a night of its own (night 1 less its train step leaves
-    # the other steps in a JVM that has just trained, and on a heap training filled).
+    # train step finds the versions trained for this date and reuses them. The night without
+    # training, run as a night of its own rather than computed as night 1 less its train step.
     reload = root.parent / "reload"
     shutil.copytree(root / "landing", reload / "landing")
     print(f"{target_events:,} events, first load without training ...", flush=True)
