@@ -163,7 +163,7 @@ public final class NormaliseRecord implements UDF3<byte[], String, String, Row> 
       return null;
     }
     if (shape instanceof Leaf) {
-      return leaf(value, ((Leaf) shape).type, path);
+      return leaf(value, ((Leaf) shape).sparkType, path);
     }
     if (shape instanceof Struct) {
       if (!value.isObject()) {
@@ -218,7 +218,7 @@ public final class NormaliseRecord implements UDF3<byte[], String, String, Row> 
         case "long":
           return value.longValue();
         case "integer":
-          return Math.toIntExact(value.longValue());   // loud, never a silent wrap
+          return value.intValue();   // in range: `leaf` checked it
         default:
           return value.booleanValue();
       }
@@ -248,6 +248,8 @@ public final class NormaliseRecord implements UDF3<byte[], String, String, Row> 
     return out;
   }
 
+  /** A leaf's value checked against its Spark type (`float` as `double`, `integer` as `long`
+   *  within int's range): the value the row gets, or WrongType naming the field. */
   private static JsonNode leaf(JsonNode value, String type, String path) throws WrongType {
     switch (type) {
       case "string":
@@ -259,19 +261,24 @@ public final class NormaliseRecord implements UDF3<byte[], String, String, Row> 
         }
         throw new WrongType(path, "a string", value);
       case "double":
+      case "float":
         if (value.isNumber()) {
           return NODES.numberNode(value.doubleValue());
         }
         throw new WrongType(path, "a number", value);
       case "long":
+      case "integer":
+        JsonNode integral = null;
         if (value.isIntegralNumber() && fitsLong(value.bigIntegerValue())) {
-          return NODES.numberNode(value.longValue());
-        }
-        if (value.isFloatingPointNumber() && value.doubleValue() == Math.rint(value.doubleValue())
+          integral = NODES.numberNode(value.longValue());
+        } else if (value.isFloatingPointNumber() && value.doubleValue() == Math.rint(value.doubleValue())
             && Math.abs(value.doubleValue()) < 9.2e18) {
-          return NODES.numberNode(value.longValue());
+          integral = NODES.numberNode(value.longValue());
         }
-        throw new WrongType(path, "an integer", value);
+        if (integral == null || (type.equals("integer") && integral.longValue() != integral.intValue())) {
+          throw new WrongType(path, "an integer", value);
+        }
+        return integral;
       case "boolean":
         if (value.isBoolean()) {
           return value;
@@ -340,15 +347,12 @@ public final class NormaliseRecord implements UDF3<byte[], String, String, Row> 
       if (type.isTextual()) {
         switch (type.asText()) {
           case "string":
-            return new Leaf("string", "string");
           case "double":
           case "float":
-            return new Leaf("double", type.asText());
           case "long":
           case "integer":
-            return new Leaf("long", type.asText());
           case "boolean":
-            return new Leaf("boolean", "boolean");
+            return new Leaf(type.asText());
           default:
             throw new IllegalArgumentException("no XDM mapping for Spark type " + type.asText());
         }
@@ -371,11 +375,9 @@ public final class NormaliseRecord implements UDF3<byte[], String, String, Row> 
   }
 
   static final class Leaf extends Shape {
-    final String type;        // the JSON check: string, double, long or boolean
-    final String sparkType;   // the column's own type, for the row
+    final String sparkType;
 
-    Leaf(String type, String sparkType) {
-      this.type = type;
+    Leaf(String sparkType) {
       this.sparkType = sparkType;
     }
   }
