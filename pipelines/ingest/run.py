@@ -27,9 +27,9 @@ from pipelines import lakehouse
 from pipelines.ingest import landing
 from pipelines.ingest.identity import GRAPH_COLUMNS, IdentityRules, resolve, resolved_person
 from pipelines.ingest.landing import SOURCE_FILE
-from pipelines.ingest.parse import (REASON, bad_records, first_per_key, flag_records, good_records,
-                                    parse_records, quarantine_rows, register_normaliser, with_event_time,
-                                    with_profile_time)
+from pipelines.ingest.parse import (REASON, bad_records, flag_records, good_records, later_repeats, parse_records,
+                                    quarantine_rows, register_normaliser, with_event_time, with_profile_time,
+                                    without)
 from pipelines.ingest.silver import flatten_events, merge_profile_fragments
 from pipelines.ops.context import RunContext
 from pipelines.xdm.schema import EXPERIENCE_EVENT, INDIVIDUAL_PROFILE
@@ -101,22 +101,22 @@ def _ingest_kind(ctx: RunContext, bronze: BronzeKind, required: Sequence[str]) -
         if row[REASON] is not None:
             by_reason[row[REASON]] = by_reason.get(row[REASON], 0) + row["count"]
     records_in, quarantined = sum(per_file.values()), sum(by_reason.values())
-    unique = (good_records(flagged, cfg.get("identity.namespace_priority"), ctx.run_date).transform(bronze.finish)
-              .transform(first_per_key("_id", bronze.keep_first_by))
-              .persist(StorageLevel.MEMORY_AND_DISK))
-    unique_count = unique.count()
+    good = (good_records(flagged, cfg.get("identity.namespace_priority"), ctx.run_date)
+            .transform(bronze.finish))
+    # One row per repeat of an `_id` in the batch: read by the count and by the bronze write.
+    repeats = later_repeats(good, "_id", bronze.keep_first_by).persist(StorageLevel.MEMORY_AND_DISK)
+    unique_count = records_in - quarantined - repeats.count()
     ctx.progress(f"{kind}: {records_in} records read, {quarantined} to quarantine")
 
-    # Quarantine first, so the parsed batch leaves memory before the largest write.
     quarantine = bad_records(flagged).transform(quarantine_rows(kind, ctx.run_date))
     lakehouse.insert_new(quarantine, cfg.table("quarantine"), keys=["record_key"])
-    flagged.unpersist()
     path = cfg.table(kind)
     before = lakehouse.version(spark, path)
-    lakehouse.insert_new(unique, path, keys=["_id"], partition_by=bronze.partition_by,
+    lakehouse.insert_new(without(good, repeats), path, keys=["_id"], partition_by=bronze.partition_by,
                          properties=bronze.properties)
     inserted = _inserted_rows(spark, path, before)
-    unique.unpersist()
+    flagged.unpersist()
+    repeats.unpersist()
     # Last: a file counts as ingested only once its records are safely in.
     ledger = landing.ledger_rows(spark, kind, files, per_file, ctx.run_id, ctx.run_date)
     lakehouse.insert_new(ledger, cfg.table("ingested_files"), keys=["kind", "path", "size_bytes", "modified_at"])

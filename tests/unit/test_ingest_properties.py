@@ -9,8 +9,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pipelines.ingest.landing import FILE_ERROR, RAW, SOURCE_FILE
-from pipelines.ingest.parse import (REASON, bad_records, first_per_key, flag_records, good_records, parse_records,
-                                    register_normaliser)
+from pipelines.ingest.parse import (REASON, bad_records, flag_records, good_records, later_repeats, parse_records,
+                                    register_normaliser, without)
 from pipelines.xdm.schema import EXPERIENCE_EVENT
 
 json_leaf = st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70), st.floats(allow_nan=False),
@@ -75,6 +75,6 @@ def test_random_and_mangled_records_are_always_accounted_for(spark, records):
     assert good_count + bad_count == len(records)
     assert bad.where(F.col(REASON).isNull() | F.col("raw").isNull()).count() == 0
     assert good.where(F.col("_id").isNull() | F.col("primary_id").isNull()).count() == 0
-    unique = good.transform(first_per_key("_id", ["timestamp"])).count()
+    unique = without(good, later_repeats(good, "_id", ["timestamp"])).count()
     assert unique == good.select("_id").distinct().count()
     flagged.unpersist()

@@ -7,9 +7,9 @@ from chispa import assert_df_equality
 import pytest
 
 from pipelines.ingest.landing import FILE_ERROR, RAW, SOURCE_FILE
-from pipelines.ingest.parse import (REASON_BAD_TIMESTAMP, REASON_NO_IDENTITY, bad_records,
-                                    first_per_key, flag_records, good_records, parse_records, quarantine_rows,
-                                    register_normaliser, with_event_time)
+from pipelines.ingest.parse import (POSITION, REASON_BAD_TIMESTAMP, REASON_NO_IDENTITY, bad_records,
+                                    flag_records, good_records, later_repeats, parse_records, quarantine_rows,
+                                    register_normaliser, with_event_time, without)
 from pipelines.xdm.schema import EXPERIENCE_EVENT
 
 RUN = date(2026, 3, 1)
@@ -71,17 +71,28 @@ def test_good_records_carry_primary_identity_event_date_and_run_date(spark):
     assert row["_ingest_run_date"] == RUN
 
 
-def test_first_per_key_keeps_one_row_per_id_earliest_first(spark):
-    df = spark.createDataFrame([("a", 2, "f2"), ("a", 1, "f9"), ("b", 5, "f1")], ["_id", "t", "f"])
+def _first_per_id(df):
+    return without(df, later_repeats(df, "_id", ["t", "f"]))
+
+
+def test_repeats_of_an_id_leave_its_earliest_row(spark):
+    df = spark.createDataFrame([("a", 2, "f2", 0), ("a", 1, "f9", 1), ("b", 5, "f1", 2)], ["_id", "t", "f", POSITION])
     expected = spark.createDataFrame([("a", 1, "f9"), ("b", 5, "f1")], ["_id", "t", "f"])
-    assert_df_equality(df.transform(first_per_key("_id", ["t", "f"])), expected, ignore_row_order=True)
+    assert_df_equality(_first_per_id(df), expected, ignore_row_order=True)
 
 
-def test_first_per_key_keeps_the_earliest_of_null_keys_and_every_single_key(spark):
-    df = spark.createDataFrame([(None, 3, "f1"), (None, 1, "f2"), ("c", 4, "f3"), ("d", 1, "f4"), ("d", 1, "f0")],
-                               "_id string, t int, f string")
+def test_repeats_leave_the_earliest_of_null_keys_and_every_single_key(spark):
+    df = spark.createDataFrame([(None, 3, "f1", 0), (None, 1, "f2", 1), ("c", 4, "f3", 2), ("d", 1, "f4", 3),
+                                ("d", 1, "f0", 4)], f"_id string, t int, f string, {POSITION} long")
     expected = spark.createDataFrame([(None, 1, "f2"), ("c", 4, "f3"), ("d", 1, "f0")], "_id string, t int, f string")
-    assert_df_equality(df.transform(first_per_key("_id", ["t", "f"])), expected, ignore_row_order=True)
+    assert_df_equality(_first_per_id(df), expected, ignore_row_order=True)
+
+
+def test_identical_repeats_leave_the_first_by_position(spark):
+    df = spark.createDataFrame([("a", 1, "f1", 7, "later"), ("a", 1, "f1", 3, "first"), ("a", 1, "f1", 9, "last")],
+                               f"_id string, t int, f string, {POSITION} long, note string")
+    assert [r["note"] for r in _first_per_id(df).collect()] == ["first"]
+    assert sorted(r[POSITION] for r in later_repeats(df, "_id", ["t", "f"]).collect()) == [7, 9]
 
 
 def test_identical_bad_lines_of_a_file_become_one_quarantine_row_that_counts_them(spark):

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from pipelines.ingest.landing import FILE_ERROR, RAW, SOURCE_FILE
-from pipelines.ingest.parse import PARSE_ERROR, RESCUED, parse_records, register_normaliser
+from pipelines.ingest.parse import PARSE_ERROR, POSITION, RESCUED, parse_records, register_normaliser
 from pipelines.xdm.schema import EXPERIENCE_EVENT, INDIVIDUAL_PROFILE
 
 ALIASES = {"4": "ECID"}
@@ -71,7 +71,7 @@ def _parse(spark, records, schema=EXPERIENCE_EVENT):
         return bytearray((record if isinstance(record, str) else json.dumps(record)).encode())
     rows = [(raw(r), "file:///landing/f.json", None) for r in records]
     frame = spark.createDataFrame(rows, f"{RAW} binary, {SOURCE_FILE} string, {FILE_ERROR} string")
-    return frame.transform(parse_records(schema, ALIASES)).drop(RAW).collect()
+    return frame.transform(parse_records(schema, ALIASES)).drop(RAW, POSITION).collect()
 
 
 def test_the_same_event_in_either_form_lands_as_the_same_row(spark):
