@@ -31,6 +31,7 @@ def spark():
                .config("spark.sql.session.timeZone", "UTC")
                .config("spark.databricks.delta.snapshotPartitions", "1")
                .config("spark.driver.memory", "3g")
+               .config("spark.driver.extraJavaOptions", "-XX:+UseParallelGC")   # as conf/local.yaml
                # Test frames are tiny, so compiling generated code for each new plan costs more
                # than it saves (about a fifth of an e2e night): the same plans run interpreted.
                .config("spark.sql.codegen.wholeStage", "false")
