@@ -177,14 +177,12 @@ def build_silver(ctx: RunContext) -> dict[str, int]:
     graph = (lakehouse.read(spark, graph_path) if lakehouse.exists(spark, graph_path)
              else spark.createDataFrame([], GRAPH_SCHEMA))
     sources = [df.select("identityMap") for df in (new_events, new_profiles) if df is not None]
-    # Identities are read three times by the resolution; keep that narrow column at hand.
-    records = (sources[0] if len(sources) == 1 else sources[0].unionByName(sources[1])).persist(
-        StorageLevel.MEMORY_AND_DISK)
+    # Not cached: the resolution reads the identities once, into its checkpointed stars.
+    records = sources[0] if len(sources) == 1 else sources[0].unionByName(sources[1])
     resolution = resolve(graph, records, rules, ctx.run_date)
     assignments = resolution.assignments.localCheckpoint()
     merges = resolution.merges.localCheckpoint()
     cuts = resolution.cuts.localCheckpoint()
-    records.unpersist()
     counts.update(identities_added=assignments.where(F.col("first_seen_run_date") == F.lit(ctx.run_date)).count(),
                   people_merged=merges.count(), identity_cuts=cuts.count())
     ctx.progress(f"identity: {counts['identities_added']} new identities, {counts['people_merged']} people "
