@@ -26,8 +26,9 @@ from pipelines.xdm.identity import identities, primary_identity
 REASON = "reason"
 RESCUED = "_rescued_data"
 PARSE_ERROR = "_parse_error"
-# The record's position in its batch: unique within the batch. Read from the cached parse,
-# it stays the same however often the batch is read.
+# The record's position in its batch (file split, then line): unique within the batch. Read
+# from the cached parse it is the same at every read, and a lost partition recomputed from
+# the same split gets the same numbers back.
 POSITION = "_position"
 NORMALISE_CLASS = "enrich.xdm.NormaliseRecord"
 
