@@ -6,6 +6,8 @@ import glob
 import importlib.metadata
 import os
 import sys
+from contextlib import contextmanager
+from typing import Iterator
 
 from pyspark.sql import SparkSession
 
@@ -70,6 +72,28 @@ def build_session(cfg: Config) -> SparkSession:
     spark.sparkContext.setLogLevel(cfg.get("spark.log_level", "WARN"))
     require_delta(spark)
     return spark
+
+
+@contextmanager
+def step_settings(spark: SparkSession, cfg: Config, step: str) -> Iterator[None]:
+    """Apply `spark.step_conf.<step>` (runtime Spark SQL settings) while the step runs, then
+    put back what the session had. A setting Spark fixes at start-up is refused, by name."""
+    settings = _flatten(cfg.get(f"spark.step_conf.{step}", {}) or {})
+    fixed = [key for key in settings if not spark.conf.isModifiable(key)]
+    if fixed:
+        raise BadInputError(f"spark.step_conf.{step}: {fixed[0]} is not a runtime setting; set it in spark.conf")
+    session_values = spark.conf.getAll
+    before = {key: session_values.get(key) for key in settings}
+    for key, value in settings.items():
+        spark.conf.set(key, value)
+    try:
+        yield
+    finally:
+        for key, value in before.items():
+            if value is None:
+                spark.conf.unset(key)
+            else:
+                spark.conf.set(key, value)
 
 
 def require_delta(spark: SparkSession) -> None:

@@ -15,6 +15,7 @@ from pipelines.config import Config
 from pipelines.errors import BadInputError
 from pipelines.ops import ledger, orchestration
 from pipelines.ops.context import RunContext
+from pipelines.session import step_settings
 
 log = logging.getLogger("enrich")
 
@@ -89,7 +90,8 @@ def _run_date(spark: SparkSession, cfg: Config, request: Request, day: date, ste
         versions_read = ledger.table_versions(spark, cfg, reads)
         started, began = ledger.utc_now(), time.monotonic()
         try:
-            outputs[step] = functions[step](ctx) or {}
+            with step_settings(spark, cfg, step):
+                outputs[step] = functions[step](ctx) or {}
         except Exception as err:
             ledger.record_step(ctx, "failed", started, ledger.utc_now(), {"versions_read": versions_read},
                                message=str(err).splitlines()[0] if str(err) else repr(err))
