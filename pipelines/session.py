@@ -7,7 +7,7 @@ import importlib.metadata
 import os
 import sys
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Iterator, Mapping
 
 from pyspark.sql import SparkSession
 
@@ -75,25 +75,32 @@ def build_session(cfg: Config) -> SparkSession:
 
 
 @contextmanager
-def step_settings(spark: SparkSession, cfg: Config, step: str) -> Iterator[None]:
-    """Apply `spark.step_conf.<step>` (runtime Spark SQL settings) while the step runs, then
-    put back what the session had. A setting Spark fixes at start-up is refused, by name."""
-    settings = _flatten(cfg.get(f"spark.step_conf.{step}", {}) or {})
-    fixed = [key for key in settings if not spark.conf.isModifiable(key)]
-    if fixed:
-        raise BadInputError(f"spark.step_conf.{step}: {fixed[0]} is not a runtime setting; set it in spark.conf")
-    session_values = spark.conf.getAll
-    before = {key: session_values.get(key) for key in settings}
+def settings_applied(spark: SparkSession, settings: Mapping[str, str]) -> Iterator[None]:
+    """Runtime Spark SQL `settings` while the block runs; then the session's own values
+    back (unset where it had none)."""
+    previous = {key: spark.conf.get(key, None) for key in settings}
     for key, value in settings.items():
         spark.conf.set(key, value)
     try:
         yield
     finally:
-        for key, value in before.items():
+        for key, value in previous.items():
             if value is None:
                 spark.conf.unset(key)
             else:
                 spark.conf.set(key, value)
+
+
+@contextmanager
+def step_settings(spark: SparkSession, cfg: Config, step: str) -> Iterator[None]:
+    """`spark.step_conf.<step>` while the step runs. A setting Spark fixes at start-up is
+    refused, by name."""
+    settings = _flatten(cfg.get(f"spark.step_conf.{step}", {}) or {})
+    fixed = [key for key in settings if not spark.conf.isModifiable(key)]
+    if fixed:
+        raise BadInputError(f"spark.step_conf.{step}: {fixed[0]} is not a runtime setting; set it in spark.conf")
+    with settings_applied(spark, settings):
+        yield
 
 
 def require_delta(spark: SparkSession) -> None:

@@ -32,6 +32,7 @@ from pipelines.config import Config
 from pipelines.errors import BadInputError
 from pipelines.ingest.identity import people_holding
 from pipelines.ops.ledger import utc_now
+from pipelines.session import settings_applied
 from pipelines.xdm.identity import identities
 
 log = logging.getLogger("enrich")
@@ -161,22 +162,13 @@ def vacuum(spark: SparkSession, cfg: Config, tables: list[str] | None = None,
     # one per core is plenty for a table's folders.
     settings = {"spark.databricks.delta.retentionDurationCheck.enabled": str(hours >= 168).lower(),
                 "spark.sql.sources.parallelPartitionDiscovery.parallelism": str(spark.sparkContext.defaultParallelism)}
-    previous = {key: spark.conf.get(key, None) for key in settings}
     vacuumed = []
-    try:
-        for key, value in settings.items():
-            spark.conf.set(key, value)
+    with settings_applied(spark, settings):
         for name in names:
             path = cfg.table(name)
             if lakehouse.exists(spark, path):
                 spark.sql(f"VACUUM delta.`{path}` RETAIN {hours} HOURS").collect()
                 vacuumed.append(name)
-    finally:
-        for key, value in previous.items():
-            if value is None:
-                spark.conf.unset(key)
-            else:
-                spark.conf.set(key, value)
     receipts = cfg.table("deletion_receipts")
     if lakehouse.exists(spark, receipts):
         # Due at `at`: the same instant that chose `tables`, so each receipt marked had its tables vacuumed.
