@@ -79,9 +79,9 @@ def settings_applied(spark: SparkSession, settings: Mapping[str, str]) -> Iterat
     """Runtime Spark SQL `settings` while the block runs; then the session's own values
     back (unset where it had none)."""
     previous = {key: spark.conf.get(key, None) for key in settings}
-    for key, value in settings.items():
-        spark.conf.set(key, value)
     try:
+        for key, value in settings.items():
+            spark.conf.set(key, value)
         yield
     finally:
         for key, value in previous.items():
