@@ -105,7 +105,8 @@ def _ingest_kind(ctx: RunContext, bronze: BronzeKind, required: Sequence[str]) -
             .transform(bronze.finish))
     # One row per repeat of an `_id` in the batch: read by the count and by the bronze write.
     repeats = later_repeats(good, "_id", bronze.keep_first_by).persist(StorageLevel.MEMORY_AND_DISK)
-    unique_count = records_in - quarantined - repeats.count()
+    batch_duplicates = repeats.count()
+    unique_count = records_in - quarantined - batch_duplicates
     ctx.progress(f"{kind}: {records_in} records read, {quarantined} to quarantine")
 
     quarantine = bad_records(flagged).transform(quarantine_rows(kind, ctx.run_date))
@@ -121,7 +122,7 @@ def _ingest_kind(ctx: RunContext, bronze: BronzeKind, required: Sequence[str]) -
     ledger = landing.ledger_rows(spark, kind, files, per_file, ctx.run_id, ctx.run_date)
     lakehouse.insert_new(ledger, cfg.table("ingested_files"), keys=["kind", "path", "size_bytes", "modified_at"])
     counts.update(records_in=records_in, inserted=inserted, already_present=unique_count - inserted,
-                  batch_duplicates=records_in - quarantined - unique_count, quarantined=quarantined)
+                  batch_duplicates=batch_duplicates, quarantined=quarantined)
     counts.update({f"quarantined[{reason}]": n for reason, n in sorted(by_reason.items())})
     ctx.progress(f"{kind}: {inserted} new rows, {counts['already_present']} already present, "
                  f"{counts['batch_duplicates']} duplicates in the batch")
