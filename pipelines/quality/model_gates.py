@@ -51,22 +51,36 @@ def sufficiency(class_counts: Mapping[str, Mapping[float, int]], min_per_class: 
                     reason="; ".join(problems))
 
 
+def _promotion_decision(rule: str, observed: str, champion_note: str, problems: list[str]) -> Decision:
+    """A promotion: allowed when no problem was found; the champion's note follows what was observed."""
+    if champion_note:
+        observed += f" ({champion_note})"
+    return Decision(allowed=not problems, check="promotion", rule=rule, observed=observed,
+                    reason="; ".join(problems))
+
+
+def _champion_shown(label: str, champion: float | None) -> str:
+    return f", champion {label}{champion:.4f}" if champion is not None else ""
+
+
+def _worse_than_champion(measure: str, new: float, champion: float | None, worse: bool,
+                         compared_on: str = "holdout") -> list[str]:
+    """The problem of losing to the champion (`worse`, when there is one to compare with)."""
+    if champion is None or not worse:
+        return []
+    return [f"{measure} {new:.3f} is worse than the champion's {champion:.3f} on the same {compared_on}"]
+
+
 def promotion(new_auc: float, champion_auc: float | None, min_auc: float, max_auc_drop: float,
               champion_note: str = "") -> Decision:
     """Promote when AUC >= `min_auc` and at most `max_auc_drop` below the champion's AUC
     on the same holdout (`champion_auc` None: no champion, or one that cannot be compared)."""
-    rule = f"min_auc={min_auc}, max_auc_drop={max_auc_drop}"
-    observed = f"holdout AUC {new_auc:.4f}" + (f", champion {champion_auc:.4f}" if champion_auc is not None else "")
-    if champion_note:
-        observed += f" ({champion_note})"
-    problems = []
-    if new_auc < min_auc:
-        problems.append(f"holdout AUC {new_auc:.3f} < {min_auc}")
-    if champion_auc is not None and new_auc < champion_auc - max_auc_drop:
-        problems.append(f"holdout AUC {new_auc:.3f} is worse than the champion's {champion_auc:.3f} "
-                        "on the same holdout")
-    return Decision(allowed=not problems, check="promotion", rule=rule, observed=observed,
-                    reason="; ".join(problems))
+    problems = [f"holdout AUC {new_auc:.3f} < {min_auc}"] if new_auc < min_auc else []
+    problems += _worse_than_champion("holdout AUC", new_auc, champion_auc,
+                                     champion_auc is not None and new_auc < champion_auc - max_auc_drop)
+    return _promotion_decision(f"min_auc={min_auc}, max_auc_drop={max_auc_drop}",
+                               f"holdout AUC {new_auc:.4f}" + _champion_shown("", champion_auc), champion_note,
+                               problems)
 
 
 def regression_promotion(new_r2: float, new_rmse: float, champion_rmse: float | None, min_r2: float,
@@ -74,19 +88,12 @@ def regression_promotion(new_r2: float, new_rmse: float, champion_rmse: float | 
     """Promote a regressor when its holdout R^2 >= `min_r2` (0: no worse than predicting
     the holdout mean) and its RMSE is at most `max_rmse_increase` (relative) above the
     champion's on the same holdout (`champion_rmse` None: nothing to compare with)."""
-    rule = f"min_r2={min_r2}, max_rmse_increase={max_rmse_increase}"
-    observed = f"holdout R2 {new_r2:.4f}, RMSE {new_rmse:.4f}" + (
-        f", champion RMSE {champion_rmse:.4f}" if champion_rmse is not None else "")
-    if champion_note:
-        observed += f" ({champion_note})"
-    problems = []
-    if new_r2 < min_r2:
-        problems.append(f"holdout R2 {new_r2:.3f} < {min_r2}")
-    if champion_rmse is not None and new_rmse > champion_rmse * (1.0 + max_rmse_increase):
-        problems.append(f"holdout RMSE {new_rmse:.3f} is worse than the champion's {champion_rmse:.3f} "
-                        "on the same holdout")
-    return Decision(allowed=not problems, check="promotion", rule=rule, observed=observed,
-                    reason="; ".join(problems))
+    problems = [f"holdout R2 {new_r2:.3f} < {min_r2}"] if new_r2 < min_r2 else []
+    problems += _worse_than_champion("holdout RMSE", new_rmse, champion_rmse,
+                                     champion_rmse is not None and new_rmse > champion_rmse * (1.0 + max_rmse_increase))
+    return _promotion_decision(f"min_r2={min_r2}, max_rmse_increase={max_rmse_increase}",
+                               f"holdout R2 {new_r2:.4f}, RMSE {new_rmse:.4f}"
+                               + _champion_shown("RMSE ", champion_rmse), champion_note, problems)
 
 
 def value_sufficiency(buyers: int, repeat_buyers: int, min_repeat_buyers: int) -> Decision:
@@ -104,18 +111,13 @@ def value_promotion(new_mae: float, total_ratio: float, champion_mae: float | No
     """Promote a lifetime-value model when its holdout total is within `max_total_error`
     of the actual total (ratio 1 +- error) and its per-person MAE is at most
     `max_mae_increase` (relative) above the champion's on the same holdout."""
-    rule = f"max_total_error={max_total_error}, max_mae_increase={max_mae_increase}"
-    observed = (f"holdout MAE {new_mae:.4f}, predicted/actual total {total_ratio:.3f}"
-                + (f", champion MAE {champion_mae:.4f}" if champion_mae is not None else "")
-                + (f" ({champion_note})" if champion_note else ""))
-    problems = []
-    if not abs(total_ratio - 1.0) <= max_total_error:
-        problems.append(f"predicted/actual total {total_ratio:.3f} is outside 1 +- {max_total_error}")
-    if champion_mae is not None and new_mae > champion_mae * (1.0 + max_mae_increase):
-        problems.append(f"holdout MAE {new_mae:.3f} is worse than the champion's {champion_mae:.3f} "
-                        "on the same holdout")
-    return Decision(allowed=not problems, check="promotion", rule=rule, observed=observed,
-                    reason="; ".join(problems))
+    problems = ([f"predicted/actual total {total_ratio:.3f} is outside 1 +- {max_total_error}"]
+                if not abs(total_ratio - 1.0) <= max_total_error else [])
+    problems += _worse_than_champion("holdout MAE", new_mae, champion_mae,
+                                     champion_mae is not None and new_mae > champion_mae * (1.0 + max_mae_increase))
+    return _promotion_decision(f"max_total_error={max_total_error}, max_mae_increase={max_mae_increase}",
+                               f"holdout MAE {new_mae:.4f}, predicted/actual total {total_ratio:.3f}"
+                               + _champion_shown("MAE ", champion_mae), champion_note, problems)
 
 
 def affinity_promotion(new_precision: float, popularity_precision: float, champion_precision: float | None,
@@ -124,19 +126,16 @@ def affinity_promotion(new_precision: float, popularity_precision: float, champi
     """Promote an affinity model when its holdout precision at k is at least
     `min_lift_over_popularity` times the popularity baseline's, and at most
     `max_precision_drop` below the champion's on the same holdout."""
-    rule = f"min_lift_over_popularity={min_lift_over_popularity}, max_precision_drop={max_precision_drop}"
-    observed = (f"holdout precision@k {new_precision:.4f}, popularity {popularity_precision:.4f}"
-                + (f", champion {champion_precision:.4f}" if champion_precision is not None else "")
-                + (f" ({champion_note})" if champion_note else ""))
-    problems = []
-    if new_precision < popularity_precision * min_lift_over_popularity:
-        problems.append(f"holdout precision@k {new_precision:.3f} is below {min_lift_over_popularity} x the "
-                        f"popularity baseline's {popularity_precision:.3f}")
-    if champion_precision is not None and new_precision < champion_precision - max_precision_drop:
-        problems.append(f"holdout precision@k {new_precision:.3f} is worse than the champion's "
-                        f"{champion_precision:.3f} on the same holdout")
-    return Decision(allowed=not problems, check="promotion", rule=rule, observed=observed,
-                    reason="; ".join(problems))
+    problems = ([f"holdout precision@k {new_precision:.3f} is below {min_lift_over_popularity} x the "
+                 f"popularity baseline's {popularity_precision:.3f}"]
+                if new_precision < popularity_precision * min_lift_over_popularity else [])
+    problems += _worse_than_champion(
+        "holdout precision@k", new_precision, champion_precision,
+        champion_precision is not None and new_precision < champion_precision - max_precision_drop)
+    return _promotion_decision(
+        f"min_lift_over_popularity={min_lift_over_popularity}, max_precision_drop={max_precision_drop}",
+        f"holdout precision@k {new_precision:.4f}, popularity {popularity_precision:.4f}"
+        + _champion_shown("", champion_precision), champion_note, problems)
 
 
 def segments_promotion(silhouette: float, champion_silhouette: float | None, min_silhouette: float,
@@ -144,15 +143,10 @@ def segments_promotion(silhouette: float, champion_silhouette: float | None, min
     """Promote a segmentation whose silhouette on the people it segments is at least
     `min_silhouette` (below it the segments are not separated enough to name), and at most
     `max_silhouette_drop` below the champion's on the same people."""
-    rule = f"min_silhouette={min_silhouette}, max_silhouette_drop={max_silhouette_drop}"
-    observed = (f"silhouette {silhouette:.4f}"
-                + (f", champion {champion_silhouette:.4f}" if champion_silhouette is not None else "")
-                + (f" ({champion_note})" if champion_note else ""))
-    problems = []
-    if silhouette < min_silhouette:
-        problems.append(f"silhouette {silhouette:.3f} < {min_silhouette}")
-    if champion_silhouette is not None and silhouette < champion_silhouette - max_silhouette_drop:
-        problems.append(f"silhouette {silhouette:.3f} is worse than the champion's {champion_silhouette:.3f} "
-                        "on the same people")
-    return Decision(allowed=not problems, check="promotion", rule=rule, observed=observed,
-                    reason="; ".join(problems))
+    problems = [f"silhouette {silhouette:.3f} < {min_silhouette}"] if silhouette < min_silhouette else []
+    problems += _worse_than_champion(
+        "silhouette", silhouette, champion_silhouette,
+        champion_silhouette is not None and silhouette < champion_silhouette - max_silhouette_drop, "people")
+    return _promotion_decision(f"min_silhouette={min_silhouette}, max_silhouette_drop={max_silhouette_drop}",
+                               f"silhouette {silhouette:.4f}" + _champion_shown("", champion_silhouette),
+                               champion_note, problems)
