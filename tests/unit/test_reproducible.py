@@ -38,6 +38,8 @@ def test_money_adds_up_to_the_cent_in_any_order(spark):
     assert [frame.agg(money_sum("v")).first()[0] for frame in _layouts(spark, [(v,) for v in CANCELLING], "v double")] \
         == [1.0, 1.0]
     assert _in_order(spark, [None, None]).agg(money_sum("v")).first()[0] is None
+    # Billionths round to the nearest, carrying into the units.
+    assert _in_order(spark, [2.9999999999, 0.0000000004]).agg(money_sum("v")).first()[0] == 3.0
 
 
 def _layouts(spark, rows, schema):
