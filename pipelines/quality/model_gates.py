@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, timedelta
-from typing import Mapping
+from typing import Callable, Mapping
 
 
 @dataclass(frozen=True)
@@ -63,10 +63,10 @@ def _champion_shown(label: str, champion: float | None) -> str:
     return f", champion {label}{champion:.4f}" if champion is not None else ""
 
 
-def _worse_than_champion(measure: str, new: float, champion: float | None, worse: bool,
-                         compared_on: str = "holdout") -> list[str]:
-    """The problem of losing to the champion (`worse`, when there is one to compare with)."""
-    if champion is None or not worse:
+def _worse_than_champion(measure: str, new: float, champion: float | None,
+                         worse: Callable[[float, float], bool], compared_on: str = "holdout") -> list[str]:
+    """The problem of losing to the champion: `worse(new, champion)`, when there is one."""
+    if champion is None or not worse(new, champion):
         return []
     return [f"{measure} {new:.3f} is worse than the champion's {champion:.3f} on the same {compared_on}"]
 
@@ -77,7 +77,7 @@ def promotion(new_auc: float, champion_auc: float | None, min_auc: float, max_au
     on the same holdout (`champion_auc` None: no champion, or one that cannot be compared)."""
     problems = [f"holdout AUC {new_auc:.3f} < {min_auc}"] if new_auc < min_auc else []
     problems += _worse_than_champion("holdout AUC", new_auc, champion_auc,
-                                     champion_auc is not None and new_auc < champion_auc - max_auc_drop)
+                                     lambda new, champion: new < champion - max_auc_drop)
     return _promotion_decision(f"min_auc={min_auc}, max_auc_drop={max_auc_drop}",
                                f"holdout AUC {new_auc:.4f}" + _champion_shown("", champion_auc), champion_note,
                                problems)
@@ -90,7 +90,7 @@ def regression_promotion(new_r2: float, new_rmse: float, champion_rmse: float | 
     champion's on the same holdout (`champion_rmse` None: nothing to compare with)."""
     problems = [f"holdout R2 {new_r2:.3f} < {min_r2}"] if new_r2 < min_r2 else []
     problems += _worse_than_champion("holdout RMSE", new_rmse, champion_rmse,
-                                     champion_rmse is not None and new_rmse > champion_rmse * (1.0 + max_rmse_increase))
+                                     lambda new, champion: new > champion * (1.0 + max_rmse_increase))
     return _promotion_decision(f"min_r2={min_r2}, max_rmse_increase={max_rmse_increase}",
                                f"holdout R2 {new_r2:.4f}, RMSE {new_rmse:.4f}"
                                + _champion_shown("RMSE ", champion_rmse), champion_note, problems)
@@ -114,7 +114,7 @@ def value_promotion(new_mae: float, total_ratio: float, champion_mae: float | No
     problems = ([f"predicted/actual total {total_ratio:.3f} is outside 1 +- {max_total_error}"]
                 if not abs(total_ratio - 1.0) <= max_total_error else [])
     problems += _worse_than_champion("holdout MAE", new_mae, champion_mae,
-                                     champion_mae is not None and new_mae > champion_mae * (1.0 + max_mae_increase))
+                                     lambda new, champion: new > champion * (1.0 + max_mae_increase))
     return _promotion_decision(f"max_total_error={max_total_error}, max_mae_increase={max_mae_increase}",
                                f"holdout MAE {new_mae:.4f}, predicted/actual total {total_ratio:.3f}"
                                + _champion_shown("MAE ", champion_mae), champion_note, problems)
@@ -129,9 +129,8 @@ def affinity_promotion(new_precision: float, popularity_precision: float, champi
     problems = ([f"holdout precision@k {new_precision:.3f} is below {min_lift_over_popularity} x the "
                  f"popularity baseline's {popularity_precision:.3f}"]
                 if new_precision < popularity_precision * min_lift_over_popularity else [])
-    problems += _worse_than_champion(
-        "holdout precision@k", new_precision, champion_precision,
-        champion_precision is not None and new_precision < champion_precision - max_precision_drop)
+    problems += _worse_than_champion("holdout precision@k", new_precision, champion_precision,
+                                     lambda new, champion: new < champion - max_precision_drop)
     return _promotion_decision(
         f"min_lift_over_popularity={min_lift_over_popularity}, max_precision_drop={max_precision_drop}",
         f"holdout precision@k {new_precision:.4f}, popularity {popularity_precision:.4f}"
@@ -144,9 +143,8 @@ def segments_promotion(silhouette: float, champion_silhouette: float | None, min
     `min_silhouette` (below it the segments are not separated enough to name), and at most
     `max_silhouette_drop` below the champion's on the same people."""
     problems = [f"silhouette {silhouette:.3f} < {min_silhouette}"] if silhouette < min_silhouette else []
-    problems += _worse_than_champion(
-        "silhouette", silhouette, champion_silhouette,
-        champion_silhouette is not None and silhouette < champion_silhouette - max_silhouette_drop, "people")
+    problems += _worse_than_champion("silhouette", silhouette, champion_silhouette,
+                                     lambda new, champion: new < champion - max_silhouette_drop, "people")
     return _promotion_decision(f"min_silhouette={min_silhouette}, max_silhouette_drop={max_silhouette_drop}",
                                f"silhouette {silhouette:.4f}" + _champion_shown("", champion_silhouette),
                                champion_note, problems)
