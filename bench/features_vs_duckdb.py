@@ -9,7 +9,7 @@ Both read the Parquet files and write their feature rows as Parquet; each is tim
 the start of its query to the end of its write, on every core of the machine, `runs`
 times in turn. The first run of each pays for warming up: the JVM compiles Spark's
 generated code as the rows flow, and at 10M events Spark's first run took about 9.4 s
-where the next took 5.6-6.8 s. Both the first run and the median of all runs are kept;
+where the next took 5.6-7.2 s. Both the first run and the median of all runs are kept;
 a nightly job is one first run in a fresh JVM, a comparison of engines is the median.
 The two outputs are then joined on person_id: the rows and every feature must agree (to
 1e-9 relative), or the comparison says how many values differ.
