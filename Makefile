@@ -120,7 +120,7 @@ dist: setup
 # package as the wheel from `make dist`, its executor killed as each step starts.
 CLUSTER_ROOT ?= lakehouse-cluster
 cluster-demo: dist
-	$(BIN)/python -m pipelines.ops.standalone --root $(CLUSTER_ROOT) --profiles 1500 --days 240 \
+	$(BIN)/python -m tools.standalone_cluster --root $(CLUSTER_ROOT) --profiles 1500 --days 240 \
 	    --run-date $(RUN_DATE) --kill-executors
 
 clean-lakehouse:

@@ -27,8 +27,8 @@ from typing import Callable
 
 import duckdb
 
-from pipelines import lakehouse
-from pipelines.config import Config
+from pipelines.core import lakehouse
+from pipelines.core.config import Config
 from pipelines.features.build import WINDOW_MEASURES, feature_columns, person_features
 
 # Silver events columns the features read.

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pyspark.sql.functions as F
 
-from pipelines import lakehouse
+from pipelines.core import lakehouse
 from pipelines.cli import main as enrich
-from pipelines.config import load_config
-from pipelines.session import build_session
+from pipelines.core.config import load_config
+from pipelines.core.session import build_session
 from provenance import machine  # bench/, beside this file
 
 HERE = Path(__file__).resolve().parent

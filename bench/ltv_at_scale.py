@@ -26,8 +26,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 import ltv_vs_lifetimes  # bench/, beside this file
-from pipelines.config import load_config
-from pipelines.session import build_session
+from pipelines.core.config import load_config
+from pipelines.core.session import build_session
 from provenance import machine, measured_stamp, measured_when
 
 HERE = Path(__file__).resolve().parent

@@ -26,7 +26,7 @@ import pandas as pd
 from lifetimes import BetaGeoFitter, GammaGammaFitter
 from lifetimes.utils import summary_data_from_transaction_data
 
-from pipelines.config import Config
+from pipelines.core.config import Config
 from pipelines.models.lifetime_value import (collect_weighted, compress_for_bgnbd, compress_for_gamma_gamma, fit_bgnbd,
                                              fit_gamma_gamma, purchase_summary)
 

@@ -12,9 +12,9 @@ import argparse
 import json
 from pathlib import Path
 
-from pipelines.config import load_config
+from pipelines.core.config import load_config
 from pipelines.generate.oracle import oracle_ratios
-from pipelines.session import build_session
+from pipelines.core.session import build_session
 
 HERE = Path(__file__).resolve().parent
 

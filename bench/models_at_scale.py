@@ -23,12 +23,12 @@ import time
 from datetime import date, timedelta
 from pathlib import Path
 
-from pipelines import lakehouse
+from pipelines.core import lakehouse
 from provenance import machine, measured_stamp, measured_when  # bench/, beside this file
 from pipelines.cli import main as enrich
-from pipelines.config import load_config
+from pipelines.core.config import load_config
 from pipelines.models.specs import model_names
-from pipelines.session import build_session
+from pipelines.core.session import build_session
 
 HERE = Path(__file__).resolve().parent
 RUN_DATE = date(2026, 6, 1)

@@ -46,10 +46,10 @@ import features_vs_duckdb  # noqa: E402  (bench/, beside this file)
 import ltv_vs_lifetimes  # noqa: E402
 import propensity_vs_sklearn  # noqa: E402
 from provenance import machine, measured_stamp, measured_when  # noqa: E402
-from pipelines import lakehouse  # noqa: E402
+from pipelines.core import lakehouse  # noqa: E402
 from pipelines.cli import STEP_ORDER  # noqa: E402
-from pipelines.config import load_config  # noqa: E402
-from pipelines.session import build_session  # noqa: E402
+from pipelines.core.config import load_config  # noqa: E402
+from pipelines.core.session import build_session  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 ENRICH = str(Path(sys.executable).with_name("enrich"))

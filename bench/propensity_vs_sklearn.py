@@ -60,7 +60,7 @@ def _spark_side(spark, run_date: date, events_parquet: Path, settings: dict) -> 
 
     from pipelines.features.build import person_features, with_labels
     from pipelines.models.propensity import classifier_pipeline, holdout_auc, snapshot_plan
-    from pipelines.reproducible import in_canonical_order
+    from pipelines.core.reproducible import in_canonical_order
 
     started = time.monotonic()
     events = spark.read.parquet(str(events_parquet))

@@ -15,11 +15,11 @@ import shutil
 from datetime import date
 from pathlib import Path
 
-from pipelines import lakehouse
+from pipelines.core import lakehouse
 from pipelines.cli import STEP_ORDER
 from pipelines.cli import main as enrich
-from pipelines.config import load_config
-from pipelines.session import build_session
+from pipelines.core.config import load_config
+from pipelines.core.session import build_session
 from provenance import machine  # bench/, beside this file
 
 HERE = Path(__file__).resolve().parent

@@ -23,7 +23,7 @@ import traceback
 from datetime import date, datetime, timezone
 from typing import Callable, Sequence
 
-from pipelines.errors import BadInputError, EnrichError
+from pipelines.core.errors import BadInputError, EnrichError
 
 STEP_ORDER = ("ingest", "validate", "features", "train", "score", "publish")
 # Commands that read the profile table for downstream systems and people; no run date.
@@ -205,7 +205,7 @@ def _generate(args, cfg) -> int:
 def _run_steps(args, cfg) -> int:
     from pipelines.ops import runner
     from pipelines.ops.summary import print_summary
-    from pipelines.session import build_session
+    from pipelines.core.session import build_session
 
     if args.command == "backfill":
         dates = runner.backfill_dates(args.first, args.last)
@@ -228,7 +228,7 @@ def _privacy(args, cfg) -> int:
     from pipelines.ops.orchestration import NightlyLock, new_invocation_id
     from pipelines.privacy import forget
     from pipelines.publish.commands import parse_identity
-    from pipelines.session import build_session
+    from pipelines.core.session import build_session
 
     identity = parse_identity(args.identity) if args.command == "forget" else None
     spark = build_session(cfg)
@@ -252,7 +252,7 @@ def _privacy(args, cfg) -> int:
 
 def _read_profiles(args, cfg) -> int:
     from pipelines.publish import commands
-    from pipelines.session import build_session
+    from pipelines.core.session import build_session
 
     if args.command == "show":
         commands.parse_identity(args.identity)   # a malformed identity fails before Spark starts
@@ -273,7 +273,7 @@ def _models(args, cfg) -> int:
         catalogue.print_entries(catalogue.entries(cfg), args.json)
         return 0
     from pipelines.models.specs import model_names
-    from pipelines.session import build_session
+    from pipelines.core.session import build_session
 
     if args.model is not None and args.model not in model_names(cfg):
         raise BadInputError(f"--model {args.model!r} is not a model; known: {', '.join(model_names(cfg))}")
@@ -296,7 +296,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.run_date is None:
         args.run_date = datetime.now(timezone.utc).date()
     try:
-        from pipelines.config import load_config
+        from pipelines.core.config import load_config
 
         cfg = load_config(args.env, args.conf, args.overrides)
         if args.command == "generate":

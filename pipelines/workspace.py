@@ -23,8 +23,8 @@ from pathlib import Path
 import yaml
 from pyspark.sql import DataFrame, SparkSession
 
-from pipelines import lakehouse
-from pipelines.config import Config, custom_models_folder, load_config
+from pipelines.core import lakehouse
+from pipelines.core.config import Config, custom_models_folder, load_config
 
 _OPEN: dict[str, "Workspace"] = {}
 
@@ -84,7 +84,7 @@ class Workspace:
 def open_workspace(env: str | None = None, conf_files: tuple[str, ...] | None = None,
                    overrides: tuple[str, ...] = ()) -> Workspace:
     """The workspace for this kernel (opened once; later calls return it)."""
-    from pipelines.session import build_session
+    from pipelines.core.session import build_session
 
     env = env or os.environ.get("ENRICH_ENV", "local")
     if conf_files is None:

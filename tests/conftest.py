@@ -9,8 +9,8 @@ import sys
 import pytest
 from pyspark.sql import SparkSession
 
-from pipelines.config import PROJECT_ROOT, load_config
-from pipelines.session import DELTA_CONF
+from pipelines.core.config import PROJECT_ROOT, load_config
+from pipelines.core.session import DELTA_CONF
 
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)   # pandas UDFs need this interpreter's numpy

@@ -14,7 +14,7 @@ from typing import Callable, Sequence
 import pyspark.sql.functions as F
 from pyspark.sql import Column, DataFrame
 
-from pipelines.reproducible import money_sum
+from pipelines.core.reproducible import money_sum
 
 # Per-window counters: (feature prefix, column of silver events summed).
 WINDOW_MEASURES = (

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pyspark.sql.functions as F
 from pyspark.sql import DataFrame
 
-from pipelines import lakehouse
+from pipelines.core import lakehouse
 from pipelines.features.build import feature_columns, person_features, windowed_feature_columns
-from pipelines.ops.context import RunContext
+from pipelines.core.context import RunContext
 from pipelines.quality.gate import QualityChecks
 from pipelines.quality.views import features_view
 

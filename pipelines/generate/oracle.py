@@ -19,8 +19,8 @@ import pyspark.sql.functions as F
 from pyspark.ml.evaluation import BinaryClassificationEvaluator
 from pyspark.sql import Column, DataFrame, SparkSession
 
-from pipelines import lakehouse
-from pipelines.config import Config
+from pipelines.core import lakehouse
+from pipelines.core.config import Config
 from pipelines.features.build import person_features
 from pipelines.models import registry
 from pipelines.models.affinity import future_categories, precision_at_k
@@ -66,7 +66,7 @@ def propensity_ratio(spark: SparkSession, cfg: Config, spec: ModelSpec, truth: D
     champion = registry.require_champion(spec.registered_name)
     params = registry.run_params(champion.run_id)
     holdout = date.fromisoformat(params["holdout_as_of"])
-    rows = (lakehouse.read(spark, cfg.table("training_set"))
+    rows = (lakehouse.read(spark, cfg.table("training_sets"))
             .where((F.col("model") == spec.key) & (F.col("split") == "holdout")
                    & (F.col("training_run_date") == F.lit(champion.tags[registry.RUN_DATE_TAG]).cast("date"))))
     chance = purchase_chance(holdout, spec.horizon_days)

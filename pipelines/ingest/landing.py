@@ -25,7 +25,7 @@ from delta.tables import DeltaTable
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import types as T
 
-from pipelines.errors import BadInputError
+from pipelines.core.errors import BadInputError
 
 RAW = "_raw"
 SOURCE_FILE = "_source_file"

@@ -19,9 +19,9 @@ import pyspark.sql.functions as F
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import types as T
 
-from pipelines.errors import BadInputError
+from pipelines.core.errors import BadInputError
 from pipelines.ingest.landing import FILE_ERROR, RAW, SOURCE_FILE
-from pipelines.xdm.identity import identities, primary_identity
+from pipelines.xdm.identity_map import identities, primary_identity
 
 REASON = "reason"
 RESCUED = "_rescued_data"

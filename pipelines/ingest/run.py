@@ -23,15 +23,15 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import types as T
 
-from pipelines import lakehouse
+from pipelines.core import lakehouse
 from pipelines.ingest import landing
-from pipelines.ingest.identity import GRAPH_COLUMNS, IdentityRules, resolve, resolved_person
+from pipelines.identity.graph import GRAPH_COLUMNS, IdentityRules, resolve, resolved_person
 from pipelines.ingest.landing import SOURCE_FILE
 from pipelines.ingest.parse import (REASON, bad_records, flag_records, good_records, later_repeats, parse_records,
                                     quarantine_rows, register_normaliser, with_event_time, with_profile_time,
                                     without)
 from pipelines.ingest.silver import flatten_events, merge_profile_fragments
-from pipelines.ops.context import RunContext
+from pipelines.core.context import RunContext
 from pipelines.xdm.schema import EXPERIENCE_EVENT, INDIVIDUAL_PROFILE
 
 CDF = {"delta.enableChangeDataFeed": "true"}
@@ -42,7 +42,8 @@ SYNCED_PROPERTY = "enrich.synced_version."
 class BronzeKind:
     """How one kind of landing record becomes its bronze table."""
 
-    name: str                      # the landing folder, bronze table and ledger kind
+    name: str                      # the landing folder's key, and the kind in ops/ingested_files
+    table: str                     # the bronze table's key
     schema: T.StructType
     time_column: str | None        # must parse as a time when set
     finish: Callable[[DataFrame], DataFrame]   # typed columns added to good records
@@ -55,11 +56,11 @@ class BronzeKind:
 # filters on (about 3 s of bronze's 24 s first write of 1M events). Validation reads each
 # night's rows by `_ingest_run_date`, which that default missed (it comes after the XDM
 # fields); with its statistics Delta skips earlier nights' files instead of scanning them.
-EVENTS = BronzeKind("events", EXPERIENCE_EVENT, "timestamp", with_event_time, ["timestamp", SOURCE_FILE],
-                    {**CDF, "delta.dataSkippingStatsColumns": "_ingest_run_date,timestamp"},
+EVENTS = BronzeKind("events", "bronze_events", EXPERIENCE_EVENT, "timestamp", with_event_time,
+                    ["timestamp", SOURCE_FILE], {**CDF, "delta.dataSkippingStatsColumns": "_ingest_run_date,timestamp"},
                     partition_by=["event_date"])
-PROFILES = BronzeKind("profiles", INDIVIDUAL_PROFILE, None, with_profile_time, ["updated_at", SOURCE_FILE],
-                      {**CDF, "delta.dataSkippingStatsColumns": "_ingest_run_date"})
+PROFILES = BronzeKind("profiles", "bronze_profiles", INDIVIDUAL_PROFILE, None, with_profile_time,
+                      ["updated_at", SOURCE_FILE], {**CDF, "delta.dataSkippingStatsColumns": "_ingest_run_date"})
 
 GRAPH_SCHEMA = T.StructType(
     [T.StructField(name, T.StringType()) for name in GRAPH_COLUMNS[:5]]
@@ -111,7 +112,7 @@ def _ingest_kind(ctx: RunContext, bronze: BronzeKind, required: Sequence[str]) -
 
     quarantine = bad_records(flagged).transform(quarantine_rows(kind, ctx.run_date))
     lakehouse.insert_new(quarantine, cfg.table("quarantine"), keys=["record_key"])
-    path = cfg.table(kind)
+    path = cfg.table(bronze.table)
     before = lakehouse.version(spark, path)
     lakehouse.insert_new(without(good, repeats), path, keys=["_id"], partition_by=bronze.partition_by,
                          properties=bronze.properties)
@@ -166,10 +167,11 @@ def build_silver(ctx: RunContext) -> dict[str, int]:
                           local_max_links=int(cfg.get("identity.local_max_links")))
     graph_path, events_path = cfg.table("identity_graph"), cfg.table("silver_events")
     synced = _synced_versions(spark, graph_path)
-    versions = {name: lakehouse.version(spark, cfg.table(name)) for name in ("events", "profiles")}
+    # Keyed by kind: the graph's table properties name the bronze versions it has resolved.
+    versions = {kind.name: lakehouse.version(spark, cfg.table(kind.table)) for kind in (EVENTS, PROFILES)}
     # Not cached: each use reads only the columns it needs, which Parquet makes cheap.
-    new_events = _inserted_since(spark, cfg.table("events"), synced.get("events"))
-    new_profiles = _inserted_since(spark, cfg.table("profiles"), synced.get("profiles"))
+    new_events = _inserted_since(spark, cfg.table(EVENTS.table), synced.get(EVENTS.name))
+    new_profiles = _inserted_since(spark, cfg.table(PROFILES.table), synced.get(PROFILES.name))
     counts = {"silver_new_events": 0, "identities_added": 0, "people_merged": 0, "identity_cuts": 0}
     if new_events is None and new_profiles is None:
         ctx.progress("silver: bronze unchanged since the last run")
@@ -225,10 +227,10 @@ def _upsert_graph(spark: SparkSession, assignments: DataFrame, path: str) -> Non
 def _rebuild_profiles(ctx: RunContext, rules: IdentityRules) -> None:
     """silver/profiles: one row per person, fragments merged attribute by attribute."""
     cfg, spark = ctx.cfg, ctx.spark
-    if not lakehouse.exists(spark, cfg.table("profiles")):
+    if not lakehouse.exists(spark, cfg.table(PROFILES.table)):
         return
     graph = lakehouse.read(spark, cfg.table("identity_graph"))
-    fragments = lakehouse.read(spark, cfg.table("profiles")).transform(resolved_person(graph, rules.priority))
+    fragments = lakehouse.read(spark, cfg.table(PROFILES.table)).transform(resolved_person(graph, rules.priority))
     lakehouse.overwrite(fragments.transform(merge_profile_fragments), cfg.table("silver_profiles"))
 
 

@@ -29,7 +29,7 @@ import pyspark.sql.functions as F
 from pyspark.ml.recommendation import ALS
 from pyspark.sql import DataFrame, Window
 
-from pipelines.reproducible import exact_sum, in_canonical_order
+from pipelines.core.reproducible import exact_sum, in_canonical_order
 
 # Interaction kind -> the silver events column counting it.
 INTERACTION_COLUMNS = {"product_views": "product_views", "cart_adds": "cart_adds", "purchases": "is_purchase"}

@@ -18,11 +18,11 @@ import mlflow
 import mlflow.pyfunc
 import pandas as pd
 
-from pipelines.errors import BadInputError
+from pipelines.core.errors import BadInputError
 from pipelines.models import lifecycle, registry
 from pipelines.models.affinity import (als_top_categories, future_categories, interaction_strengths,
                                        popularity_top, precision_at_k, top_affinities)
-from pipelines.ops.context import RunContext
+from pipelines.core.context import RunContext
 from pipelines.quality.gate import QualityChecks
 from pipelines.quality.model_gates import Decision, affinity_promotion
 

@@ -14,8 +14,8 @@ from dataclasses import asdict, dataclass
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from pipelines import lakehouse
-from pipelines.config import Config
+from pipelines.core import lakehouse
+from pipelines.core.config import Config
 from pipelines.models import custom, registry
 from pipelines.models.specs import AFFINITY, LIFETIME_VALUE, OTHER_MODELS, SEGMENTS, all_specs, enabled, model_names
 

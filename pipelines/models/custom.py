@@ -22,7 +22,7 @@ with `estimator: gbt | random_forest | linear_regression`; its profile columns a
 `<prefix>_prediction`, `_percentile`, `_bucket` and `_model_version`.
 
 A programmatic one names a function instead of an estimator (`entry_point:
-"package.module:function"`); see `pipelines/models/custom_template.py` for its interface.
+"package.module:function"`); see `examples/custom_model.py` for its interface.
 
 Expressions are Spark SQL:
 - `label`: an aggregate over the person's events in [as_of, as_of + horizon_days): true or

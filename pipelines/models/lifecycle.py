@@ -11,10 +11,10 @@ from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from pyspark.sql import DataFrame
 
-from pipelines.errors import BadInputError, GateError
+from pipelines.core.errors import BadInputError, GateError
 from pipelines.models import registry
 from pipelines.models.propensity import parameter_grid
-from pipelines.ops.context import RunContext
+from pipelines.core.context import RunContext
 from pipelines.quality.gate import QualityChecks
 from pipelines.quality.model_gates import Decision
 from pipelines.quality.suites import ExpectationOutcome

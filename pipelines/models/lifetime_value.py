@@ -27,7 +27,7 @@ from pyspark.sql.types import DoubleType, StructField, StructType
 from scipy.optimize import minimize
 from scipy.special import digamma, gammaln
 
-from pipelines.reproducible import money_sum
+from pipelines.core.reproducible import money_sum
 
 # A run of the optimiser that has not converged is a failed fit, not a set of parameters.
 # It stops when no gradient component (per log-parameter, of the mean log-likelihood)

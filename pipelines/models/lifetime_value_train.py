@@ -34,10 +34,10 @@ from pipelines.models.lifetime_value import (BgNbd, GammaGamma, collect_weighted
                                              parameters_from_dict, probability_alive, purchase_summary,
                                              with_lifetime_value)
 from pipelines.models.value_regressor import labelled_buyers, non_negative_value, regressor_pipeline
-from pipelines.ops.context import RunContext
+from pipelines.core.context import RunContext
 from pipelines.quality.gate import QualityChecks
 from pipelines.quality.model_gates import Decision, value_promotion, value_sufficiency
-from pipelines.reproducible import in_canonical_order
+from pipelines.core.reproducible import in_canonical_order
 
 KEY = "lifetime_value"
 PARAMETERS_ARTIFACT = "lifetime_value_parameters.json"

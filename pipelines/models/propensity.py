@@ -22,7 +22,7 @@ from pyspark.ml.feature import StandardScaler, VectorAssembler
 from pyspark.ml.functions import vector_to_array
 from pyspark.sql import Column, DataFrame
 
-from pipelines.columns import count_below
+from pipelines.core.columns import count_below
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,8 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature, infer_signature
 
-from pipelines.config import Config
-from pipelines.errors import BadInputError
+from pipelines.core.config import Config
+from pipelines.core.errors import BadInputError
 
 CHAMPION = "champion"
 RUN_DATE_TAG = "training_run_date"

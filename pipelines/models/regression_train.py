@@ -19,16 +19,16 @@ from pyspark import StorageLevel
 from pyspark.ml import PipelineModel
 from pyspark.sql import DataFrame
 
-from pipelines.columns import count_below
+from pipelines.core.columns import count_below
 from pipelines.models import lifecycle, registry
 from pipelines.models.propensity import feature_importances
 from pipelines.models.specs import ModelSpec
-from pipelines.ops import plots
-from pipelines.ops.context import RunContext
+from pipelines.core import plots
+from pipelines.core.context import RunContext
 from pipelines.quality import model_gates
 from pipelines.quality.drift import reference_profile
 from pipelines.quality.gate import QualityChecks
-from pipelines.reproducible import in_canonical_order
+from pipelines.core.reproducible import in_canonical_order
 
 PREDICTION = "prediction"
 LEDGER_METRICS = ("holdout_mae", "holdout_rmse", "holdout_r2", "holdout_total_ratio", "holdout_rows",

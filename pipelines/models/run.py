@@ -22,8 +22,8 @@ from pyspark import StorageLevel
 from pyspark.ml import PipelineModel
 from pyspark.sql import DataFrame
 
-from pipelines import lakehouse
-from pipelines.errors import BadInputError
+from pipelines.core import lakehouse
+from pipelines.core.errors import BadInputError
 from pipelines.features.build import person_features
 from pipelines.features.run import check_features
 from pipelines.models import custom, lifecycle, registry
@@ -32,12 +32,12 @@ from pipelines.models.propensity import (baseline_pipeline, classifier_pipeline,
                                          reliability_curve, roc_points, snapshot_plan, time_based_search)
 from pipelines.models import affinity_train, lifetime_value_train, regression_train, segments_train
 from pipelines.models.specs import AFFINITY, LIFETIME_VALUE, SEGMENTS, ModelSpec, enabled, model_specs
-from pipelines.ops import plots
-from pipelines.ops.context import RunContext
+from pipelines.core import plots
+from pipelines.core.context import RunContext
 from pipelines.quality import model_gates
 from pipelines.quality.drift import reference_profile
 from pipelines.quality.gate import QualityChecks
-from pipelines.reproducible import in_canonical_order
+from pipelines.core.reproducible import in_canonical_order
 
 SCORE_COLUMN = "probability"
 # Metrics of each model that the ledger keeps as numbers (`<model>.<metric>`).
@@ -201,7 +201,7 @@ def _train(ctx: RunContext, checks: QualityChecks, spec: ModelSpec, events: Pinn
                     .withColumn("training_run_date", F.lit(ctx.run_date).cast("date"))
                     .withColumn("split", F.when(F.col("as_of_date") == F.lit(plan.holdout), "holdout")
                                 .otherwise("train")))
-    set_path = cfg.table("training_set")
+    set_path = cfg.table("training_sets")
     this_set = (F.col("model") == F.lit(spec.key)) & (F.col("training_run_date") == F.lit(ctx.run_date))
     lakehouse.replace_where(training_set, set_path,
                             f"model = '{spec.key}' AND training_run_date = '{ctx.run_date.isoformat()}'",
@@ -266,8 +266,8 @@ def _run_params(ctx: RunContext, spec: ModelSpec, plan, events: PinnedEvents, in
         "holdout_as_of": plan.holdout.isoformat(),
         "training_as_of": ",".join(d.isoformat() for d in plan.training),
         "silver_events_path": events.path, "silver_events_version": events.version,
-        "training_set_path": ctx.cfg.table("training_set"),
-        "training_set_version": lakehouse.version(ctx.spark, ctx.cfg.table("training_set")),
+        "training_set_path": ctx.cfg.table("training_sets"),
+        "training_set_version": lakehouse.version(ctx.spark, ctx.cfg.table("training_sets")),
         "features": ",".join(inputs), **{f"{_settings_prefix(spec)}_{k}": v for k, v in settings.items()},
         **_definition_params(spec),
     }

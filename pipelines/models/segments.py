@@ -21,7 +21,7 @@ from pyspark.ml.evaluation import ClusteringEvaluator
 from pyspark.ml.feature import SQLTransformer, StandardScaler, VectorAssembler
 from pyspark.sql import DataFrame
 
-from pipelines.errors import BadInputError
+from pipelines.core.errors import BadInputError
 
 INPUT = "segment_input"
 STANDARDISED = "segment_features"

@@ -11,13 +11,13 @@ import mlflow
 import mlflow.spark
 import pyspark.sql.functions as F
 
-from pipelines import lakehouse
+from pipelines.core import lakehouse
 from pipelines.models import lifecycle, registry
 from pipelines.models.segments import CLUSTER, describe, fit_segments, silhouette
-from pipelines.ops.context import RunContext
+from pipelines.core.context import RunContext
 from pipelines.quality.gate import QualityChecks
 from pipelines.quality.model_gates import Decision, segments_promotion
-from pipelines.reproducible import in_canonical_order
+from pipelines.core.reproducible import in_canonical_order
 
 KEY = "segments"
 SEGMENTS_ARTIFACT = "segments.json"

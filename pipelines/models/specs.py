@@ -20,8 +20,8 @@ from typing import Callable, Sequence
 import pyspark.sql.functions as F
 from pyspark.sql import Column, DataFrame
 
-from pipelines.config import Config
-from pipelines.errors import BadInputError
+from pipelines.core.config import Config
+from pipelines.core.errors import BadInputError
 from pipelines.features.build import feature_columns, with_labels
 from pipelines.models import custom
 

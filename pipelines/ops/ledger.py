@@ -9,16 +9,16 @@ and run id.
 from __future__ import annotations
 
 import json
-from datetime import date, datetime, timezone
+from datetime import date, datetime
 from typing import Sequence
 
 import pyspark.sql.functions as F
 from pyspark.sql import SparkSession
 from pyspark.sql import types as T
 
-from pipelines import lakehouse
-from pipelines.config import Config
-from pipelines.ops.context import RunContext
+from pipelines.core import lakehouse
+from pipelines.core.config import Config
+from pipelines.core.context import RunContext
 
 LEDGER_SCHEMA = T.StructType([
     T.StructField("run_id", T.StringType()),
@@ -39,11 +39,11 @@ LEDGER_SCHEMA = T.StructType([
 # The tables each step reads and writes; their Delta versions go into the ledger row, so a
 # run can be reproduced with time travel and a reader can see what a step produced.
 STEP_TABLES = {
-    "ingest": ((), ("events", "profiles", "quarantine", "ingested_files", "identity_graph", "silver_events",
-                    "silver_profiles")),
-    "validate": (("events", "profiles"), ()),
+    "ingest": ((), ("bronze_events", "bronze_profiles", "quarantine", "ingested_files", "identity_graph",
+                    "silver_events", "silver_profiles")),
+    "validate": (("bronze_events", "bronze_profiles"), ()),
     "features": (("silver_events",), ("features",)),
-    "train": (("features", "silver_events"), ("training_set",)),
+    "train": (("features", "silver_events"), ("training_sets",)),
     "score": (("features",), ("scores", "predictions", "lifetime_value", "affinity", "segments")),
     "publish": (("scores", "predictions", "lifetime_value", "affinity", "segments", "identity_graph", "features"),
                 ("profile_enrichment",)),
@@ -59,10 +59,6 @@ def table_versions(spark: SparkSession, cfg: Config, names: Sequence[str]) -> di
 def new_run_id(run_date: date, clock: datetime) -> str:
     """`<run date>@<when its first run started, UTC>`, e.g. 2026-11-27@20261128T010203."""
     return f"{run_date.isoformat()}@{clock.strftime('%Y%m%dT%H%M%S')}"
-
-
-def utc_now() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
 def record_step(ctx: RunContext, status: str, started: datetime, ended: datetime, outputs: dict | None = None,

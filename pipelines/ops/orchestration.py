@@ -29,10 +29,10 @@ from typing import Iterable, Mapping, Sequence
 import pyspark.sql.functions as F
 from pyspark.sql import SparkSession
 
-from pipelines import lakehouse
-from pipelines.config import Config
-from pipelines.errors import BadInputError
-from pipelines.ops.ledger import utc_now
+from pipelines.core import lakehouse
+from pipelines.core.config import Config
+from pipelines.core.errors import BadInputError
+from pipelines.core.clock import utc_now
 
 log = logging.getLogger("enrich")
 

@@ -7,10 +7,10 @@ import os
 
 import pyspark.sql.functions as F
 
-from pipelines import lakehouse
-from pipelines.ops import plots
+from pipelines.core import lakehouse
+from pipelines.core import plots
 from pipelines.models.specs import propensity_specs
-from pipelines.ops.context import RunContext
+from pipelines.core.context import RunContext
 
 
 def _img(fig, alt: str) -> str:

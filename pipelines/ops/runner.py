@@ -11,11 +11,12 @@ from typing import Callable, Mapping, Sequence
 
 from pyspark.sql import SparkSession
 
-from pipelines.config import Config
-from pipelines.errors import BadInputError
+from pipelines.core.clock import utc_now
+from pipelines.core.config import Config
+from pipelines.core.errors import BadInputError
 from pipelines.ops import ledger, orchestration
-from pipelines.ops.context import RunContext
-from pipelines.session import step_settings
+from pipelines.core.context import RunContext
+from pipelines.core.session import step_settings
 
 log = logging.getLogger("enrich")
 
@@ -69,7 +70,7 @@ def _vacuum_when_due(spark: SparkSession, cfg: Config) -> None:
     """Deleted people's rows leave the old table files once their retention has passed."""
     from pipelines.privacy import forget
 
-    now = ledger.utc_now()
+    now = utc_now()
     tables = forget.due_tables(spark, cfg, now)
     if tables:
         log.info("== vacuum: deletions past privacy.retention_hours changed %s", ", ".join(tables))
@@ -78,7 +79,7 @@ def _vacuum_when_due(spark: SparkSession, cfg: Config) -> None:
 
 def _run_date(spark: SparkSession, cfg: Config, request: Request, day: date, steps: Sequence[str],
               functions: Mapping[str, Callable], invocation: str, summary) -> None:
-    clock = ledger.run_clock(spark, cfg, day, ledger.utc_now())
+    clock = ledger.run_clock(spark, cfg, day, utc_now())
     ctx = RunContext(spark=spark, cfg=cfg, run_date=day, run_id=ledger.new_run_id(day, clock), clock=clock,
                      model=request.model, scheduled=request.command in orchestration.SCHEDULED,
                      invocation=invocation, command=request.command)
@@ -88,17 +89,17 @@ def _run_date(spark: SparkSession, cfg: Config, request: Request, day: date, ste
         log.info("== %s (%d/%d) run date %s", step, position, len(steps), day)
         reads, writes = ledger.STEP_TABLES.get(step, ((), ()))
         versions_read = ledger.table_versions(spark, cfg, reads)
-        started, began = ledger.utc_now(), time.monotonic()
+        started, began = utc_now(), time.monotonic()
         try:
             with step_settings(spark, cfg, step):
                 outputs[step] = functions[step](ctx) or {}
         except Exception as err:
-            ledger.record_step(ctx, "failed", started, ledger.utc_now(), {"versions_read": versions_read},
+            ledger.record_step(ctx, "failed", started, utc_now(), {"versions_read": versions_read},
                                message=str(err).splitlines()[0] if str(err) else repr(err))
             raise
         recorded = {**outputs[step], "versions_read": versions_read,
                     "versions_written": ledger.table_versions(spark, cfg, writes)}
-        ledger.record_step(ctx, "succeeded", started, ledger.utc_now(), recorded)
+        ledger.record_step(ctx, "succeeded", started, utc_now(), recorded)
         ctx.progress(f"{step} done in {time.monotonic() - began:.1f}s")
     if summary is not None:
         summarise, carried = summary

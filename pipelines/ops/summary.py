@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from pipelines import lakehouse
-from pipelines.ops.context import RunContext
+from pipelines.core import lakehouse
+from pipelines.core.context import RunContext
 from pipelines.quality.gate import data_docs_dir
 
-SUMMARY_TABLES = ("events", "profiles", "quarantine", "identity_graph", "silver_events", "features",
+SUMMARY_TABLES = ("bronze_events", "bronze_profiles", "quarantine", "identity_graph", "silver_events", "features",
                   "scores", "predictions", "lifetime_value", "affinity", "segments", "profile_enrichment")
 
 

@@ -27,13 +27,13 @@ from delta.tables import DeltaTable
 from pyspark.sql import Column, SparkSession
 from pyspark.sql import types as T
 
-from pipelines import lakehouse
-from pipelines.config import Config
-from pipelines.errors import BadInputError
-from pipelines.ingest.identity import people_holding
-from pipelines.ops.ledger import utc_now
-from pipelines.session import settings_applied
-from pipelines.xdm.identity import identities
+from pipelines.core import lakehouse
+from pipelines.core.config import RENAMED_TABLE_KEYS, Config
+from pipelines.core.errors import BadInputError
+from pipelines.identity.graph import people_holding
+from pipelines.core.clock import utc_now
+from pipelines.core.session import settings_applied
+from pipelines.xdm.identity_map import identities
 
 log = logging.getLogger("enrich")
 
@@ -48,7 +48,7 @@ RECEIPT_SCHEMA = T.StructType([
     T.StructField("vacuum_after", T.TimestampType()),
     T.StructField("vacuumed_at", T.TimestampType()),
 ])
-PERSON_TABLES = ("silver_profiles", "silver_events", "features", "training_set", "scores", "predictions",
+PERSON_TABLES = ("silver_profiles", "silver_events", "features", "training_sets", "scores", "predictions",
                  "lifetime_value", "affinity", "segments", "profile_enrichment", "identity_graph")   # the graph last
 REDACTED = "[redacted by a deletion request]"
 
@@ -87,8 +87,8 @@ def deletions(subject: Subject) -> dict[str, Callable[[], Column]]:
     people = list(subject.people)
     pairs = F.array(*[F.struct(F.lit(ns).alias("namespace"), F.lit(i).alias("id")) for ns, i in subject.identities])
     rules: dict[str, Callable[[], Column]] = {
-        "events": lambda: _holds_identity(subject),
-        "profiles": lambda: _holds_identity(subject),
+        "bronze_events": lambda: _holds_identity(subject),
+        "bronze_profiles": lambda: _holds_identity(subject),
         "quarantine": lambda: _mentions("raw", subject),
         "identity_merges": lambda: F.col("merged_person_id").isin(people) | F.col("surviving_person_id").isin(people),
         "identity_cuts": lambda: F.array_contains(pairs, F.struct("namespace", "id")),
@@ -143,7 +143,8 @@ def due_tables(spark: SparkSession, cfg: Config, now: datetime) -> list[str]:
         return []
     rows = (lakehouse.read(spark, path).where(_due(cfg, now))
             .select(F.explode(F.map_keys("table_versions")).alias("table")).distinct().collect())
-    return sorted(r["table"] for r in rows)
+    # Receipts written before a table key was renamed name the table by its old key.
+    return sorted({RENAMED_TABLE_KEYS.get(r["table"], r["table"]) for r in rows})
 
 
 def vacuum(spark: SparkSession, cfg: Config, tables: list[str] | None = None,

@@ -11,8 +11,8 @@ import pyspark.sql.functions as F
 from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, SparkSession, Window
 
-from pipelines import lakehouse
-from pipelines.errors import BadInputError
+from pipelines.core import lakehouse
+from pipelines.core.errors import BadInputError
 from pipelines.publish.profile_table import KEY
 
 CHANGE = "change"                 # insert / update / delete

@@ -12,10 +12,10 @@ from typing import TextIO
 import pyspark.sql.functions as F
 from pyspark.sql import DataFrame, SparkSession
 
-from pipelines import lakehouse
-from pipelines.config import Config
-from pipelines.errors import BadInputError
-from pipelines.ingest.identity import people_holding
+from pipelines.core import lakehouse
+from pipelines.core.config import Config
+from pipelines.core.errors import BadInputError
+from pipelines.identity.graph import people_holding
 from pipelines.models.specs import (AFFINITY, LIFETIME_VALUE, SEGMENTS, OTHER_MODELS, enabled, propensity_specs,
                                     regression_specs)
 from pipelines.publish.changes import CHANGE, TABLE_VERSION, changes_since

@@ -9,11 +9,11 @@ import pyspark.sql.functions as F
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame
 
-from pipelines import lakehouse
-from pipelines.errors import BadInputError
-from pipelines.ingest.identity import primary_identity_per_person
+from pipelines.core import lakehouse
+from pipelines.core.errors import BadInputError
+from pipelines.identity.graph import primary_identity_per_person
 from pipelines.models.specs import AFFINITY, LIFETIME_VALUE, SEGMENTS, enabled, propensity_specs, regression_specs
-from pipelines.ops.context import RunContext
+from pipelines.core.context import RunContext
 from pipelines.publish.profile_table import (KEY, ORDER, affinity_attributes, aligned, attribute_fields, ensure_table,
                                              merge_profiles, prediction_attributes, profile_rows, profile_schema,
                                              segment_attributes, value_attributes)

@@ -16,7 +16,7 @@ import pyspark.sql.functions as F
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import types as T
 
-from pipelines.errors import BadInputError
+from pipelines.core.errors import BadInputError
 from pipelines.publish.profile_table import IDENTITY_FIELDS, KEY
 
 TENANT = re.compile(r"^_[A-Za-z0-9]+$")

@@ -18,7 +18,7 @@ from typing import Mapping, Sequence
 import pyspark.sql.functions as F
 from pyspark.sql import DataFrame
 
-from pipelines.columns import count_below
+from pipelines.core.columns import count_below
 from pipelines.quality.suites import ExpectationOutcome
 
 SHARE_FLOOR = 1e-4   # an empty bin counts as this share, so the logarithm stays finite

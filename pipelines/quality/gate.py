@@ -21,10 +21,10 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame
 from pyspark.sql import types as T
 
-from pipelines import lakehouse
-from pipelines.errors import GateError
-from pipelines.ops.context import RunContext
-from pipelines.ops.ledger import utc_now
+from pipelines.core import lakehouse
+from pipelines.core.errors import GateError
+from pipelines.core.context import RunContext
+from pipelines.core.clock import utc_now
 from pipelines.quality.suites import ExpectationOutcome, load_suite, validate
 
 DQ_SCHEMA = T.StructType([

@@ -6,8 +6,8 @@ from datetime import datetime, time, timedelta
 
 import pyspark.sql.functions as F
 
-from pipelines import lakehouse
-from pipelines.ops.context import RunContext
+from pipelines.core import lakehouse
+from pipelines.core.context import RunContext
 from pipelines.quality.gate import QualityChecks
 from pipelines.quality.views import bronze_events_view, bronze_profiles_view
 
@@ -19,7 +19,7 @@ def run(ctx: RunContext) -> dict[str, float]:
     # Events of the night's export end before the run date starts.
     latest = datetime.combine(ctx.run_date, time.min) - timedelta(microseconds=1)
     with QualityChecks(ctx) as checks:
-        events = (lakehouse.read(spark, cfg.table("events"), "ingest")
+        events = (lakehouse.read(spark, cfg.table("bronze_events"), "ingest")
                   .where(F.col("_ingest_run_date") == F.lit(ctx.run_date))
                   .transform(bronze_events_view(bronze["currency_codes"], namespaces)))
         checks.run_suite("bronze_events", events, {
@@ -27,7 +27,7 @@ def run(ctx: RunContext) -> dict[str, float]:
             "latest_event_time": latest,
             "event_types": list(bronze["event_types"]),
         })
-        profiles_path = cfg.table("profiles")
+        profiles_path = cfg.table("bronze_profiles")
         if lakehouse.exists(spark, profiles_path):
             profiles = (lakehouse.read(spark, profiles_path)
                         .where(F.col("_ingest_run_date") == F.lit(ctx.run_date))

@@ -25,7 +25,7 @@ from great_expectations.render.view import DefaultJinjaIndexPageView, DefaultJin
 from jinja2 import BytecodeCache
 from pyspark.sql import DataFrame
 
-from pipelines.errors import BadInputError
+from pipelines.core.errors import BadInputError
 
 SEVERITIES = {"error": "critical", "warning": "warning"}   # conf word -> GX FailureSeverity
 DOCS_SITE = "enrich"

@@ -8,11 +8,11 @@ import pyspark.sql.functions as F
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame
 
-from pipelines import lakehouse
+from pipelines.core import lakehouse
 from pipelines.models import registry
 from pipelines.models.affinity import top_affinities
 from pipelines.models.affinity_train import KEY, PARAMETERS_ARTIFACT, strengths_as_of
-from pipelines.ops.context import RunContext
+from pipelines.core.context import RunContext
 from pipelines.quality.gate import QualityChecks
 from pipelines.scoring.scores import with_provenance
 

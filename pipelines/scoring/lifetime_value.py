@@ -7,12 +7,12 @@ from __future__ import annotations
 import pyspark.sql.functions as F
 from pyspark.sql import DataFrame
 
-from pipelines import lakehouse
+from pipelines.core import lakehouse
 from pipelines.models import registry
 from pipelines.models.lifetime_value import purchase_summary, with_lifetime_value
 from pipelines.models.lifetime_value_train import KEY, PARAMETERS_ARTIFACT, REGRESSOR, fitted_parameters, value_method
 from pipelines.models.value_regressor import non_negative_value
-from pipelines.ops.context import RunContext
+from pipelines.core.context import RunContext
 from pipelines.quality.gate import QualityChecks
 from pipelines.quality.views import scores_view
 from pipelines.scoring.scores import percentile_cut_points, percentile_from_cut_points, with_provenance

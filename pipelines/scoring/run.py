@@ -16,17 +16,17 @@ import pyspark.sql.functions as F
 from mlflow.entities.model_registry import ModelVersion
 from pyspark.sql import DataFrame
 
-from pipelines import lakehouse
+from pipelines.core import lakehouse
 from pipelines.models import custom, registry
 from pipelines.models.propensity import positive_probability
 from pipelines.models.run import SCORE_COLUMN
 from pipelines.models.specs import AFFINITY, LIFETIME_VALUE, SEGMENTS, ModelSpec, enabled, model_specs
-from pipelines.ops.context import RunContext
+from pipelines.core.context import RunContext
 from pipelines.quality.drift import drift_outcomes
 from pipelines.quality.gate import QualityChecks
 from pipelines.quality.suites import ExpectationOutcome
 from pipelines.quality.views import scores_view
-from pipelines.errors import BadInputError
+from pipelines.core.errors import BadInputError
 from pipelines.scoring import affinity, lifetime_value, segments
 from pipelines.scoring.factors import FACTORS_TYPE, explainable, tree_ensemble, with_factors
 from pipelines.models.regression_train import PREDICTION

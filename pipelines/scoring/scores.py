@@ -11,7 +11,7 @@ from typing import Callable, Sequence
 import pyspark.sql.functions as F
 from pyspark.sql import Column, DataFrame
 
-from pipelines.columns import count_below
+from pipelines.core.columns import count_below
 
 CUT_POINTS = [k / 100 for k in range(1, 100)]
 

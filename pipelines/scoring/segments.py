@@ -6,11 +6,11 @@ from __future__ import annotations
 import pyspark.sql.functions as F
 from pyspark.sql import DataFrame
 
-from pipelines import lakehouse
+from pipelines.core import lakehouse
 from pipelines.models import registry
 from pipelines.models.segments import assign
 from pipelines.models.segments_train import KEY, champion_segments
-from pipelines.ops.context import RunContext
+from pipelines.core.context import RunContext
 from pipelines.quality.gate import QualityChecks
 from pipelines.scoring.scores import with_provenance
 from pipelines.quality.views import scores_view

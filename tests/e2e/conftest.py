@@ -9,15 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from pipelines import lakehouse
+from pipelines.core import lakehouse
 from pipelines.cli import main
-from pipelines.config import Config, load_config
+from pipelines.core.config import Config, load_config
 
 RUN_DATE = date(2026, 6, 1)
 # A declarative and a programmatic custom model, run every night beside the built-ins.
 CUSTOM_MODELS = str(Path(__file__).with_name("custom_models.yaml"))
-TABLES = ("events", "profiles", "quarantine", "identity_graph", "silver_events", "features",
-          "training_set", "scores", "predictions", "lifetime_value", "affinity", "segments", "profile_enrichment")
+TABLES = ("bronze_events", "bronze_profiles", "quarantine", "identity_graph", "silver_events", "features",
+          "training_sets", "scores", "predictions", "lifetime_value", "affinity", "segments", "profile_enrichment")
 
 
 @dataclass

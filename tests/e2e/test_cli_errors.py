@@ -9,9 +9,9 @@ from pathlib import Path
 import pyspark.sql.functions as F
 import pytest
 
-from pipelines import lakehouse
+from pipelines.core import lakehouse
 from pipelines.cli import main
-from pipelines.config import PROJECT_ROOT, load_config
+from pipelines.core.config import PROJECT_ROOT, load_config
 
 ENRICH = str(Path(sys.executable).parent / "enrich")
 SPARK_SUBMIT = str(Path(sys.executable).parent / "spark-submit")

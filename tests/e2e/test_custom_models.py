@@ -13,9 +13,9 @@ from datetime import timedelta
 import pyspark.sql.functions as F
 import yaml
 
-from pipelines import lakehouse
+from pipelines.core import lakehouse
 from pipelines.cli import main
-from pipelines.config import load_config
+from pipelines.core.config import load_config
 from pipelines.models import registry
 
 from .conftest import CUSTOM_MODELS, RUN_DATE
@@ -107,10 +107,10 @@ def test_a_bad_definition_fails_validation_naming_the_problem_and_trains_nothing
     err = capsys.readouterr().err.splitlines()
     assert any("models.big_spender.features: unknown feature visits_30d" in line for line in err), err
     assert any("models.outdoor_buyer.label holds for nobody" in line for line in err), err
-    training_sets = lakehouse.version(spark, nightly.cfg.table("training_set"))
+    training_sets = lakehouse.version(spark, nightly.cfg.table("training_sets"))
     assert main(["train", "--run-date", NEXT_DAY, *bad[2:]]) == 2
     assert "models.big_spender.features: unknown feature visits_30d" in capsys.readouterr().err
-    assert lakehouse.version(spark, nightly.cfg.table("training_set")) == training_sets
+    assert lakehouse.version(spark, nightly.cfg.table("training_sets")) == training_sets
     registry.connect(nightly.cfg)
     assert registry.version_trained_for("big_spender", NEXT_DAY) is None
 

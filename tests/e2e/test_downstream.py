@@ -12,7 +12,7 @@ import jsonschema
 import pyspark.sql.functions as F
 import pytest
 
-from pipelines import lakehouse
+from pipelines.core import lakehouse
 from pipelines.cli import main
 
 from .conftest import CUSTOM_MODELS

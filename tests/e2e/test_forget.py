@@ -12,10 +12,10 @@ from pathlib import Path
 import pyspark.sql.functions as F
 import pytest
 
-from pipelines import lakehouse
+from pipelines.core import lakehouse
 from pipelines.cli import main
-from pipelines.config import load_config
-from pipelines.xdm.identity import identities
+from pipelines.core.config import load_config
+from pipelines.xdm.identity_map import identities
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +64,7 @@ def test_forget_removes_the_person_from_every_table_and_leaves_a_receipt(spark, 
     root, cfg, args = copy
     person, pairs, asked = subject
     before = {name: lakehouse.version(spark, cfg.table(name)) for name in cfg.get("lakehouse.tables")}
-    held_before = _holding(lakehouse.read(spark, cfg.table("events")), person, pairs).count()
+    held_before = _holding(lakehouse.read(spark, cfg.table("bronze_events")), person, pairs).count()
     assert held_before > 0
     assert main(["forget", "--identity", asked, *args]) == 0
     assert f"forgot 1 person(s) and {len(pairs)} identities" in capsys.readouterr().out
@@ -73,10 +73,10 @@ def test_forget_removes_the_person_from_every_table_and_leaves_a_receipt(spark, 
             continue
         assert _holding(lakehouse.read(spark, cfg.table(name)), person, pairs).count() == 0, name
     # Time travel still reaches the old rows: that is what vacuum is for.
-    old = spark.read.format("delta").option("versionAsOf", before["events"]).load(cfg.table("events"))
+    old = spark.read.format("delta").option("versionAsOf", before["bronze_events"]).load(cfg.table("bronze_events"))
     assert _holding(old, person, pairs).count() == held_before
     receipt = lakehouse.read(spark, cfg.table("deletion_receipts")).first()
-    assert receipt["people"] == 1 and receipt["rows_removed"]["events"] == held_before
+    assert receipt["people"] == 1 and receipt["rows_removed"]["bronze_events"] == held_before
     assert receipt["request_sha256"] == hashlib.sha256(asked.encode()).hexdigest()
     text = str(receipt.asDict())
     assert not any(i in text for _, i in pairs) and person not in text

@@ -12,9 +12,9 @@ import pyarrow.parquet as pq
 import pyspark.sql.functions as F
 import pytest
 
-from pipelines import lakehouse
+from pipelines.core import lakehouse
 from pipelines.cli import main
-from pipelines.config import load_config
+from pipelines.core.config import load_config
 from pipelines.ingest import run as ingest_run
 
 RUN_DATE = date(2026, 3, 1)
@@ -91,7 +91,7 @@ def ledger_metrics(spark, cfg) -> dict:
     return last["metrics"]
 
 
-def snapshot(spark, cfg, tables=("events", "profiles", "quarantine", "identity_graph", "silver_events",
+def snapshot(spark, cfg, tables=("bronze_events", "bronze_profiles", "quarantine", "identity_graph", "silver_events",
                                  "silver_profiles", "ingested_files")) -> dict[str, list]:
     """Table contents without the columns that name this lakehouse's folder or clock."""
     out = {}
@@ -120,7 +120,7 @@ def test_every_format_and_form_is_read_and_every_record_accounted_for(spark, lan
     assert metrics["events_records_in"] == (metrics["events_inserted"] + metrics["events_already_present"]
                                             + metrics["events_batch_duplicates"] + metrics["events_quarantined"])
     assert metrics["events_files_read"] == 8
-    ids = {r["_id"] for r in lakehouse.read(spark, cfg.table("events")).collect()}
+    ids = {r["_id"] for r in lakehouse.read(spark, cfg.table("bronze_events")).collect()}
     assert ids == {"a1", "a2", "b1", "c1", "c2", "p1"}
 
 
@@ -136,7 +136,7 @@ def test_quarantine_names_the_reason_and_the_file(spark, landed):
 
 def test_unknown_fields_and_the_json_ld_form_land_in_bronze(spark, landed):
     _, cfg, _ = landed
-    events = lakehouse.read(spark, cfg.table("events"))
+    events = lakehouse.read(spark, cfg.table("bronze_events"))
     assert json.loads(events.where("_id = 'a2'").first()["_rescued_data"]) == {"_acme": {"loyalty": "gold"}}
     b1 = events.where("_id = 'b1'").first()
     assert (b1["primary_namespace"], b1["primary_id"], str(b1["event_date"])) == ("CRMID", "c2", "2026-02-03")
@@ -153,7 +153,7 @@ def test_profile_fragments_merge_attribute_by_attribute_most_recent_first(spark,
 
 def test_the_same_landing_folder_twice_reads_nothing_and_changes_nothing(spark, landed):
     root, cfg, _ = landed
-    versions = {t: lakehouse.version(spark, cfg.table(t)) for t in ("events", "quarantine", "identity_graph")}
+    versions = {t: lakehouse.version(spark, cfg.table(t)) for t in ("bronze_events", "quarantine", "identity_graph")}
     assert ingest(root) == 0
     assert ledger_metrics(spark, cfg)["events_files_read"] == 0
     assert {t: lakehouse.version(spark, cfg.table(t)) for t in versions} == versions
@@ -169,7 +169,7 @@ def test_a_new_file_brings_late_events_and_redeliveries_are_merged(spark, tmp_pa
     assert ingest(root, date(2026, 3, 2)) == 0
     metrics = ledger_metrics(spark, cfg)
     assert (metrics["events_files_read"], metrics["events_inserted"], metrics["events_already_present"]) == (1, 1, 1)
-    late = lakehouse.read(spark, cfg.table("events")).where("event_date = '2025-12-24'")
+    late = lakehouse.read(spark, cfg.table("bronze_events")).where("event_date = '2025-12-24'")
     assert [r["_id"] for r in late.collect()] == ["z1"]
     silver = lakehouse.read(spark, cfg.table("silver_events"))
     assert silver.where("event_id = 'z1'").first()["person_id"] == silver.where("event_id = 'a1'").first()["person_id"]
@@ -177,7 +177,7 @@ def test_a_new_file_brings_late_events_and_redeliveries_are_merged(spark, tmp_pa
     # night skips the files of the others.
     stats = "struct<minValues: struct<_ingest_run_date: date>, maxValues: struct<_ingest_run_date: date>>"
     ranges = {(r["s"]["minValues"]["_ingest_run_date"], r["s"]["maxValues"]["_ingest_run_date"]) for r in
-              spark.read.json(f"{cfg.table('events')}/_delta_log/*.json").where("add IS NOT NULL")
+              spark.read.json(f"{cfg.table('bronze_events')}/_delta_log/*.json").where("add IS NOT NULL")
               .select(F.from_json("add.stats", stats).alias("s")).collect()}
     assert ranges == {(RUN_DATE, RUN_DATE), (date(2026, 3, 2), date(2026, 3, 2))}
 

@@ -9,9 +9,9 @@ from datetime import timedelta
 import pyspark.sql.functions as F
 import pytest
 
-from pipelines import lakehouse
+from pipelines.core import lakehouse
 from pipelines.cli import main
-from pipelines.config import load_config
+from pipelines.core.config import load_config
 from pipelines.models import registry
 
 from .conftest import RUN_DATE

@@ -4,7 +4,7 @@ import pyspark.sql.functions as F
 from mlflow import MlflowClient
 from pyspark.sql.types import MapType
 
-from pipelines import lakehouse
+from pipelines.core import lakehouse
 from pipelines.generate.oracle import oracle_ratios
 from pipelines.ingest.parse import REASON_NO_IDENTITY
 
@@ -26,7 +26,7 @@ def test_both_nightly_runs_succeed(nightly):
 
 def test_every_landing_record_is_in_bronze_in_quarantine_or_counted_as_duplicate(spark, nightly):
     first_ingest = _ledger(spark, nightly, "ingest")[0]["metrics"]
-    for kind, table in (("events", "events"), ("profiles", "profiles")):
+    for kind, table in (("events", "bronze_events"), ("profiles", "bronze_profiles")):
         records = nightly.landing_lines(kind)
         bronze = _table(spark, nightly, table).count()
         quarantined = (_table(spark, nightly, "quarantine").where(F.col("record_kind") == kind)

@@ -13,7 +13,7 @@ import pytest
 import yaml
 from nbclient import NotebookClient
 
-from pipelines.config import load_config
+from pipelines.core.config import load_config
 from pipelines.models import registry
 from pipelines.models.specs import propensity_specs
 

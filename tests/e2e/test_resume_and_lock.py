@@ -9,10 +9,11 @@ from datetime import datetime, timedelta
 
 import pyspark.sql.functions as F
 
-from pipelines import lakehouse
+from pipelines.core import lakehouse
 from pipelines.cli import main
+from pipelines.core.clock import utc_now
 from pipelines.ops import ledger
-from pipelines.ops.context import RunContext
+from pipelines.core.context import RunContext
 
 from .conftest import RUN_DATE
 
@@ -27,10 +28,10 @@ def _invocations(spark, nightly):
 def test_a_night_stopped_at_publish_resumes_there_and_says_so(spark, nightly, capsys):
     # What a nightly that failed in publish leaves in the ledger (the step raised, its row says so).
     # Publish is the last step, so resuming runs it alone; stopping at score would add a minute.
-    clock = ledger.run_clock(spark, nightly.cfg, RUN_DATE, ledger.utc_now())
+    clock = ledger.run_clock(spark, nightly.cfg, RUN_DATE, utc_now())
     stopped = RunContext(spark=spark, cfg=nightly.cfg, run_date=RUN_DATE, run_id=ledger.new_run_id(RUN_DATE, clock),
                          clock=clock, step="publish", invocation="stopped-run", command="nightly")
-    now = ledger.utc_now()
+    now = utc_now()
     ledger.record_step(stopped, "failed", now, now + timedelta(seconds=1), message="executor lost")
     before = set(_invocations(spark, nightly))
     assert main(["nightly", *nightly.args]) == 0

@@ -22,10 +22,10 @@ import pyspark.sql.functions as F
 import pytest
 from pyspark.sql import types as T
 
-from pipelines import lakehouse
+from pipelines.core import lakehouse
 from pipelines.cli import STEP_ORDER
-from pipelines.config import load_config
-from pipelines.ops.standalone import PROJECT, ExecutorKiller, StandaloneCluster, run_nightly
+from pipelines.core.config import load_config
+from tools.standalone_cluster import PROJECT, ExecutorKiller, StandaloneCluster, run_nightly
 from tests.e2e.conftest import TABLES
 
 # The e2e lakehouse's first night is the clean run; the faulty one gets its landing files,

@@ -5,7 +5,7 @@ import pandas as pd
 import pyspark.sql.functions as F
 import pytest
 
-from pipelines.errors import BadInputError
+from pipelines.core.errors import BadInputError
 from pipelines.models.affinity import (future_categories, interaction_strengths, popularity_top, precision_at_k,
                                        top_affinities)
 from pipelines.models.affinity_train import AffinityModel

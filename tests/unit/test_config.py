@@ -1,7 +1,7 @@
 import pytest
 
-from pipelines.config import deep_merge, load_config
-from pipelines.errors import BadInputError
+from pipelines.core.config import deep_merge, load_config
+from pipelines.core.errors import BadInputError
 
 
 def test_overlays_merge_nested_keys_and_keep_the_rest():
@@ -42,3 +42,8 @@ def test_unknown_env_and_missing_file_are_bad_input(tmp_path):
 def test_uri_roots_are_kept_as_uris():
     cfg = load_config("cluster", overrides=["lakehouse.root=s3a://bucket/lake"])
     assert cfg.table("profile_enrichment") == "s3a://bucket/lake/gold/profile_enrichment"
+
+
+def test_a_table_set_by_its_old_key_is_refused_naming_the_new_one(tmp_path):
+    with pytest.raises(BadInputError, match="lakehouse.tables.events is now lakehouse.tables.bronze_events"):
+        load_config("local", overrides=[f"lakehouse.tables.events={tmp_path}/elsewhere"])

@@ -8,8 +8,8 @@ from datetime import date
 import pyspark.sql.functions as F
 import pytest
 
-from pipelines.config import load_config
-from pipelines.errors import BadInputError
+from pipelines.core.config import load_config
+from pipelines.core.errors import BadInputError
 from pipelines.features.build import feature_columns
 from pipelines.models import custom
 from pipelines.models.specs import all_specs, model_names, propensity_specs
@@ -185,7 +185,7 @@ def test_the_programmatic_template_learns_a_planted_signal_and_scores_like_a_cla
     from pyspark.ml.functions import vector_to_array
 
     definition, problems = custom.parse(
-        "m", {**GOOD, "estimator": None, "entry_point": "pipelines.models.custom_template:fit",
+        "m", {**GOOD, "estimator": None, "entry_point": "examples.custom_model:fit",
               "params": {"reg_param": 0.0}}, FEATURES)
     assert problems == []
     # One buyer in ten, and buyers visit more: a rare class the weights must not drown.

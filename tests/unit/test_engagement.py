@@ -1,6 +1,6 @@
 import pytest
 
-from pipelines.config import load_config
+from pipelines.core.config import load_config
 from pipelines.scoring.engagement import engagement_score, reference_value
 
 SETTINGS = load_config("local").get("engagement")

@@ -1,7 +1,7 @@
 import pyspark.sql.functions as F
 from pyspark.sql import types as T
 
-from pipelines.xdm.identity import identities, primary_identity
+from pipelines.xdm.identity_map import identities, primary_identity
 from pipelines.xdm.schema import IDENTITY_MAP
 
 PRIORITY = ["CRMID", "Email", "ECID"]

@@ -5,7 +5,7 @@ from datetime import date
 import pyspark.sql.functions as F
 from pyspark.sql import types as T
 
-from pipelines.ingest.identity import (IdentityRules, connected_components, person_id_of,
+from pipelines.identity.graph import (IdentityRules, connected_components, person_id_of,
                                        primary_identity_per_person, resolve)
 from pipelines.ingest.run import GRAPH_SCHEMA
 from pipelines.xdm.schema import IDENTITY_MAP

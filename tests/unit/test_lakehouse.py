@@ -1,6 +1,6 @@
 from delta.tables import DeltaTable
 
-from pipelines import lakehouse
+from pipelines.core import lakehouse
 
 
 def test_version_follows_every_commit_past_a_checkpoint_and_is_none_before_the_first(spark, tmp_path):

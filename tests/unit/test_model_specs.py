@@ -2,8 +2,8 @@ from datetime import date
 
 import pytest
 
-from pipelines.config import load_config
-from pipelines.errors import BadInputError
+from pipelines.core.config import load_config
+from pipelines.core.errors import BadInputError
 from pipelines.models.specs import propensity_specs
 
 AS_OF = date(2026, 3, 1)

@@ -8,8 +8,8 @@ from datetime import date, datetime, timedelta
 
 import pytest
 
-from pipelines.config import load_config
-from pipelines.errors import BadInputError
+from pipelines.core.config import load_config
+from pipelines.core.errors import BadInputError
 from pipelines.ops.orchestration import (LedgerRow, NightlyLock, date_is_done, last_outputs, resume_index,
                                          steps_to_run)
 from pipelines.ops.runner import backfill_dates
@@ -128,15 +128,16 @@ def test_a_lock_left_by_a_crashed_run_is_taken_over(spark, lock_cfg, left_behind
 
 
 def test_only_deletions_older_than_the_retention_are_due_for_vacuum(spark, lock_cfg):
-    from pipelines import lakehouse
+    from pipelines.core import lakehouse
     from pipelines.privacy.forget import RECEIPT_SCHEMA, due_tables
 
     now = datetime(2026, 11, 29, 3, 0)
     receipt = dict(receipt_id="r", request_sha256="h", people=1, identities=2, rows_removed={},
                    vacuum_after=None, vacuumed_at=None)
-    rows = [{**receipt, "requested_at": now - timedelta(hours=200), "table_versions": {"events": 3, "scores": 4}},
+    rows = [{**receipt, "requested_at": now - timedelta(hours=200),
+             "table_versions": {"bronze_events": 3, "scores": 4}},
             {**receipt, "requested_at": now - timedelta(hours=1), "table_versions": {"segments": 2}},
             {**receipt, "requested_at": now - timedelta(hours=300), "table_versions": {"affinity": 2},
              "vacuumed_at": now - timedelta(hours=100)}]
     lakehouse.append(spark.createDataFrame(rows, RECEIPT_SCHEMA), lock_cfg.table("deletion_receipts"))
-    assert due_tables(spark, lock_cfg, now) == ["events", "scores"]   # 168 hours by default
+    assert due_tables(spark, lock_cfg, now) == ["bronze_events", "scores"]   # 168 hours by default

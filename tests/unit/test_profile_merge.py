@@ -2,8 +2,8 @@ from datetime import date, datetime
 
 import pytest
 
-from pipelines import lakehouse
-from pipelines.errors import BadInputError
+from pipelines.core import lakehouse
+from pipelines.core.errors import BadInputError
 from pipelines.publish.changes import changes_since
 from pipelines.publish.profile_table import (aligned, ensure_table, merge_profiles, profile_rows, profile_schema,
                                              value_attributes)

@@ -10,8 +10,8 @@ from datetime import date, datetime
 import pytest
 from pyspark.sql import types as T
 
-from pipelines.config import load_config
-from pipelines.errors import BadInputError
+from pipelines.core.config import load_config
+from pipelines.core.errors import BadInputError
 from pipelines.quality.suites import load_suite, validate
 from pipelines.scoring.factors import FACTORS_TYPE
 

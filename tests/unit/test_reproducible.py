@@ -8,7 +8,7 @@ import pyspark.sql.functions as F
 import pytest
 
 from pipelines.models.affinity import interaction_strengths, top_affinities
-from pipelines.reproducible import exact_sum, in_canonical_order, money_sum
+from pipelines.core.reproducible import exact_sum, in_canonical_order, money_sum
 
 # Summed left to right these keep the 1.0; right to left they lose it.
 CANCELLING = [1e16, -1e16, 1.0]

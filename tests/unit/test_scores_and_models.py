@@ -3,7 +3,7 @@ from datetime import date
 import pyspark.sql.functions as F
 import pytest
 
-from pipelines.columns import count_below
+from pipelines.core.columns import count_below
 from pipelines.models.propensity import snapshot_plan
 from pipelines.scoring.scores import (bucket, percentile_cut_points, percentile_from_cut_points,
                                       with_score_columns)

@@ -1,8 +1,8 @@
 import pytest
 
-from pipelines.config import load_config
-from pipelines.errors import BadInputError
-from pipelines.session import step_settings
+from pipelines.core.config import load_config
+from pipelines.core.errors import BadInputError
+from pipelines.core.session import step_settings
 
 PARTITIONS = "spark.sql.adaptive.coalescePartitions.initialPartitionNum"
 

@@ -9,7 +9,7 @@ from datetime import date, datetime
 
 from pyspark.sql import SparkSession
 
-from pipelines.config import Config
+from pipelines.core.config import Config
 
 log = logging.getLogger("enrich")
 

@@ -33,7 +33,7 @@ from typing import Callable, Sequence
 import pyspark.sql.functions as F
 from pyspark.sql import Column, DataFrame
 
-from pipelines.xdm.identity import anchor_identity, identities, namespace_rank
+from pipelines.xdm.identity_map import anchor_identity, identities, namespace_rank
 
 PERSON_ID_LENGTH = 24
 MAX_ITERATIONS = 100

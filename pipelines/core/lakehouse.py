@@ -11,7 +11,7 @@ from typing import Mapping, Sequence
 from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 
-from pipelines.errors import BadInputError
+from pipelines.core.errors import BadInputError
 
 
 def exists(spark: SparkSession, path: str) -> bool:

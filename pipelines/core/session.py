@@ -11,8 +11,8 @@ from typing import Iterator, Mapping
 
 from pyspark.sql import SparkSession
 
-from pipelines.config import Config
-from pipelines.errors import BadInputError
+from pipelines.core.config import Config
+from pipelines.core.errors import BadInputError
 
 DELTA_CONF = {
     "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",

@@ -7,7 +7,7 @@ the Delta and XDM jars by --jars, exactly as on a production cluster. With
 `--kill-executors`, the executor is killed as each step starts: the worker starts a new
 one, Spark reruns the lost tasks, and the night must still finish.
 
-    python -m pipelines.ops.standalone --root lakehouse-cluster --profiles 1500 --days 240 --kill-executors
+    python -m tools.standalone_cluster --root lakehouse-cluster --profiles 1500 --days 240 --kill-executors
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from typing import Callable, Sequence
 
 log = logging.getLogger("enrich")
 
-PROJECT = Path(__file__).resolve().parents[2]
+PROJECT = Path(__file__).resolve().parents[1]
 EXECUTOR_CLASS = "org.apache.spark.executor.CoarseGrainedExecutorBackend"
 STEP_LINE = re.compile(r"^== (\w+) \((\d+)/(\d+)\) run date")
 # Spark's own INFO lines, printed by spark-submit before the job sets its log level.
@@ -212,8 +212,8 @@ def run_nightly(cluster: StandaloneCluster, job_args: Sequence[str], dist_dir: P
 def _check(root: Path, run_date: date) -> tuple[int, list[str]]:
     """(profiles in the profile table, steps the ledger shows succeeded for the date), read
     with a local session after the cluster is gone."""
-    from pipelines.config import load_config
-    from pipelines.session import build_session
+    from pipelines.core.config import load_config
+    from pipelines.core.session import build_session
 
     cfg = load_config("local", overrides=[f"lakehouse.root={root}"])
     spark = build_session(cfg)

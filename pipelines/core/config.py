@@ -15,7 +15,7 @@ from typing import Any, Iterable
 
 import yaml
 
-from pipelines.errors import BadInputError
+from pipelines.core.errors import BadInputError
 
 
 def _project_root() -> Path:
@@ -23,13 +23,15 @@ def _project_root() -> Path:
     working folder (the package may run from a wheel shipped with --py-files)."""
     if os.environ.get("ENRICH_HOME"):
         return Path(os.environ["ENRICH_HOME"])
-    checkout = Path(__file__).resolve().parents[1]
+    checkout = Path(__file__).resolve().parents[2]
     return checkout if (checkout / "conf" / "base.yaml").is_file() else Path.cwd()
 
 
 PROJECT_ROOT = _project_root()
 CONF_DIR = PROJECT_ROOT / "conf"
 ENVIRONMENTS = ("local", "cluster")
+# Keys of `lakehouse.tables` that earlier releases used; the tables' paths did not change.
+RENAMED_TABLE_KEYS = {"events": "bronze_events", "profiles": "bronze_profiles", "training_set": "training_sets"}
 MODEL_FILE = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
@@ -151,7 +153,18 @@ def load_config(env: str = "local", files: Iterable[str] = (), overrides: Iterab
     for pair in overrides:
         parts, value = _parse_override(pair)
         _set_dotted(data, parts, value)
+    _refuse_renamed_table_keys(data)
     return Config(_with_model_files(data), env)
+
+
+def _refuse_renamed_table_keys(data: dict) -> None:
+    """An overlay that still sets a table by its old key would otherwise be ignored and the
+    table read and written at its default path."""
+    tables = (data.get("lakehouse") or {}).get("tables") or {}
+    for old, new in RENAMED_TABLE_KEYS.items():
+        if old in tables:
+            raise BadInputError(f"lakehouse.tables.{old} is now lakehouse.tables.{new}; "
+                                "rename it in your configuration")
 
 
 def custom_models_folder(configured: str | None) -> Path | None:

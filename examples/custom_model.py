@@ -7,7 +7,7 @@ gates, MLflow, nightly scoring, the profile table and the XDM export):
       custom: [big_spender]
       big_spender:
         kind: classifier
-        entry_point: "pipelines.models.custom_template:fit"   # your_package.module:function
+        entry_point: "examples.custom_model:fit"   # your_package.module:function
         params: {reg_param: 0.01}                              # handed to the function
         ...                                                    # label, horizon, etc. as for any model
 

@@ -1,0 +1,1 @@
+"""Examples to copy: a programmatic custom model."""

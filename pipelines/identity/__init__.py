@@ -1,0 +1,1 @@
+"""People from identities: the identity graph that ingest builds and publish and privacy read."""

@@ -1,0 +1,1 @@
+"""Tools around the product that are not part of it: the standalone cluster harness."""
