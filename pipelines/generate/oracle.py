@@ -22,13 +22,10 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pipelines.core import lakehouse
 from pipelines.core.config import Config
 from pipelines.features.build import person_features
-from pipelines.models import registry
-from pipelines.models.affinity import future_categories, precision_at_k
-from pipelines.models.affinity_train import KEY as AFFINITY, PARAMETERS_ARTIFACT as AFFINITY_PARAMETERS
-from pipelines.models.affinity_train import strengths_as_of
-from pipelines.models.lifetime_value_train import KEY as LIFETIME_VALUE
+from pipelines.models import artifacts, registry
+from pipelines.models.affinity import future_categories, precision_at_k, strengths_as_of
 from pipelines.models.propensity import positive_probability
-from pipelines.models.specs import ModelSpec, enabled, propensity_specs
+from pipelines.models.specs import AFFINITY, LIFETIME_VALUE, ModelSpec, enabled, propensity_specs
 from pipelines.models.value_regressor import labelled_buyers
 
 TRAITS = ("start_day", "active_until_day", "purchase_rate_per_day", "expected_order_value", "category_preferences",
@@ -106,7 +103,7 @@ def affinity_ratio(spark: SparkSession, cfg: Config, truth: DataFrame, events: D
     name = str(cfg.get(f"models.{AFFINITY}.registered_name"))
     champion = registry.require_champion(name)
     params = registry.run_params(champion.run_id)
-    parameters = registry.load_dict(champion.run_id, AFFINITY_PARAMETERS)
+    parameters = artifacts.affinity_parameters(champion.run_id)
     holdout, k = date.fromisoformat(params["holdout_as_of"]), int(parameters["top_k"])
     run_date = date.fromisoformat(params["run_date"])
     people = strengths_as_of(events, parameters, holdout).select("person_id").distinct()

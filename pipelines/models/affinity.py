@@ -149,3 +149,9 @@ def als_top_categories(strengths: DataFrame, k: int, rank: int, reg_param: float
                            F.col("_r.rating").alias("affinity")))
     return (recommended.join(people, "user").join(F.broadcast(items), "item")
             .select("person_id", "rank", "category", "affinity"))
+
+
+def strengths_as_of(events: DataFrame, parameters: Mapping, as_of: date) -> DataFrame:
+    """`interaction_strengths` as of `as_of`, with a version's logged parameters."""
+    return events.transform(interaction_strengths(as_of, parameters["interaction_weights"],
+                                                  parameters["half_life_days"], parameters["lookback_days"]))

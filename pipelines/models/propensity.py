@@ -92,6 +92,9 @@ def time_based_search(earlier: DataFrame, latest: DataFrame, candidates: list[di
     return best["params"], results
 
 
+SCORE_COLUMN = "probability"   # a classifier's P(label = 1), as scoring stores it
+
+
 def positive_probability() -> Column:
     """P(label = 1) from Spark ML's `probability` vector."""
     return vector_to_array(F.col("probability"))[1]

@@ -10,8 +10,9 @@ from pyspark.sql import DataFrame
 
 from pipelines.core import lakehouse
 from pipelines.models import registry
-from pipelines.models.affinity import top_affinities
-from pipelines.models.affinity_train import KEY, PARAMETERS_ARTIFACT, strengths_as_of
+from pipelines.models import artifacts
+from pipelines.models.affinity import strengths_as_of, top_affinities
+from pipelines.models.specs import AFFINITY as KEY
 from pipelines.core.context import RunContext
 from pipelines.quality.gate import QualityChecks
 from pipelines.scoring.scores import with_provenance
@@ -21,7 +22,7 @@ def score(ctx: RunContext, checks: QualityChecks, features: DataFrame) -> dict:
     cfg, spark = ctx.cfg, ctx.spark
     name = str(cfg.get(f"models.{KEY}.registered_name"))
     champion = registry.require_champion(name)
-    parameters = registry.load_dict(champion.run_id, PARAMETERS_ARTIFACT)
+    parameters = artifacts.affinity_parameters(champion.run_id)
     k = int(parameters["top_k"])
     # Popularity comes from everyone's interactions; only people active tonight are ranked.
     # Read three times by the ranking (popularity, totals, candidates): one pass over the events.

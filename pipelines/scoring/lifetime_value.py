@@ -10,7 +10,8 @@ from pyspark.sql import DataFrame
 from pipelines.core import lakehouse
 from pipelines.models import registry
 from pipelines.models.lifetime_value import purchase_summary, with_lifetime_value
-from pipelines.models.lifetime_value_train import KEY, PARAMETERS_ARTIFACT, REGRESSOR, fitted_parameters, value_method
+from pipelines.models.artifacts import REGRESSOR, lifetime_value_model
+from pipelines.models.specs import LIFETIME_VALUE as KEY
 from pipelines.models.value_regressor import non_negative_value
 from pipelines.core.context import RunContext
 from pipelines.quality.gate import QualityChecks
@@ -24,13 +25,12 @@ def score(ctx: RunContext, checks: QualityChecks, features: DataFrame) -> dict:
     cfg, spark = ctx.cfg, ctx.spark
     name = str(cfg.get(f"models.{KEY}.registered_name"))
     champion = registry.require_champion(name)
-    bgnbd, spend = fitted_parameters(champion.run_id)
-    horizon = int(registry.load_dict(champion.run_id, PARAMETERS_ARTIFACT)["horizon_days"])
+    value = lifetime_value_model(champion.run_id)
     active = features.select("person_id")
     summary = (lakehouse.read(spark, cfg.table("silver_events"), "ingest")
                .transform(purchase_summary(ctx.run_date)).join(active, "person_id"))
-    valued = summary.transform(with_lifetime_value(bgnbd, spend, float(horizon)))
-    if value_method(champion.run_id) == REGRESSOR:
+    valued = summary.transform(with_lifetime_value(value.bgnbd, value.spend, float(value.horizon_days)))
+    if value.method == REGRESSOR:
         # The regressor won on the holdout: it gives the value; BG/NBD still gives P(alive) and purchases.
         regressor = registry.load_spark_model(name, champion.version)
         predicted = (regressor.transform(features.join(summary.select("person_id"), "person_id"))
@@ -40,13 +40,13 @@ def score(ctx: RunContext, checks: QualityChecks, features: DataFrame) -> dict:
     valued = valued.cache()
     cuts = percentile_cut_points(valued, "expected_value")
     rows = (valued.withColumn("value_percentile", percentile_from_cut_points(F.col("expected_value"), cuts))
-            .withColumn("horizon_days", F.lit(horizon))
+            .withColumn("horizon_days", F.lit(value.horizon_days))
             .transform(with_provenance(ctx.run_date, name, champion, ctx.clock, ctx.run_id)))
     path = cfg.table("lifetime_value")
     lakehouse.replace_where(rows, path, f"score_date = '{ctx.run_date.isoformat()}'", partition_by=["score_date"])
     people = valued.count()
     valued.unpersist()
-    ctx.progress(f"{people} buyers valued with {name} v{champion.version} over {horizon} days")
+    ctx.progress(f"{people} buyers valued with {name} v{champion.version} over {value.horizon_days} days")
     stored = lakehouse.read(spark, path).where(F.col("score_date") == F.lit(ctx.run_date))
     eligible = active.withColumn("model_name", F.lit(name))
     checks.run_suite("lifetime_value", stored.transform(scores_view(eligible)))

@@ -18,8 +18,7 @@ from pyspark.sql import DataFrame
 
 from pipelines.core import lakehouse
 from pipelines.models import custom, registry
-from pipelines.models.propensity import positive_probability
-from pipelines.models.run import SCORE_COLUMN
+from pipelines.models.propensity import SCORE_COLUMN, positive_probability
 from pipelines.models.specs import AFFINITY, LIFETIME_VALUE, SEGMENTS, ModelSpec, enabled, model_specs
 from pipelines.core.context import RunContext
 from pipelines.quality.drift import drift_outcomes
@@ -29,7 +28,7 @@ from pipelines.quality.views import scores_view
 from pipelines.core.errors import BadInputError
 from pipelines.scoring import affinity, lifetime_value, segments
 from pipelines.scoring.factors import FACTORS_TYPE, explainable, tree_ensemble, with_factors
-from pipelines.models.regression_train import PREDICTION
+from pipelines.models.regression import PREDICTION
 from pipelines.scoring.scores import (bucket, percentile_cut_points, percentile_from_cut_points, with_provenance,
                                       with_score_columns)
 

@@ -9,7 +9,8 @@ from pyspark.sql import DataFrame
 from pipelines.core import lakehouse
 from pipelines.models import registry
 from pipelines.models.segments import assign
-from pipelines.models.segments_train import KEY, champion_segments
+from pipelines.models.artifacts import segment_table
+from pipelines.models.specs import SEGMENTS as KEY
 from pipelines.core.context import RunContext
 from pipelines.quality.gate import QualityChecks
 from pipelines.scoring.scores import with_provenance
@@ -21,7 +22,7 @@ def score(ctx: RunContext, checks: QualityChecks, features: DataFrame) -> dict:
     name = str(cfg.get(f"models.{KEY}.registered_name"))
     champion = registry.require_champion(name)
     model = registry.load_spark_model(name, champion.version)
-    segments = champion_segments(champion.run_id)
+    segments = segment_table(champion.run_id)
     rows = (features.transform(assign(model, segments))
             .transform(with_provenance(ctx.run_date, name, champion, ctx.clock, ctx.run_id)))
     path = cfg.table("segments")

@@ -8,7 +8,7 @@ import pytest
 from pipelines.core.errors import BadInputError
 from pipelines.models.affinity import (future_categories, interaction_strengths, popularity_top, precision_at_k,
                                        top_affinities)
-from pipelines.models.affinity_train import AffinityModel
+from pipelines.models.training.affinity import AffinityModel
 from pipelines.models.segments import assign, describe, fit_segments
 from pipelines.quality.model_gates import affinity_promotion, segments_promotion
 

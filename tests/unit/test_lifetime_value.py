@@ -157,7 +157,7 @@ def test_holdout_errors_count_people_who_bought_nothing_as_zero(spark):
 def test_the_registered_model_predicts_what_the_formulas_say(cdnow):
     import pandas as pd
 
-    from pipelines.models.lifetime_value_train import LifetimeValueModel
+    from pipelines.models.training.lifetime_value import LifetimeValueModel
 
     bgnbd, spend = fit_bgnbd(cdnow), fit_gamma_gamma(cdnow)
     model = LifetimeValueModel(parameters_dict(bgnbd, spend), 39)

@@ -1,0 +1,49 @@
+"""What a registered version carries beside its model, by name, and how the steps that use
+a champion read it: scoring, the oracle and `enrich models` read these, never the training
+code.
+
+    value = lifetime_value_model(champion.run_id)
+    segments = segment_table(champion.run_id)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pipelines.models import registry
+from pipelines.models.lifetime_value import BgNbd, GammaGamma, parameters_from_dict
+
+AFFINITY_PARAMETERS = "affinity_parameters.json"       # prior strength, weights, half-life, top k
+LIFETIME_VALUE_PARAMETERS = "lifetime_value_parameters.json"   # BG/NBD, Gamma-Gamma, the value method
+SEGMENTS = "segments.json"                             # each segment's id, name and typical member
+SEARCH = "hyperparameter_search.json"                  # every candidate of a training and its measure
+DECILES = "holdout_deciles.json"                       # a regressor's predicted and actual per decile
+
+# The two ways to value a buyer; the one with the lower holdout MAE is registered.
+PROBABILISTIC = "bgnbd_gamma_gamma"
+REGRESSOR = "gbt_regressor"
+
+
+def affinity_parameters(run_id: str) -> dict:
+    return registry.load_dict(run_id, AFFINITY_PARAMETERS)
+
+
+@dataclass(frozen=True)
+class ValueModel:
+    """A lifetime-value version: its BG/NBD and Gamma-Gamma fits, which always give P(alive)
+    and the expected purchases, and the way it values a buyer's spend."""
+    bgnbd: BgNbd
+    spend: GammaGamma
+    horizon_days: int
+    method: str     # PROBABILISTIC, or REGRESSOR: the version's Spark ML pipeline gives the value
+
+
+def lifetime_value_model(run_id: str) -> ValueModel:
+    logged = registry.load_dict(run_id, LIFETIME_VALUE_PARAMETERS)
+    bgnbd, spend = parameters_from_dict(logged)
+    # Versions logged before the regressor existed are probabilistic.
+    return ValueModel(bgnbd, spend, int(logged["horizon_days"]), logged.get("value_method", PROBABILISTIC))
+
+
+def segment_table(run_id: str) -> list[dict]:
+    return registry.load_dict(run_id, SEGMENTS)["segments"]

@@ -1,0 +1,168 @@
+"""The category-affinity model (pipelines/models/affinity.py), in time order:
+
+    validation = run_date - 2 * horizon   choose the prior strength: strengths before it,
+                                          judged on the interactions of the next horizon
+    holdout    = run_date - horizon       judge the chosen one (and the popularity baseline,
+                                          the ALS challenger, the champion) on the last horizon
+
+The version is registered as an MLflow pyfunc model (its parameters; affinity is computed
+from tonight's interactions at scoring) and becomes champion through its gate: precision
+at k above the popularity baseline's, and no worse than the champion's on the same holdout.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import mlflow.pyfunc
+import pandas as pd
+from mlflow.entities.model_registry import ModelVersion
+
+from pipelines.core.context import RunContext
+from pipelines.core.errors import BadInputError
+from pipelines.models import artifacts, registry
+from pipelines.models.affinity import (als_top_categories, future_categories, interaction_strengths,
+                                       popularity_top, precision_at_k, strengths_as_of, top_affinities)
+from pipelines.models.specs import AFFINITY
+from pipelines.models.training.lifecycle import Candidate, Trainer
+from pipelines.models.training.snapshots import PinnedEvents
+from pipelines.quality.model_gates import Decision, affinity_promotion
+
+
+class AffinityModel(mlflow.pyfunc.PythonModel):
+    """The chosen parameters as an MLflow model: rows of person_id, category and strength
+    (see interaction_strengths) -> person_id, rank, category, affinity (top k per person)."""
+
+    def __init__(self, parameters: dict):
+        self.parameters = parameters
+
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
+        prior, k = float(self.parameters["prior_strength"]), int(self.parameters["top_k"])
+        per_category = model_input.groupby("category")["strength"].sum()
+        shares = per_category / per_category.sum()
+        popular = list(shares.sort_values(ascending=False, kind="stable").index[:k])
+        rows = []
+        for person, own in model_input.groupby("person_id"):
+            strength = dict(zip(own["category"], own["strength"], strict=True))
+            total = sum(strength.values())
+            candidates = set(strength) | set(popular)
+            scored = sorted(((-(strength.get(c, 0.0) + prior * shares[c]) / (total + prior), c) for c in candidates))
+            rows += [(person, rank + 1, c, -negative) for rank, (negative, c) in enumerate(scored[:k])]
+        return pd.DataFrame(rows, columns=["person_id", "rank", "category", "affinity"])
+
+
+def fixed_parameters(ctx: RunContext) -> dict:
+    """The conf's fixed parameters (the prior strength is chosen in training); bad ones: exit code 2."""
+    model_cfg = ctx.cfg.get(f"models.{AFFINITY}")
+    try:
+        interaction_strengths(ctx.run_date, dict(model_cfg["interaction_weights"]), float(model_cfg["half_life_days"]),
+                              1)
+    except ValueError as err:
+        raise BadInputError(f"models.{AFFINITY}: {err}") from err
+    return {"half_life_days": float(model_cfg["half_life_days"]),
+            "interaction_weights": {k: float(v) for k, v in dict(model_cfg["interaction_weights"]).items()},
+            "lookback_days": int(ctx.cfg.get("features.eligibility_lookback_days")),
+            "top_k": int(model_cfg["top_k"])}
+
+
+class AffinityTrainer(Trainer):
+    key = AFFINITY
+    ledger_metrics = ("holdout_precision_at_k", "holdout_hit_rate_top1", "holdout_popularity_precision_at_k",
+                      "holdout_als_precision_at_k", "holdout_people", "model_version", "promoted", "reused")
+    purpose = "the categories each person leans to"
+
+    def __init__(self, ctx: RunContext, events: PinnedEvents):
+        self.ctx, self.events = ctx, events
+        self.model_cfg = ctx.cfg.get(f"models.{self.key}")
+        self.registered_name = str(self.model_cfg["registered_name"])
+        self.retrain_every_days = int(self.model_cfg["retrain_every_days"])
+        self.horizon = int(self.model_cfg["horizon_days"])
+        self.holdout = ctx.run_date - timedelta(days=self.horizon)
+        self.validation = ctx.run_date - timedelta(days=2 * self.horizon)
+        self.strengths = self.future = None
+
+    def prepare(self) -> Decision:
+        """Choose the prior strength on the validation window, then judge it on the holdout:
+        enough people must have interactions both before the holdout and in it."""
+        ctx, frame = self.ctx, self.events.frame
+        base = fixed_parameters(ctx)
+        self.k, self.weights = base["top_k"], base["interaction_weights"]
+        candidates = [float(v) for v in self.model_cfg["prior_strength"]]
+        ctx.progress(f"choosing the prior strength of {candidates} on the {self.horizon} days from {self.validation}")
+        before_validation = strengths_as_of(frame, base, self.validation).cache()
+        validation_future = frame.transform(future_categories(self.validation, self.holdout, self.weights)).cache()
+        self.search = [{"prior_strength": prior,
+                        **precision_at_k(top_affinities(before_validation, prior, self.k), validation_future, self.k)}
+                       for prior in candidates]
+        before_validation.unpersist()
+        validation_future.unpersist()
+        best = max(self.search, key=lambda r: r["precision_at_k"])
+        self.parameters = {**base, "prior_strength": best["prior_strength"]}
+        self.strengths = strengths_as_of(frame, base, self.holdout).cache()
+        self.future = frame.transform(future_categories(self.holdout, ctx.run_date, self.weights)).cache()
+        self.judged = precision_at_k(top_affinities(self.strengths, self.parameters["prior_strength"], self.k),
+                                     self.future, self.k)
+        needed = int(ctx.cfg.get("quality.sufficiency.min_labels_per_class"))
+        people = self.judged["people"]
+        return Decision(allowed=people >= needed, check="data_sufficiency", rule=f"min_labels_per_class={needed}",
+                        observed=f"{people:.0f} people with interactions before and in the holdout",
+                        reason="" if people >= needed else f"only {people:.0f} people can be judged on the holdout")
+
+    def fit(self) -> Candidate:
+        ctx, k, parameters = self.ctx, self.k, self.parameters
+        metrics = {"holdout_precision_at_k": self.judged["precision_at_k"],
+                   "holdout_hit_rate_top1": self.judged["hit_rate_top1"], "holdout_people": self.judged["people"],
+                   "holdout_popularity_precision_at_k": precision_at_k(popularity_top(self.strengths, k), self.future,
+                                                                       k)["precision_at_k"]}
+        als = self.model_cfg.get("challenger_als")
+        if als:
+            ctx.progress("measuring the ALS challenger on the same holdout")
+            metrics["holdout_als_precision_at_k"] = precision_at_k(als_top_categories(
+                self.strengths, k, int(als["rank"]), float(als["reg_param"]), float(als["alpha"]),
+                int(als["seed"])), self.future, k)["precision_at_k"]
+        ctx.progress(f"affinity: prior strength {parameters['prior_strength']}, holdout precision@{k} "
+                     f"{metrics['holdout_precision_at_k']:.3f} over {self.judged['people']:.0f} people (popularity "
+                     f"{metrics['holdout_popularity_precision_at_k']:.3f}"
+                     + (f", ALS {metrics['holdout_als_precision_at_k']:.3f}" if als else "") + ")")
+        params = {"model": self.key, "run_date": ctx.run_date.isoformat(), "horizon_days": self.horizon,
+                  "holdout_as_of": self.holdout.isoformat(), "validation_as_of": self.validation.isoformat(),
+                  "silver_events_path": self.events.path, "silver_events_version": self.events.version,
+                  "top_k": k, "half_life_days": parameters["half_life_days"],
+                  "prior_strength": parameters["prior_strength"], "lookback_days": parameters["lookback_days"],
+                  **{f"weight_{kind}": w for kind, w in self.weights.items()},
+                  **({f"als_{key}": value for key, value in als.items()} if als else {})}
+        return Candidate(
+            metrics=metrics, params=params, log_model=lambda name: _log_model(name, parameters),
+            artifacts={artifacts.SEARCH: {"validation_as_of": self.validation.isoformat(), "candidates": self.search},
+                       artifacts.AFFINITY_PARAMETERS: parameters},
+            outputs={"parameters": parameters})
+
+    def measure_champion(self, champion: ModelVersion) -> tuple[float | None, str]:
+        """The champion's precision at k on this holdout, with its own parameters."""
+        parameters = artifacts.affinity_parameters(champion.run_id)
+        if int(parameters["top_k"]) != self.k:
+            return None, f"champion v{champion.version} ranked a top {parameters['top_k']}; not compared"
+        top = top_affinities(strengths_as_of(self.events.frame, parameters, self.holdout),
+                             float(parameters["prior_strength"]), self.k)
+        return precision_at_k(top, self.future, self.k)["precision_at_k"], f"champion v{champion.version}"
+
+    def promotion(self, metrics: dict[str, float], champion: float | None, note: str) -> Decision:
+        gate = self.model_cfg["promotion"]
+        return affinity_promotion(metrics["holdout_precision_at_k"], metrics["holdout_popularity_precision_at_k"],
+                                  champion, float(gate["min_lift_over_popularity"]),
+                                  float(gate["max_precision_drop"]), note)
+
+    def release(self) -> None:
+        for frame in (self.strengths, self.future):
+            if frame is not None:
+                frame.unpersist()
+
+
+def _log_model(name: str, parameters: dict):
+    example = pd.DataFrame({"person_id": ["a", "a", "b"], "category": ["Outdoor", "Running", "Outdoor"],
+                            "strength": [3.0, 1.0, 0.5]})
+    model = AffinityModel(parameters)
+    return mlflow.pyfunc.log_model(name="model", python_model=model, registered_model_name=name,
+                                   input_example=example,
+                                   signature=registry.signature(example, model.predict(None, example)),
+                                   pip_requirements=["pandas"])

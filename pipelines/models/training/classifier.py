@@ -1,0 +1,124 @@
+"""Classifiers on labelled snapshots: the built-in propensities (gradient-boosted trees) and
+the custom classifiers (a declared estimator or a function).
+
+The settings come from conf or from a search judged in time order (fitted on the earlier
+training snapshots, scored on the latest). The chosen fit is judged on the holdout (AUC-ROC,
+PR-AUC, lift in the top decile, Brier score, the calibration curve) beside a logistic
+regression fitted on the same rows, and becomes champion through the AUC gate.
+"""
+
+from __future__ import annotations
+
+from mlflow.entities.model_registry import ModelVersion
+import mlflow.spark
+import pyspark.sql.functions as F
+from mlflow.models import infer_signature
+from pyspark import StorageLevel
+from pyspark.sql import DataFrame
+
+from pipelines.core import plots
+from pipelines.core.reproducible import in_canonical_order
+from pipelines.models import artifacts, registry
+from pipelines.models.propensity import (SCORE_COLUMN, baseline_pipeline, cumulative_gains, evaluate,
+                                         feature_importances, holdout_auc, positive_probability,
+                                         reliability_curve, roc_points, time_based_search)
+from pipelines.models.training.lifecycle import Candidate, search_candidates
+from pipelines.models.training.snapshots import SnapshotTrainer
+from pipelines.quality import model_gates
+from pipelines.quality.drift import reference_profile
+from pipelines.quality.model_gates import Decision
+
+
+class ClassifierTrainer(SnapshotTrainer):
+    ledger_metrics = ("holdout_auc_roc", "holdout_pr_auc", "holdout_brier", "holdout_lift_top_decile",
+                      "holdout_baseline_auc_roc", "holdout_positive_rate", "holdout_rows", "training_rows",
+                      "model_version", "promoted", "reused")
+
+    def reused_outputs(self, version: ModelVersion) -> dict:
+        return {"roc": registry.holdout_roc(version.run_id), "evaluation": registry.evaluation(version.run_id)}
+
+    def fit(self) -> Candidate:
+        ctx, inputs = self.ctx, self.inputs
+        # Kept: the search, the fit, the count and the baseline each read it, and each would
+        # otherwise shuffle it into canonical order again.
+        train = in_canonical_order(self.stored.where("split = 'train'"), "person_id", "as_of_date").persist(
+            StorageLevel.MEMORY_AND_DISK)
+        holdout = self.holdout
+        settings, search = self._search(train)
+        ctx.progress(f"fitting {self.what_fits}")
+        model = self.fitter()(train, inputs, settings)
+        holdout_scored = model.transform(holdout).cache()
+        metrics = evaluate(holdout_scored)
+        roc = roc_points(holdout_scored)
+        evaluation = {"gains": cumulative_gains(holdout_scored), "reliability": reliability_curve(holdout_scored),
+                      "importances": feature_importances(model, inputs)}
+        # The reference for drift: the latest snapshot (the holdout), the population the model
+        # was validated on. Older snapshots saw shorter histories, so they differ by construction.
+        drift = reference_profile(holdout_scored.select(*inputs, positive_probability().alias(SCORE_COLUMN)),
+                                  inputs + [SCORE_COLUMN], int(ctx.cfg.get("quality.drift.bins")))
+        holdout_scored.unpersist()
+        metrics["holdout_lift_top_decile"] = evaluation["gains"][0]["lift"]
+        metrics["training_rows"] = float(train.count())
+        ctx.progress("fitting the logistic-regression baseline")
+        metrics["holdout_baseline_auc_roc"] = holdout_auc(baseline_pipeline(inputs).fit(train), holdout)
+        train.unpersist()
+        ctx.progress(f"holdout AUC-ROC {metrics['holdout_auc_roc']:.3f}, PR-AUC {metrics['holdout_pr_auc']:.3f}, "
+                     f"lift in the top decile {metrics['holdout_lift_top_decile']:.2f}, "
+                     f"Brier {metrics['holdout_brier']:.4f} (baseline AUC "
+                     f"{metrics['holdout_baseline_auc_roc']:.3f})")
+        # A few rows give MLflow the input and output schema; the model itself stays in Spark.
+        sample = holdout.select(*inputs).limit(5).toPandas()
+        signature = infer_signature(sample, [0.5] * len(sample))
+        spark_version = ctx.spark.version
+
+        def log_model(name: str):
+            return mlflow.spark.log_model(model, "model", registered_model_name=name, signature=signature,
+                                          pip_requirements=[f"pyspark=={spark_version}"])
+
+        return Candidate(
+            metrics=metrics, params=self.run_params(settings), log_model=log_model,
+            artifacts={**({artifacts.SEARCH: {"validation_as_of": self.plan.training[-1].isoformat(),
+                                              "candidates": search}} if search else {}),
+                       registry.ROC_ARTIFACT: {"roc": roc}, registry.EVALUATION_ARTIFACT: evaluation,
+                       registry.DRIFT_ARTIFACT: drift},
+            figures=_figures(roc, metrics, evaluation), outputs={"roc": roc, "evaluation": evaluation})
+
+    def _search(self, train: DataFrame) -> tuple[dict, list[dict]]:
+        """The settings to fit with: conf's, or the best of the search grid, judged on the
+        latest training snapshot by models fitted on the earlier ones."""
+        base = dict(self.model_cfg.get(self.spec.settings_key) or {})
+        candidates = search_candidates(self.ctx, self.key, base, self.plan)
+        if len(candidates) == 1:
+            return candidates[0], []
+        latest = F.col("as_of_date") == F.lit(self.plan.training[-1])
+        fit = self.fitter()
+        best, results = time_based_search(train.where(~latest), train.where(latest), candidates,
+                                          lambda rows, settings: fit(rows, self.inputs, settings))
+        self.ctx.progress("search: " + "; ".join(
+            f"{_differences(r['params'], base)} AUC {r['validation_auc_roc']:.3f}" for r in results))
+        return best, results
+
+    def holdout_measure(self, scored: DataFrame) -> float:
+        return evaluate(scored)["holdout_auc_roc"]
+
+    def promotion(self, metrics: dict[str, float], champion: float | None, note: str) -> Decision:
+        # A model may set its own promotion rules (models.<key>.promotion); conf's are the default.
+        rules = {**self.ctx.cfg.get("quality.promotion"), **(self.model_cfg.get("promotion") or {})}
+        return model_gates.promotion(metrics["holdout_auc_roc"], champion, float(rules["min_auc"]),
+                                     float(rules["max_auc_drop"]), note)
+
+
+def _differences(params: dict, base: dict) -> str:
+    changed = {k: v for k, v in params.items() if base.get(k) != v}
+    return ", ".join(f"{k}={v}" for k, v in changed.items()) or "as configured"
+
+
+def _figures(roc: list, metrics: dict, evaluation: dict) -> dict:
+    figures = {
+        "plots/holdout_roc.png": plots.roc_figure(roc, metrics["holdout_auc_roc"]),
+        "plots/holdout_gains.png": plots.lift_figure(evaluation["gains"]),
+        "plots/holdout_calibration.png": plots.reliability_figure(evaluation["reliability"], metrics["holdout_brier"]),
+    }
+    if evaluation["importances"]:   # models without tree importances have none to plot
+        figures["plots/feature_importances.png"] = plots.importance_figure(evaluation["importances"])
+    return figures

@@ -1,0 +1,193 @@
+"""The lifetime-value model, two ways, judged on the same buyers:
+
+    BG/NBD and Gamma-Gamma fitted on the buyers' summaries as of the holdout date;
+    gradient-boosted trees on the person features (pipelines/models/value_regressor.py);
+    holdout = run_date - horizon: predictions over [holdout, run_date) vs. the revenue
+    that happened there, for the buyers with a feature row at the holdout.
+
+The way with the lower MAE is registered: the fitted parameters as a pyfunc model (it
+predicts from x, t_x, T and the mean spend, with or without Spark), or the regressor's
+Spark ML pipeline. P(alive) and expected purchases come from BG/NBD either way. The
+version becomes champion through its own gate: the holdout total within
+`max_total_error` of the actual, and a per-person MAE no worse than the champion's on the
+same holdout.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import mlflow
+import mlflow.pyfunc
+import mlflow.spark
+import pandas as pd
+import pyspark.sql.functions as F
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.models import infer_signature
+from pyspark import StorageLevel
+from pyspark.sql import DataFrame
+
+from pipelines.core.context import RunContext
+from pipelines.core.reproducible import in_canonical_order
+from pipelines.features.build import feature_columns
+from pipelines.models import artifacts, registry
+from pipelines.models.artifacts import PROBABILISTIC, REGRESSOR
+from pipelines.models.lifetime_value import (collect_weighted, compress_for_bgnbd, compress_for_gamma_gamma,
+                                             expected_purchases, expected_spend, fit_bgnbd, fit_gamma_gamma,
+                                             holdout_errors, parameters_dict, parameters_from_dict,
+                                             probability_alive, purchase_summary, with_lifetime_value)
+from pipelines.models.specs import LIFETIME_VALUE
+from pipelines.models.training.lifecycle import Candidate, Refusal, Trainer
+from pipelines.models.training.snapshots import PinnedEvents
+from pipelines.models.value_regressor import labelled_buyers, non_negative_value, regressor_pipeline
+from pipelines.quality.model_gates import Decision, value_promotion, value_sufficiency
+
+
+class LifetimeValueModel(mlflow.pyfunc.PythonModel):
+    """The fitted parameters as an MLflow model: x, t_x, T (days), mean_spend ->
+    p_alive, expected_purchases and expected_value over the horizon."""
+
+    def __init__(self, parameters: dict, horizon_days: int):
+        self.parameters = parameters
+        self.horizon_days = horizon_days
+
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
+        bgnbd, spend = parameters_from_dict(self.parameters)
+        x, t_x, T = (model_input[c].to_numpy(dtype=float) for c in ("x", "t_x", "T"))
+        purchases = expected_purchases(bgnbd, float(self.horizon_days), x, t_x, T)
+        per_purchase = expected_spend(spend, x, model_input["mean_spend"].to_numpy(dtype=float, na_value=float("nan")))
+        return pd.DataFrame({"p_alive": probability_alive(bgnbd, x, t_x, T), "expected_purchases": purchases,
+                             "expected_value": purchases * per_purchase})
+
+
+class LifetimeValueTrainer(Trainer):
+    key = LIFETIME_VALUE
+    ledger_metrics = ("holdout_mae", "holdout_rmse", "holdout_total_predicted", "holdout_total_actual",
+                      "holdout_total_ratio", "holdout_people",
+                      *(f"holdout_{way}_{metric}" for way in (PROBABILISTIC, REGRESSOR)
+                        for metric in ("mae", "total_ratio")),
+                      "value_method_is_regressor", "model_version", "promoted", "reused")
+
+    def __init__(self, ctx: RunContext, events: PinnedEvents):
+        self.ctx, self.events = ctx, events
+        self.model_cfg = ctx.cfg.get(f"models.{self.key}")
+        self.registered_name = str(self.model_cfg["registered_name"])
+        self.retrain_every_days = int(self.model_cfg["retrain_every_days"])
+        self.horizon = int(self.model_cfg["horizon_days"])
+        self.holdout = ctx.run_date - timedelta(days=self.horizon)
+        self._cached: list[DataFrame] = []
+
+    @property
+    def purpose(self) -> str:
+        return f"purchases and spend within {self.horizon} days"
+
+    def reused_outputs(self, version: ModelVersion) -> dict:
+        return {"parameters": registry.load_dict(version.run_id, artifacts.LIFETIME_VALUE_PARAMETERS)}
+
+    def _keep(self, frame: DataFrame) -> DataFrame:
+        self._cached.append(frame)
+        return frame
+
+    def prepare(self) -> Decision:
+        self.summary = self._keep(self.events.frame.transform(purchase_summary(self.holdout))
+                                  .persist(StorageLevel.MEMORY_AND_DISK))
+        counts = self.summary.agg(F.count(F.lit(1)).alias("buyers"),
+                                  F.sum(F.when(F.col("x") > 0, 1).otherwise(0)).alias("repeat")).first()
+        return value_sufficiency(int(counts["buyers"]), int(counts["repeat"] or 0),
+                                 int(self.ctx.cfg.get("quality.sufficiency.min_labels_per_class")))
+
+    def fit(self) -> Candidate:
+        ctx, events, horizon, holdout = self.ctx, self.events, self.horizon, self.holdout
+        model_cfg = self.model_cfg
+        decimals = int(model_cfg["spend_decimals"])
+        ctx.progress(f"fitting BG/NBD and Gamma-Gamma on purchases before {holdout}")
+        bgnbd_data = collect_weighted(compress_for_bgnbd(self.summary), ["x", "t_x", "T"])
+        spend_data = collect_weighted(compress_for_gamma_gamma(self.summary, decimals), ["x", "mean_spend"])
+        try:
+            bgnbd, spend = fit_bgnbd(bgnbd_data), fit_gamma_gamma(spend_data)
+        except ValueError as err:
+            raise Refusal(Decision(allowed=False, check="data_sufficiency", rule="the likelihood fit converges",
+                                   observed=str(err), reason=str(err))) from err
+        inputs = feature_columns(events.windows)
+        # Both ways are judged on the buyers the nightly would value: a feature row at the holdout.
+        self.judged = self._keep(labelled_buyers(events.frame, events.features(holdout), holdout, horizon)
+                                 .persist(StorageLevel.MEMORY_AND_DISK))
+        self.actual = self.judged.select("person_id", "actual_value", "actual_purchases")
+        probabilistic = self._keep(self.summary.join(self.judged.select("person_id"), "person_id")
+                                   .transform(with_lifetime_value(bgnbd, spend, float(horizon))).cache())
+        by_method = {PROBABILISTIC: holdout_errors(probabilistic, self.actual)}
+        earlier = holdout - timedelta(days=horizon)
+        ctx.progress(f"fitting the gradient-boosted regressor on buyers as of {earlier}")
+        training_rows = in_canonical_order(
+            labelled_buyers(events.frame, events.features(earlier), earlier, horizon), "person_id")
+        regressor = regressor_pipeline(inputs, model_cfg["regressor"], int(model_cfg["seed"])).fit(training_rows)
+        by_method[REGRESSOR] = holdout_errors(_regressor_values(regressor, self.judged, probabilistic), self.actual)
+        sample = self.judged.select(*inputs).limit(5).toPandas()
+        method = min(by_method, key=lambda m: by_method[m]["holdout_mae"])
+        metrics = {**by_method[method], **{f"holdout_{m}_{k}": by_method[m][f"holdout_{k}"]
+                                          for m in by_method for k in ("mae", "rmse", "total_ratio")},
+                   "value_method_is_regressor": float(method == REGRESSOR)}
+        parameters = parameters_dict(bgnbd, spend)
+        ctx.progress(f"{len(bgnbd_data['x'])} distinct (x, t_x, T); {int(metrics['holdout_people'])} buyers "
+                     f"judged: holdout MAE {by_method[PROBABILISTIC]['holdout_mae']:.2f} with BG/NBD + "
+                     f"Gamma-Gamma, {by_method[REGRESSOR]['holdout_mae']:.2f} with the regressor: {method} is used; "
+                     f"predicted {metrics['holdout_total_predicted']:,.0f} vs actual "
+                     f"{metrics['holdout_total_actual']:,.0f} over {horizon} days")
+        params = {"model": self.key, "run_date": ctx.run_date.isoformat(), "horizon_days": horizon,
+                  "holdout_as_of": holdout.isoformat(), "silver_events_path": events.path,
+                  "silver_events_version": events.version, "spend_decimals": decimals,
+                  "distinct_bgnbd_tuples": len(bgnbd_data["x"]),
+                  "distinct_spend_tuples": len(spend_data["x"]), "value_method": method,
+                  "features": ",".join(inputs),
+                  **{f"regressor_{k}": v for k, v in dict(model_cfg["regressor"]).items()},
+                  **{f"bgnbd_{k}": v for k, v in parameters["bgnbd"].items()},
+                  **{f"gamma_gamma_{k}": v for k, v in parameters["gamma_gamma"].items()}}
+        spark_version = ctx.spark.version
+        return Candidate(
+            metrics=metrics, params=params,
+            log_model=lambda name: _log_model(name, method, parameters, horizon, regressor, sample, spark_version),
+            artifacts={artifacts.LIFETIME_VALUE_PARAMETERS: {**parameters, "horizon_days": horizon,
+                                                             "value_method": method}},
+            outputs={"parameters": parameters, "value_method": method})
+
+    def measure_champion(self, champion: ModelVersion) -> tuple[float | None, str]:
+        """The champion's MAE on this holdout's buyers, its own way."""
+        value = artifacts.lifetime_value_model(champion.run_id)
+        valued = (self.summary.join(self.judged.select("person_id"), "person_id")
+                  .transform(with_lifetime_value(value.bgnbd, value.spend, float(self.horizon))))
+        if value.method == REGRESSOR:
+            valued = _regressor_values(registry.load_spark_model(self.registered_name, champion.version),
+                                       self.judged, valued)
+        return holdout_errors(valued, self.actual)["holdout_mae"], f"champion v{champion.version}"
+
+    def promotion(self, metrics: dict[str, float], champion: float | None, note: str) -> Decision:
+        rules = self.model_cfg["promotion"]
+        return value_promotion(metrics["holdout_mae"], metrics["holdout_total_ratio"], champion,
+                               float(rules["max_total_error"]), float(rules["max_mae_increase"]), note)
+
+    def release(self) -> None:
+        for frame in self._cached:
+            frame.unpersist()
+
+
+def _log_model(name: str, method: str, parameters: dict, horizon: int, regressor, sample: pd.DataFrame,
+               spark_version: str):
+    """Register the better way: the regressor's Spark ML pipeline, or the fitted parameters
+    as a pyfunc model (the parameters artifact is logged either way: P(alive) and the
+    expected purchases always come from BG/NBD)."""
+    if method == REGRESSOR:
+        return mlflow.spark.log_model(regressor, "model", registered_model_name=name,
+                                      signature=registry.signature(sample, [0.0] * len(sample)),
+                                      pip_requirements=[f"pyspark=={spark_version}"])
+    example = pd.DataFrame({"x": [0.0, 2.0], "t_x": [0.0, 30.0], "T": [40.0, 90.0], "mean_spend": [None, 55.0]})
+    model = LifetimeValueModel(parameters, horizon)
+    return mlflow.pyfunc.log_model(name="model", python_model=model, registered_model_name=name,
+                                   input_example=example,
+                                   signature=infer_signature(example, model.predict(None, example)),
+                                   pip_requirements=["scipy", "numpy", "pandas"])
+
+
+def _regressor_values(regressor, rows: DataFrame, probabilistic: DataFrame) -> DataFrame:
+    """The regressor's expected value beside BG/NBD's expected purchases and P(alive)."""
+    return (regressor.transform(rows).select("person_id", non_negative_value().alias("expected_value"))
+            .join(probabilistic.select("person_id", "expected_purchases", "p_alive"), "person_id"))
