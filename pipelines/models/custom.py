@@ -52,6 +52,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import types as T
 from pyspark.errors import AnalysisException, PySparkException
 
+from pipelines.core.reproducible import in_canonical_order
 from pipelines.features.build import feature_columns, in_horizon
 
 CLASSIFIER, REGRESSOR = "classifier", "regressor"
@@ -127,7 +128,10 @@ class CustomDefinition:
 
         def _apply(features: DataFrame) -> DataFrame:
             horizon = events.where(window).withColumn("days_after", F.datediff(F.col("event_date"), F.lit(as_of)))
-            held = horizon.groupBy("person_id").agg(F.expr(self.label).alias("_held"))
+            # A user's aggregate may add doubles (`sum(revenue)`): in canonical order it adds a
+            # person's events in the same order whatever files they lie in.
+            held = (in_canonical_order(horizon, "person_id", "event_id").groupBy("person_id")
+                    .agg(F.expr(self.label).alias("_held")))
             label = (F.coalesce(F.col("_held").cast("double"), F.lit(0.0)) if self.is_regressor
                      else F.when(F.coalesce(F.col("_held"), F.lit(False)), 1.0).otherwise(0.0))
             return (features.where(self.eligible_rows()).join(held, "person_id", "left")
@@ -252,8 +256,9 @@ def extra_feature_values(definitions: Sequence[CustomDefinition], events: DataFr
     before = (events.where((F.col("event_date") < F.lit(as_of))
                            & (F.col("event_date") >= F.lit(as_of - timedelta(days=lookback_days))))
               .withColumn("days_ago", F.datediff(F.lit(as_of), F.col("event_date"))))
-    return before.groupBy("person_id").agg(*[F.expr(sql).cast("double").alias(_extra_column(key, name))
-                                             for key, name, sql in wanted])
+    # In canonical order, as the labels: a sum over doubles adds in the same order in any layout.
+    return (in_canonical_order(before, "person_id", "event_id").groupBy("person_id")
+            .agg(*[F.expr(sql).cast("double").alias(_extra_column(key, name)) for key, name, sql in wanted]))
 
 
 def _extra_column(key: str, name: str) -> str:

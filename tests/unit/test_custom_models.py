@@ -80,7 +80,9 @@ def test_every_problem_is_reported_and_names_may_not_clash(tmp_path):
 
 
 def _events(spark, rows):
-    return spark.createDataFrame(rows, EVENTS_SCHEMA)
+    """silver/events rows, each with an `event_id` of its own, as silver gives them."""
+    with_ids = [(f"e{i}", *row) for i, row in enumerate(rows)]
+    return spark.createDataFrame(with_ids, "event_id string, " + EVENTS_SCHEMA)
 
 
 def test_the_label_holds_over_the_horizon_events_only_and_eligibility_filters_rows(spark):

@@ -75,3 +75,43 @@ def test_affinities_do_not_depend_on_the_layout(spark):
         outputs.append(sorted(map(tuple, top_affinities(per_person, 2.0, 3).collect())))
     assert outputs[0] == outputs[1]
     assert len(outputs[0]) == 60 * 3
+
+
+def _custom_definition(kind: str, label: str, extra: dict | None = None):
+    from pipelines.models import custom
+    from pipelines.features.build import feature_columns
+
+    model = {"kind": kind, "registered_name": "m", "profile_prefix": "m", "horizon_days": 30, "label": label,
+             "extra_features": extra or {}, "estimator": "gbt", "params": {}, "training_snapshots": 2,
+             "cadence_days": 30, "seed": 1}
+    definition, problems = custom.parse("m", model, feature_columns([7, 30, 90, 365]))
+    assert not problems, problems
+    return definition
+
+
+def _money_events(spark, as_of):
+    """One person's purchases whose plain double sum depends on the order of its terms: every
+    event in the 30 days after `as_of` (for the label) and in the 30 days before (for a feature)."""
+    amounts = CANCELLING + [0.1] * 7
+    rows = [(f"e{side}{i:02d}", "p1", as_of + timedelta(days=(i % 20) if side == "a" else -1 - i % 20), amount)
+            for side in "ab" for i, amount in enumerate(amounts)]
+    return _layouts(spark, rows, "event_id string, person_id string, event_date date, revenue double")
+
+
+def test_a_custom_label_that_sums_money_does_not_depend_on_the_layout(spark):
+    as_of = date(2026, 3, 1)
+    definition = _custom_definition("regressor", "sum(revenue)")
+    person = spark.createDataFrame([("p1", as_of)], "person_id string, as_of_date date")
+    labels = [person.transform(definition.labels(events, as_of, 30)).first()["label"]
+              for events in _money_events(spark, as_of)]
+    assert labels[0] == labels[1]
+
+
+def test_a_custom_extra_feature_that_sums_money_does_not_depend_on_the_layout(spark):
+    from pipelines.models import custom
+
+    as_of = date(2026, 3, 1)
+    definition = _custom_definition("classifier", "count(1) > 0", {"spend_30d": "sum(revenue)"})
+    values = [custom.extra_feature_values([definition], events, as_of, 365).first()["m:spend_30d"]
+              for events in _money_events(spark, as_of)]
+    assert values[0] == values[1]
