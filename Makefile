@@ -20,7 +20,7 @@ JARS_STAMP  := $(JARS_DIR)/.fetched
 XDM_JAR     := $(JARS_DIR)/enrich-xdm.jar
 XDM_SOURCES := $(shell find pipelines/xdm/jvm -name '*.java')
 
-.PHONY: setup jars demo cluster-demo test dag-check fault-test lint dist bench model-quality clean-lakehouse notebook
+.PHONY: setup jars demo cluster-demo test check dag-check fault-test lint dist bench model-quality clean-lakehouse notebook
 
 setup: $(SETUP_STAMP) $(JARS_STAMP) $(XDM_JAR)
 
@@ -65,9 +65,18 @@ notebook: setup $(NOTEBOOK_STAMP)
 	    $(BIN)/jupyter lab --ip 127.0.0.1 --no-browser --notebook-dir notebooks \
 	    $(if $(filter 0,$(shell id -u)),--allow-root)
 
+# The fast tier, after every change: unit tests and one small nightly (marked `fast` by
+# tests/conftest.py from where a test lives), property tests on a few cases each.
 test: setup
-	$(BIN)/python -m pytest -q --durations=15
+	HYPOTHESIS_PROFILE=fast $(BIN)/python -m pytest -q -m fast --durations=10
+
+# Every tier, what CI runs: the linters and the layer contract, the Airflow DAG checks, then
+# every test (the e2e lakehouse, notebooks, spark-submit, the GX break matrix, the fault test
+# on a standalone cluster); the ten slowest tests print last.
+check: setup lint $(AIRFLOW_STAMP)
 	$(MAKE) dag-check
+	HYPOTHESIS_PROFILE=thorough $(BIN)/python -m pytest -q -p no:cacheprovider --durations=10 \
+	    tests/unit tests/e2e tests/matrix tests/faults
 
 # Built afresh when the pins change, so the venv holds exactly deps/airflow-requirements.txt.
 $(AIRFLOW_STAMP): deps/airflow-requirements.txt
@@ -81,8 +90,8 @@ $(AIRFLOW_STAMP): deps/airflow-requirements.txt
 dag-check: $(AIRFLOW_STAMP)
 	$(AIRFLOW_VENV)/bin/python -m pytest -q --confcutdir=tests/scheduling tests/scheduling
 
-# Drivers and executors killed at every step of a night on a standalone cluster; the
-# tables must equal a clean run's. About 32 minutes on 2 cores, so not part of `test`.
+# Only the fault test (part of `check`): drivers and executors killed at every step of a night
+# on a standalone cluster; the tables must equal a clean run's.
 fault-test: setup
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests/faults --durations=5
 
@@ -108,7 +117,8 @@ model-quality: setup
 	$(BIN)/python bench/model_quality.py --root $(DEMO_ROOT)
 
 lint: setup
-	$(BIN)/ruff check pipelines jobs tests bench
+	$(BIN)/ruff check pipelines jobs tests bench tools examples
+	$(BIN)/lint-imports
 
 # The package as a wheel, for spark-submit --py-files on a cluster.
 dist: setup

@@ -167,13 +167,19 @@ class ClusterRun:
 
 class ExecutorKiller:
     """A step callback for `run_nightly`: SIGKILL the executor `delay` seconds after each
-    step starts, if that step is still running; `killed_in` lists where it struck."""
+    step starts, if that step is still running; with `on_attempt`, only the time a step starts
+    for that many times, across submissions. `killed_in` lists where it struck."""
 
-    def __init__(self, cluster: StandaloneCluster, delay: float = 3.0):
-        self.cluster, self.delay = cluster, delay
+    def __init__(self, cluster: StandaloneCluster, delay: float = 3.0, on_attempt: int | None = None):
+        self.cluster, self.delay, self.on_attempt = cluster, delay, on_attempt
         self.killed_in: list[str] = []
+        self._attempts: dict[str, int] = {}
 
     def __call__(self, step: str, driver: subprocess.Popen, current: Callable[[], str]) -> None:
+        self._attempts[step] = self._attempts.get(step, 0) + 1
+        if self.on_attempt is not None and self._attempts[step] != self.on_attempt:
+            return
+
         def strike() -> None:
             time.sleep(self.delay)
             if current() == step and driver.poll() is None and kill_executors(self.cluster):

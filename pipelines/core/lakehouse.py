@@ -31,7 +31,7 @@ def version(spark: SparkSession, path: str) -> int | None:
     if not exists(spark, path):
         return None
     # The log's refreshed snapshot, not history(1): the history is a DataFrame and a Spark job,
-    # 0.45 s a call against 0.04 s, and a night asks for about forty versions. `update`'s
+    # ten times slower a call, and a night asks for about forty versions. `update`'s
     # defaults are Scala default arguments, which Py4J reaches by their JVM names.
     log = DeltaTable.forPath(spark, path)._jdt.deltaLog()
     defaults = [getattr(log, f"update$default${n}")() for n in (1, 2, 3)]

@@ -116,7 +116,7 @@ def record_stars(records: DataFrame, priority: Sequence[str]) -> DataFrame:
     One pass gives both what a batch resolves: its identities (the `b` side) and its links
     (pairs whose ends differ; a star per record is enough for connectivity and stays linear
     in the identities). Listing a record's identities runs Spark's higher-order functions,
-    which are interpreted row by row: one pass instead of three, 13 s instead of 21 s at 1M events."""
+    which are interpreted row by row, so one pass costs a third of three."""
     ids = records.select(identities(F.col("identityMap")).alias("ids")).where(F.size("ids") > 0)
     star = ids.select(anchor_identity(F.col("ids"), priority).alias("a"), F.explode("ids").alias("b"))
     return star.select(F.col("a.namespace").alias("a_ns"), F.col("a.id").alias("a_id"),

@@ -53,7 +53,7 @@ class BronzeKind:
 
 
 # Delta's default is min/max statistics on the first 32 leaf columns: XDM fields nobody
-# filters on (about 3 s of bronze's 24 s first write of 1M events). Validation reads each
+# filters on, a noticeable share of bronze's first write. Validation reads each
 # night's rows by `_ingest_run_date`, which that default missed (it comes after the XDM
 # fields); with its statistics Delta skips earlier nights' files instead of scanning them.
 EVENTS = BronzeKind("events", "bronze_events", EXPERIENCE_EVENT, "timestamp", with_event_time,
@@ -144,7 +144,7 @@ def _inserted_since(spark: SparkSession, path: str, synced: int | None) -> DataF
         return None
     if synced is None:
         # Everything, as of `latest`: the table itself. Its scan reads only the nested fields
-        # used, where the change feed reads whole structs (34 s against 12 s at 1M events);
+        # used, where the change feed reads whole structs (about three times the time);
         # and rows already forgotten stay forgotten.
         return spark.read.format("delta").option("versionAsOf", latest).load(path)
     changes = (spark.read.format("delta").option("readChangeFeed", "true")

@@ -95,7 +95,7 @@ def compress_for_gamma_gamma(summary: DataFrame, decimals: int = 2) -> DataFrame
 def collect_weighted(compressed: DataFrame, columns: Sequence[str]) -> dict[str, np.ndarray]:
     """The compressed tuples as numpy arrays (bounded by distinct tuples, not people), in
     value order: the likelihood's sum then adds its terms in the same order on every run.
-    Collected as Arrow, not as Python rows: about 1 s less for 100,000 tuples."""
+    Collected as Arrow, not as Python rows, which Py4J would build one object at a time."""
     table = compressed.select(*columns, "weight").toArrow()
     arrays = {c: table.column(c).to_numpy(zero_copy_only=False).astype(float) for c in [*columns, "weight"]}
     order = np.lexsort([arrays[c] for c in reversed([*columns, "weight"])])   # the last key sorts first
@@ -149,9 +149,9 @@ def _distinct(values: np.ndarray, weight: np.ndarray) -> tuple[np.ndarray, np.nd
     return distinct, index, np.bincount(index, weights=weight)
 
 
-# Repeat buyers' terms are summed over slices of this many tuples: at 333,000 tuples an
-# evaluation took 15 ms, against about 30 ms over whole arrays (temporaries of 128 KiB
-# stay in cache; those of 2.6 MB are allocated afresh each time).
+# Repeat buyers' terms are summed over slices of this many tuples: a slice's temporaries
+# (128 KiB) stay in the CPU cache, where whole arrays' are allocated afresh at each
+# evaluation, which about halves an evaluation's time on hundreds of thousands of tuples.
 _SLICE = 16_384
 
 

@@ -1,8 +1,11 @@
-"""A small generated lakehouse, run through the real CLI twice (in-process, shared session)."""
+"""The e2e lakehouse of the slow tier: generated people run through the real CLI in-process,
+in the shared session, twice, with three custom models beside the built-ins. (The fast
+tier's small night is `small_nightly`, in tests/conftest.py.)"""
 
 from __future__ import annotations
 
 import gzip
+import shutil
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -54,3 +57,14 @@ def nightly(spark, tmp_path_factory) -> NightlyRun:
     run.versions_after_first = {t: lakehouse.version(spark, cfg.table(t)) for t in TABLES}
     run.exit_codes.append(main(["nightly", *args]))
     return run
+
+
+def copy_of(night: NightlyRun, folder: Path) -> NightlyRun:
+    """The e2e lakehouse copied into `folder`, with options that point at the copy: for the
+    tests that write, so none changes what another reads."""
+    root = folder / "lakehouse"
+    shutil.copytree(night.root, root)
+    args = [f"lakehouse.root={root}" if a.startswith("lakehouse.root=") else a for a in night.args]
+    cfg = load_config("local", [CUSTOM_MODELS], overrides=[f"lakehouse.root={root}"])
+    return NightlyRun(root=root, cfg=cfg, args=args, exit_codes=list(night.exit_codes),
+                      versions_after_first=dict(night.versions_after_first), stdout_first=night.stdout_first)

@@ -1,5 +1,5 @@
 """The nightly resumes a stopped night, backfill skips done dates, and a second writer is
-refused. Runs after test_nightly.py (file order), on the same lakehouse."""
+refused; on a copy of the e2e lakehouse, whose night is done."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import os
 from datetime import datetime, timedelta
 
 import pyspark.sql.functions as F
+import pytest
 
 from pipelines.core import lakehouse
 from pipelines.cli import main
@@ -15,55 +16,61 @@ from pipelines.core.clock import utc_now
 from pipelines.ops import ledger
 from pipelines.core.context import RunContext
 
-from .conftest import RUN_DATE
+from .conftest import RUN_DATE, copy_of
 
 
-def _invocations(spark, nightly):
-    runs = lakehouse.read(spark, nightly.cfg.table("runs")).where(F.col("run_date") == F.lit(RUN_DATE))
+@pytest.fixture(scope="module")
+def lakehouse_copy(nightly, tmp_path_factory):
+    return copy_of(nightly, tmp_path_factory.mktemp("resume"))
+
+
+def _invocations(spark, lakehouse_copy):
+    runs = lakehouse.read(spark, lakehouse_copy.cfg.table("runs")).where(F.col("run_date") == F.lit(RUN_DATE))
     return {r["invocation"]: r for r in runs.groupBy("invocation").agg(
         F.sort_array(F.collect_list(F.struct("started_at", "step", "status"))).alias("steps"),
         F.first("command").alias("command")).collect()}
 
 
-def test_a_night_stopped_at_publish_resumes_there_and_says_so(spark, nightly, capsys):
+def test_a_night_stopped_at_publish_resumes_there_and_says_so(spark, lakehouse_copy, capsys):
     # What a nightly that failed in publish leaves in the ledger (the step raised, its row says so).
     # Publish is the last step, so resuming runs it alone; stopping at score would add a minute.
-    clock = ledger.run_clock(spark, nightly.cfg, RUN_DATE, utc_now())
-    stopped = RunContext(spark=spark, cfg=nightly.cfg, run_date=RUN_DATE, run_id=ledger.new_run_id(RUN_DATE, clock),
-                         clock=clock, step="publish", invocation="stopped-run", command="nightly")
+    clock = ledger.run_clock(spark, lakehouse_copy.cfg, RUN_DATE, utc_now())
+    stopped = RunContext(spark=spark, cfg=lakehouse_copy.cfg, run_date=RUN_DATE,
+                         run_id=ledger.new_run_id(RUN_DATE, clock), clock=clock, step="publish",
+                         invocation="stopped-run", command="nightly")
     now = utc_now()
     ledger.record_step(stopped, "failed", now, now + timedelta(seconds=1), message="executor lost")
-    before = set(_invocations(spark, nightly))
-    assert main(["nightly", *nightly.args]) == 0
-    (new,) = set(_invocations(spark, nightly)) - before
-    run = _invocations(spark, nightly)[new]
+    before = set(_invocations(spark, lakehouse_copy))
+    assert main(["nightly", *lakehouse_copy.args]) == 0
+    (new,) = set(_invocations(spark, lakehouse_copy)) - before
+    run = _invocations(spark, lakehouse_copy)[new]
     assert [(s["step"], s["status"]) for s in run["steps"]] == [("publish", "succeeded")]
     captured = capsys.readouterr()
     assert "resuming at publish" in captured.err and "profile table:" in captured.out
     # The resumed run recorded the Delta versions its steps read and wrote.
-    publish = (lakehouse.read(spark, nightly.cfg.table("runs"))
+    publish = (lakehouse.read(spark, lakehouse_copy.cfg.table("runs"))
                .where((F.col("invocation") == new) & (F.col("step") == "publish")).first())
     details = json.loads(publish["details"])
     assert details["versions_written"]["profile_enrichment"] == lakehouse.version(
-        spark, nightly.cfg.table("profile_enrichment"))
+        spark, lakehouse_copy.cfg.table("profile_enrichment"))
     assert set(details["versions_read"]) >= {"scores", "identity_graph"}
 
 
-def test_backfill_skips_a_date_that_is_done(spark, nightly, capsys):
-    before = lakehouse.read(spark, nightly.cfg.table("runs")).count()
+def test_backfill_skips_a_date_that_is_done(spark, lakehouse_copy, capsys):
+    before = lakehouse.read(spark, lakehouse_copy.cfg.table("runs")).count()
     day = RUN_DATE.isoformat()
-    assert main(["backfill", "--from", day, "--to", day, *nightly.args[2:]]) == 0
+    assert main(["backfill", "--from", day, "--to", day, *lakehouse_copy.args[2:]]) == 0
     assert f"{day}: done before, skipped" in capsys.readouterr().err
-    assert lakehouse.read(spark, nightly.cfg.table("runs")).count() == before
+    assert lakehouse.read(spark, lakehouse_copy.cfg.table("runs")).count() == before
 
 
-def test_a_step_while_another_run_holds_the_lock_exits_2_naming_the_holder(nightly, capsys):
-    lock_file = nightly.root / "ops" / "nightly.lock"
+def test_a_step_while_another_run_holds_the_lock_exits_2_naming_the_holder(lakehouse_copy, capsys):
+    lock_file = lakehouse_copy.root / "ops" / "nightly.lock"
     lock_file.write_text(json.dumps({"command": "nightly", "run_date": "2026-06-02", "pid": str(os.getpid()),
                                      "host": os.uname().nodename, "token": "other",
                                      "since": datetime.utcnow().isoformat(timespec="seconds")}))
     try:
-        assert main(["publish", *nightly.args]) == 2
+        assert main(["publish", *lakehouse_copy.args]) == 2
     finally:
         lock_file.unlink()
     lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]

@@ -61,7 +61,7 @@ def _normaliser(spark):
     register_normaliser(spark)
 
 
-@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                  HealthCheck.too_slow])
 @given(records=st.lists(landing_record(), min_size=1, max_size=40))
 def test_random_and_mangled_records_are_always_accounted_for(spark, records):
