@@ -68,7 +68,7 @@ notebook: setup $(NOTEBOOK_STAMP)
 # The fast tier, after every change: unit tests and one small nightly (marked `fast` by
 # tests/conftest.py from where a test lives), property tests on a few cases each.
 test: setup
-	HYPOTHESIS_PROFILE=fast $(BIN)/python -m pytest -q -m fast --durations=10
+	HYPOTHESIS_PROFILE=fast $(BIN)/python -m pytest -q -m fast --durations=10 tests/unit tests/e2e
 
 # Every tier, what CI runs: the linters and the layer contract, the Airflow DAG checks, then
 # every test (the e2e lakehouse, notebooks, spark-submit, the GX break matrix, the fault test
@@ -76,7 +76,7 @@ test: setup
 check: setup lint $(AIRFLOW_STAMP)
 	$(MAKE) dag-check
 	HYPOTHESIS_PROFILE=thorough $(BIN)/python -m pytest -q -p no:cacheprovider --durations=10 \
-	    tests/unit tests/e2e tests/matrix tests/faults
+	    tests/unit tests/component tests/e2e tests/matrix tests/faults
 
 # Built afresh when the pins change, so the venv holds exactly deps/airflow-requirements.txt.
 $(AIRFLOW_STAMP): deps/airflow-requirements.txt

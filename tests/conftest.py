@@ -3,8 +3,8 @@ the small nightly; and the tiers.
 
 Tiers are given by place, so a new test lands in one without being marked: everything in
 tests/unit and the e2e tests of the small nightly (the `small_nightly` fixture) are `fast`,
-the tier `make test` runs; the rest (the e2e lakehouse, tests/matrix, tests/faults) is
-`slow`. `make check` runs both.
+the tier `make test` runs; the rest (tests/component, the e2e lakehouse, tests/matrix,
+tests/faults) is `slow`. `make check` runs both.
 """
 
 from __future__ import annotations
@@ -54,6 +54,8 @@ def spark():
     builder = (SparkSession.builder.master("local[2]").appName("enrich-tests")
                .config("spark.jars", ",".join(jars))
                .config("spark.sql.shuffle.partitions", "2")
+               # Re-planning after every shuffle cannot pay off on frames of a few rows.
+               .config("spark.sql.adaptive.enabled", "false")
                .config("spark.default.parallelism", "2")
                .config("spark.ui.enabled", "false")
                .config("spark.ui.showConsoleProgress", "false")

@@ -32,9 +32,14 @@ from tools.standalone_cluster import PROJECT, ExecutorKiller, StandaloneCluster,
 
 from tests.conftest import SMALL_NIGHT
 
-# The faulty nights get the clean night's landing files, options and partitioning (the test
-# session's), so values compare one for one.
-PARTITIONING = ["--set", "spark.conf.spark.sql.shuffle.partitions=2", "--set", "spark.conf.spark.default.parallelism=2"]
+# The faulty nights get the clean night's landing files and options, and the test session's
+# partitioning and planning, so values compare one for one.
+SESSION_SETTINGS = ("spark.sql.shuffle.partitions", "spark.default.parallelism", "spark.sql.adaptive.enabled",
+                    "spark.sql.codegen.wholeStage", "spark.sql.codegen.factoryMode")
+
+
+def as_the_test_session(spark) -> list[str]:
+    return [arg for key in SESSION_SETTINGS for arg in ("--set", f"spark.conf.{key}={spark.conf.get(key)}")]
 # Differ between any two runs by design: when, which run, which registry entry, where (a
 # quarantined line's key hashes its file's path).
 VOLATILE = ("run_id", "mlflow_run_id", "model_version", "source_file", "file_path", "path", "record_key")
@@ -121,7 +126,7 @@ def test_killed_drivers_and_executors_at_every_step_leave_the_tables_of_a_clean_
     root = tmp_path / "lakehouse"
     shutil.copytree(small_nightly.root / "landing", root / "landing")
     args = [f"lakehouse.root={root}" if a.startswith("lakehouse.root=") else a
-            for a in small_nightly.args] + PARTITIONING
+            for a in small_nightly.args] + as_the_test_session(spark)
     with StandaloneCluster(tmp_path / "spark", cores=2, memory="3g") as cluster:
         # Each step loses its executor once, in the run that finishes it (its second start).
         executors = ExecutorKiller(cluster, on_attempt=2)
