@@ -100,7 +100,9 @@ def small_nightly(spark, tmp_path_factory) -> SmallNight:
     root = tmp_path_factory.mktemp("small") / "lakehouse"
     args = ["--run-date", SMALL_NIGHT_DATE.isoformat(), "--set", f"lakehouse.root={root}",
             *[arg for path in SMALL_NIGHT for arg in ("--conf", path)]]
-    assert main(["generate", "--profiles", "500", "--days", "240", "--seed", "11", *args]) == 0
+    # Two landing files a kind: one task each on the session's two cores.
+    assert main(["generate", "--profiles", "500", "--days", "240", "--seed", "11", *args,
+                 "--set", "generate.files=2"]) == 0
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         code = main(["nightly", *args])

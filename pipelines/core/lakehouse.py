@@ -82,9 +82,25 @@ def _writer(df: DataFrame, mode: str, partition_by: Sequence[str]):
     return df.repartition(*partition_by).write.format("delta").mode(mode).partitionBy(*partition_by)
 
 
-def overwrite(df: DataFrame, path: str, partition_by: Sequence[str] = ()) -> None:
-    """Replace the whole table in one transaction (schema follows the frame)."""
-    _writer(df, "overwrite", partition_by).option("overwriteSchema", "true").save(path)
+# Delta keeps each file's minimum and maximum of the first 32 columns in its log, which
+# VACUUM never reaches: a table holding personal values (identities, names, quality
+# samples) collects statistics on these columns only.
+STATS_ONLY_ON = "delta.dataSkippingStatsColumns"
+
+
+def stats_on(*columns: str) -> dict[str, str]:
+    """Table properties: statistics on `columns` alone (see STATS_ONLY_ON)."""
+    return {STATS_ONLY_ON: ",".join(columns)}
+
+
+def overwrite(df: DataFrame, path: str, partition_by: Sequence[str] = (),
+              properties: Mapping[str, str] | None = None) -> None:
+    """Replace the whole table in one transaction (schema follows the frame); `properties`
+    are set when the table is created."""
+    writer = _writer(df, "overwrite", partition_by).option("overwriteSchema", "true")
+    if not exists(df.sparkSession, path):
+        writer = writer.options(**(properties or {}))
+    writer.save(path)
 
 
 def replace_where(df: DataFrame, path: str, condition: str, partition_by: Sequence[str] = (),
@@ -99,11 +115,15 @@ def replace_where(df: DataFrame, path: str, condition: str, partition_by: Sequen
     writer.save(path)
 
 
-def append(df: DataFrame, path: str, partition_by: Sequence[str] = (), merge_schema: bool = False) -> None:
-    """Append rows; `merge_schema` lets a log table gain columns added in a later release."""
+def append(df: DataFrame, path: str, partition_by: Sequence[str] = (), merge_schema: bool = False,
+           properties: Mapping[str, str] | None = None) -> None:
+    """Append rows; `merge_schema` lets a log table gain columns added in a later release;
+    `properties` are set when the table is created."""
     writer = _writer(df, "append", partition_by)
     if merge_schema:
         writer = writer.option("mergeSchema", "true")
+    if properties and not exists(df.sparkSession, path):
+        writer = writer.options(**properties)
     writer.save(path)
 
 
@@ -125,12 +145,16 @@ def insert_new(df: DataFrame, path: str, keys: Sequence[str], partition_by: Sequ
      .execute())
 
 
-def require_folder(spark: SparkSession, path: str, what: str) -> None:
-    """Fail with exit code 2 when an input folder does not exist (local paths and URIs)."""
+def folder_exists(spark: SparkSession, path: str) -> bool:
+    """Whether a folder (or file) exists, through Hadoop's file system (local paths and URIs)."""
     jvm = spark.sparkContext._jvm
     hadoop_path = jvm.org.apache.hadoop.fs.Path(path)
-    fs = hadoop_path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
-    if not fs.exists(hadoop_path):
+    return bool(hadoop_path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()).exists(hadoop_path))
+
+
+def require_folder(spark: SparkSession, path: str, what: str) -> None:
+    """Fail with exit code 2 when an input folder does not exist (local paths and URIs)."""
+    if not folder_exists(spark, path):
         raise BadInputError(f"{what} not found: {path}")
 
 
@@ -143,3 +167,36 @@ def write_text(spark: SparkSession, path: str, text: str, overwrite: bool = True
         stream.write(bytearray(text.encode("utf-8")))
     finally:
         stream.close()
+
+
+def folder_entries(spark: SparkSession, path: str) -> list[str] | None:
+    """The names directly in a folder (local paths and URIs); None when it does not exist."""
+    jvm = spark.sparkContext._jvm
+    folder = jvm.org.apache.hadoop.fs.Path(path)
+    fs = folder.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+    if not fs.exists(folder):
+        return None
+    return [status.getPath().getName() for status in fs.listStatus(folder)]
+
+
+def qualified(spark: SparkSession, path: str) -> str:
+    """A path as Hadoop's file system names it in full (scheme, authority, absolute path)."""
+    jvm = spark.sparkContext._jvm
+    target = jvm.org.apache.hadoop.fs.Path(path)
+    fs = target.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+    return fs.makeQualified(target).toString().rstrip("/")
+
+
+def read_text(spark: SparkSession, path: str) -> str:
+    """One small text file through Hadoop's file system (the counterpart of `write_text`)."""
+    jvm = spark.sparkContext._jvm
+    target = jvm.org.apache.hadoop.fs.Path(path)
+    stream = target.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()).open(target)
+    reader = jvm.java.io.BufferedReader(jvm.java.io.InputStreamReader(stream, "UTF-8"))
+    try:
+        lines = []
+        while (line := reader.readLine()) is not None:
+            lines.append(line)
+        return "\n".join(lines)
+    finally:
+        reader.close()

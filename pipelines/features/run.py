@@ -6,6 +6,7 @@ import pyspark.sql.functions as F
 from pyspark.sql import DataFrame
 
 from pipelines.core import lakehouse
+from pipelines.core.errors import BadInputError
 from pipelines.features.build import feature_columns, person_features, windowed_feature_columns
 from pipelines.core.context import RunContext
 from pipelines.quality.gate import QualityChecks
@@ -23,7 +24,10 @@ def check_features(checks: QualityChecks, features: DataFrame) -> None:
 
 def run(ctx: RunContext) -> dict[str, float]:
     cfg = ctx.cfg
-    events = lakehouse.read(ctx.spark, cfg.table("silver_events"), "ingest")
+    if not lakehouse.exists(ctx.spark, cfg.table("silver_events")):
+        raise BadInputError(f"no ExperienceEvents have landed yet ({cfg.table('silver_events')} does not exist): "
+                            "insights are learnt from events; profiles alone give none")
+    events = lakehouse.read(ctx.spark, cfg.table("silver_events"))
     features = events.transform(person_features(
         ctx.run_date, cfg.get("features.windows_days"), int(cfg.get("features.eligibility_lookback_days"))))
     path = cfg.table("features")

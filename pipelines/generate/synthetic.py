@@ -183,7 +183,7 @@ class _EventWriter:
         item = int(self.rng.integers(PRODUCTS_PER_CATEGORY))
         price = round(float(self.rng.gamma(6.0, self.p.spend_level / 12.0)) + 1.0, 2)
         return {"SKU": f"{code}-{item:03d}", "name": f"{name} item {item}", "priceTotal": price,
-                "currencyCode": CURRENCY, "productCategories": [{"categoryID": code, "name": name}]}
+                "currencyCode": CURRENCY, "productCategories": [{"categoryID": code, "categoryName": name}]}
 
     def session(self, day: float, buys: bool) -> Iterator[dict]:
         moment = self.history_start_ms + int(day * 86_400_000)

@@ -331,11 +331,15 @@ def resolved_person(graph: DataFrame, priority: Sequence[str]) -> Callable[[Data
     return _apply
 
 
-def people_holding(graph: DataFrame, namespace: str, identity: str) -> list[str]:
-    """The person ids holding `namespace:identity` (namespaces match case-insensitively).
-    One at most in a consistent graph; a handful, so collected."""
-    return sorted(r["person_id"] for r in graph.where((F.lower("namespace") == namespace.lower())
-                                                      & (F.col("id") == identity))
+def people_holding(graph: DataFrame, namespace: str, identity: str,
+                   case_insensitive: Sequence[str] = ()) -> list[str]:
+    """The person ids holding `namespace:identity`: namespaces match without case, ids
+    without surrounding spaces, and without case in the `case_insensitive` namespaces
+    (e-mail addresses). One at most in a consistent graph; a handful, so collected."""
+    id_matches = ((F.lower(F.trim("id")) == identity.strip().lower())
+                  if namespace.lower() in {n.lower() for n in case_insensitive}
+                  else F.trim("id") == identity.strip())
+    return sorted(r["person_id"] for r in graph.where((F.lower("namespace") == namespace.lower()) & id_matches)
                   .select("person_id").distinct().collect())
 
 

@@ -9,13 +9,16 @@ Formats, by content rather than name, so an export's naming never matters:
 * JSON lines, plain or compressed with any codec Hadoop knows (`.gz`, `.bz2`, ...);
 * a JSON array per file (first character `[`), read whole: one task per file, so such
   files must stay under `ingest.max_json_array_bytes`; large exports belong in JSON lines
-  or Parquet, which Spark splits.
+  or Parquet, which Spark splits;
+* one JSON object per file, written over several lines (the XDM specification's own
+  examples): its first line is not a whole JSON value; read whole, under the same limit.
 Each record comes out as `_raw` (its bytes) and `_source_file`; a JSON array file that
 does not parse comes out as one record with `_file_error` set.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Sequence
@@ -31,8 +34,13 @@ RAW = "_raw"
 SOURCE_FILE = "_source_file"
 FILE_ERROR = "_file_error"
 
-JSON_LINES, JSON_ARRAY, PARQUET = "json_lines", "json_array", "parquet"
+JSON_LINES, JSON_ARRAY, JSON_DOCUMENT, PARQUET = "json_lines", "json_array", "json_document", "parquet"
+# Read whole, one task per file: held to ingest.max_json_array_bytes.
+WHOLE_FILE = (JSON_ARRAY, JSON_DOCUMENT)
+# A first line longer than this is taken as a record of a JSON lines file.
+FIRST_LINE_LIMIT = 1 << 20
 REASON_BAD_ARRAY = "not a JSON array: the file does not parse as one (truncated, or not JSON)"
+REASON_UNREADABLE = "unreadable file"
 
 RAW_SCHEMA = T.StructType([
     T.StructField(RAW, T.BinaryType()),
@@ -64,23 +72,32 @@ def _hadoop(spark: SparkSession, folder: str):
     return jvm, conf, path, path.getFileSystem(conf)
 
 
-def _first_character(jvm, conf, fs, path) -> str:
-    """The first non-blank character of a file, decompressed if its codec says so."""
+def _json_kind(jvm, conf, fs, path) -> str:
+    """JSON_ARRAY, JSON_DOCUMENT or JSON_LINES, from the file's first line (decompressed if
+    its codec says so): `[` starts an array; a first line that is `{` but not a whole JSON
+    value starts one object over several lines; anything else is JSON lines."""
     codec = jvm.org.apache.hadoop.io.compress.CompressionCodecFactory(conf).getCodec(path)
     stream = fs.open(path)
     try:
         if codec is not None:
             stream = codec.createInputStream(stream)
-        for _ in range(4096):
+        head = bytearray()
+        while len(head) < FIRST_LINE_LIMIT:
             byte = stream.read()
-            if byte < 0:
-                return ""
-            char = chr(byte)
-            if not char.isspace() and byte not in (0xEF, 0xBB, 0xBF):  # skip a UTF-8 byte-order mark
-                return char
-        return ""
+            if byte < 0 or (byte == 0x0A and head.strip()):
+                break
+            head.append(byte)
     finally:
         stream.close()
+    line = bytes(head).decode("utf-8", errors="replace").lstrip("\ufeff \t\r\n")
+    if line.startswith("["):
+        return JSON_ARRAY
+    if line.startswith("{") and len(head) < FIRST_LINE_LIMIT:
+        try:
+            json.loads(line)
+        except ValueError:
+            return JSON_DOCUMENT
+    return JSON_LINES
 
 
 def list_files(spark: SparkSession, folder: str) -> list[LandingFile]:
@@ -98,7 +115,7 @@ def list_files(spark: SparkSession, folder: str) -> list[LandingFile]:
         if path.getName().endswith(".parquet"):
             kind = PARQUET
         else:
-            kind = JSON_ARRAY if _first_character(jvm, conf, fs, path) == "[" else JSON_LINES
+            kind = _json_kind(jvm, conf, fs, path)
         modified = datetime.fromtimestamp(status.getModificationTime() / 1000, timezone.utc).replace(tzinfo=None)
         found.append(LandingFile(canonical_path(path.toString()), status.getLen(), modified, kind))
     return sorted(found, key=lambda f: f.path)
@@ -126,6 +143,13 @@ def _json_arrays(spark: SparkSession, paths: Sequence[str]) -> DataFrame:
                                     F.lit(REASON_BAD_ARRAY).alias(FILE_ERROR))))
 
 
+def _json_documents(spark: SparkSession, paths: Sequence[str]) -> DataFrame:
+    """Each file one record: its whole text (the normaliser names it if it is not JSON)."""
+    return spark.read.text(list(paths), wholetext=True).select(
+        F.col("value").cast("binary").alias(RAW), canonical_path(F.col("_metadata.file_path")).alias(SOURCE_FILE),
+        F.lit(None).cast("string").alias(FILE_ERROR))
+
+
 def _parquet(spark: SparkSession, paths: Sequence[str]) -> DataFrame:
     # Rows become JSON text so Parquet takes the same path as JSON: both XDM forms, rescued
     # fields and type checks are handled once.
@@ -136,20 +160,53 @@ def _parquet(spark: SparkSession, paths: Sequence[str]) -> DataFrame:
                        F.lit(None).cast("string").alias(FILE_ERROR))
 
 
-def read_raw(spark: SparkSession, files: Sequence[LandingFile], max_array_bytes: int) -> DataFrame:
-    """The records of `files` as (`_raw`, `_source_file`, `_file_error`)."""
-    oversized = [f for f in files if f.format == JSON_ARRAY and f.size > max_array_bytes]
+def unreadable(spark: SparkSession, files: Sequence[LandingFile]) -> dict[str, str]:
+    """The files among `files` that cannot be read to their end (a truncated gzip, a corrupt
+    Parquet footer), each with the error: read on the driver, file by file, so it is only
+    called once a batch's read has failed."""
+    jvm = spark.sparkContext._jvm
+    conf = spark.sparkContext._jsc.hadoopConfiguration()
+    broken = {}
+    for file in files:
+        path = jvm.org.apache.hadoop.fs.Path(file.path)
+        fs = path.getFileSystem(conf)
+        try:
+            if file.format == PARQUET:
+                spark.read.parquet(file.path).count()
+                continue
+            codec = jvm.org.apache.hadoop.io.compress.CompressionCodecFactory(conf).getCodec(path)
+            stream = fs.open(path)
+            try:
+                stream = codec.createInputStream(stream) if codec is not None else stream
+                stream.transferTo(jvm.java.io.OutputStream.nullOutputStream())
+            finally:
+                stream.close()
+        except Exception as err:   # the file's own read error: it is the finding, kept with the file
+            text = str(err).strip().splitlines()
+            cause = next((line for line in text if "Exception:" in line), text[0] if text else repr(err))
+            broken[file.path] = cause.split("Exception:", 1)[-1].strip() or cause
+    return broken
+
+
+def read_raw(spark: SparkSession, files: Sequence[LandingFile], max_array_bytes: int,
+             broken: dict[str, str] | None = None) -> DataFrame:
+    """The records of `files` as (`_raw`, `_source_file`, `_file_error`); each of the
+    `broken` files (path -> error) is one record with its error, and is not read."""
+    broken = broken or {}
+    unreadable_rows = spark.createDataFrame(
+        [(b"", path, f"{REASON_UNREADABLE}: {error}") for path, error in sorted(broken.items())], RAW_SCHEMA)
+    files = [f for f in files if f.path not in broken]
+    oversized = [f for f in files if f.format in WHOLE_FILE and f.size > max_array_bytes]
     if oversized:
         raise BadInputError(
-            f"{oversized[0].path}: a JSON array file of {oversized[0].size} bytes is over "
-            f"ingest.max_json_array_bytes={max_array_bytes}; export it as JSON lines or Parquet")
-    readers = {JSON_LINES: _json_lines, JSON_ARRAY: _json_arrays, PARQUET: _parquet}
+            f"{oversized[0].path}: a JSON {'array' if oversized[0].format == JSON_ARRAY else 'document'} file of "
+            f"{oversized[0].size} bytes is over ingest.max_json_array_bytes={max_array_bytes}; export it as JSON "
+            "lines or Parquet")
+    readers = {JSON_LINES: _json_lines, JSON_ARRAY: _json_arrays, JSON_DOCUMENT: _json_documents, PARQUET: _parquet}
     frames = [readers[kind](spark, [f.path for f in files if f.format == kind])
               for kind in readers if any(f.format == kind for f in files)]
-    if not frames:
-        return spark.createDataFrame([], RAW_SCHEMA)
-    combined = frames[0]
-    for frame in frames[1:]:
+    combined = unreadable_rows
+    for frame in frames:
         combined = combined.unionByName(frame)
     return combined
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import date
+from datetime import date, datetime
 from typing import Callable, Mapping, Sequence
 
 import pyspark.sql.functions as F
@@ -40,6 +40,12 @@ def missing(field: str) -> str:
     return f"missing {field}"
 
 
+def reason_kind(reason: str) -> str:
+    """What kind of problem a quarantine reason names, without its detail: `not JSON`,
+    `wrong type`, `missing _id`, ... (the detail stays on the quarantine row)."""
+    return reason.split(":", 1)[0].strip()
+
+
 def register_normaliser(spark: SparkSession) -> None:
     """Check that the normaliser is on Spark's classpath, or say which jar is missing."""
     from py4j.protocol import Py4JJavaError
@@ -63,12 +69,13 @@ def _normaliser_for(spark: SparkSession, schema: T.StructType) -> str:
     return name
 
 
-def parse_records(schema: T.StructType, namespace_aliases: Mapping[str, str]) -> Callable[[DataFrame], DataFrame]:
+def parse_records(schema: T.StructType, namespace_codes: Mapping[str, str]) -> Callable[[DataFrame], DataFrame]:
     """Raw records (`_raw` bytes, `_source_file`, `_file_error`) -> the schema's columns plus
-    `_rescued_data`, `_parse_error` and `_position`; needs `register_normaliser` first."""
+    `_rescued_data`, `_parse_error` and `_position`; needs `register_normaliser` first.
+    `namespace_codes` maps lower-cased identityMap keys to codes (see `namespace_codes`)."""
     def _apply(raw: DataFrame) -> DataFrame:
         normalised = F.call_function(_normaliser_for(raw.sparkSession, schema), F.col(RAW), F.lit(schema.json()),
-                                     F.lit(json.dumps(dict(namespace_aliases), sort_keys=True)))
+                                     F.lit(json.dumps(dict(namespace_codes), sort_keys=True)))
         with_normalised = raw.withColumn("_normalised", F.when(F.col(FILE_ERROR).isNull(), normalised))
         return with_normalised.select(
             F.col(RAW).cast("string").alias(RAW), SOURCE_FILE,
@@ -126,9 +133,32 @@ def with_event_time(events: DataFrame) -> DataFrame:
     return typed.withColumn("event_date", F.to_date("timestamp"))
 
 
-def with_profile_time(profiles: DataFrame) -> DataFrame:
-    """`updated_at`: when the profile fragment last changed (null when not exported)."""
-    return profiles.withColumn("updated_at", F.try_to_timestamp(F.col("_repo.lastModifiedDate")))
+# A profile fragment's audit fields, most specific first: Platform's export, an older
+# export's name, the auditable data type's.
+PROFILE_TIME_FIELDS = ("_repo.lastModifiedDate", "_repo.modifyDate", "modifiedAt")
+
+
+def profile_fragments(file_times: DataFrame, latest: datetime) -> Callable[[DataFrame], DataFrame]:
+    """Profile fragments -> with `updated_at` and an `_id` for those written without one.
+
+    XDM asks no `@id` or time of a profile record: a profile is keyed by its identities.
+    `updated_at` is the fragment's audit time, else its landing file's modification time
+    (`file_times`: `_source_file`, `modified_at`), at most `latest` (the end of the night the
+    run is for: a file delivered the next morning describes that night). A fragment without
+    `_id` gets one from its identities and that time, so a later export of the same person
+    is a new fragment and the same file read twice is the same one."""
+    def _apply(profiles: DataFrame) -> DataFrame:
+        audited = F.coalesce(*[F.try_to_timestamp(F.col(field)) for field in PROFILE_TIME_FIELDS])
+        with_time = (profiles.join(F.broadcast(file_times.withColumnRenamed("modified_at", "_file_time")),
+                                   SOURCE_FILE, "left")
+                     .withColumn("updated_at", F.coalesce(audited, F.least(F.col("_file_time"), F.lit(latest))))
+                     .drop("_file_time"))
+        keys = F.array_sort(F.transform(identities(F.col("identityMap")),
+                                        lambda ident: F.concat_ws(":", ident["namespace"], ident["id"])))
+        derived = F.concat(F.lit("identities:"), F.sha2(F.concat_ws("\u0000", keys), 256).substr(1, 32),
+                           F.lit("@"), F.date_format("updated_at", "yyyy-MM-dd'T'HH:mm:ss.SSSSSS"))
+        return with_time.withColumn("_id", F.when(_blank(F.col("_id")), derived).otherwise(F.col("_id")))
+    return _apply
 
 
 def later_repeats(records: DataFrame, key: str, order: Sequence[str]) -> DataFrame:

@@ -15,6 +15,7 @@ versions it has taken in, and each run resolves only the records inserted since.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime, time, timedelta, timezone
 from typing import Callable, Sequence
 
 import pyspark.sql.functions as F
@@ -24,14 +25,16 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import types as T
 
 from pipelines.core import lakehouse
+from pipelines.core.errors import BadInputError
 from pipelines.ingest import landing
 from pipelines.identity.graph import GRAPH_COLUMNS, IdentityRules, resolve, resolved_person
 from pipelines.ingest.landing import SOURCE_FILE
 from pipelines.ingest.parse import (REASON, bad_records, flag_records, good_records, later_repeats, parse_records,
-                                    quarantine_rows, register_normaliser, with_event_time, with_profile_time,
-                                    without)
+                                    profile_fragments, quarantine_rows, reason_kind, register_normaliser,
+                                    with_event_time, without)
 from pipelines.ingest.silver import flatten_events, merge_profile_fragments
 from pipelines.core.context import RunContext
+from pipelines.xdm.identity_map import namespace_codes
 from pipelines.xdm.schema import EXPERIENCE_EVENT, INDIVIDUAL_PROFILE
 
 CDF = {"delta.enableChangeDataFeed": "true"}
@@ -46,7 +49,8 @@ class BronzeKind:
     table: str                     # the bronze table's key
     schema: T.StructType
     time_column: str | None        # must parse as a time when set
-    finish: Callable[[DataFrame], DataFrame]   # typed columns added to good records
+    # Typed columns added to good records, given the batch's file times and the night's end.
+    finish: Callable[[DataFrame, datetime], Callable[[DataFrame], DataFrame]]
     keep_first_by: Sequence[str]   # which of a batch's repeated `_id`s is kept
     properties: dict[str, str]
     partition_by: Sequence[str] = ()
@@ -56,10 +60,11 @@ class BronzeKind:
 # filters on, a noticeable share of bronze's first write. Validation reads each
 # night's rows by `_ingest_run_date`, which that default missed (it comes after the XDM
 # fields); with its statistics Delta skips earlier nights' files instead of scanning them.
-EVENTS = BronzeKind("events", "bronze_events", EXPERIENCE_EVENT, "timestamp", with_event_time,
-                    ["timestamp", SOURCE_FILE], {**CDF, "delta.dataSkippingStatsColumns": "_ingest_run_date,timestamp"},
+EVENTS = BronzeKind("events", "bronze_events", EXPERIENCE_EVENT, "timestamp",
+                    lambda file_times, night_ends: with_event_time, ["timestamp", SOURCE_FILE],
+                    {**CDF, "delta.dataSkippingStatsColumns": "_ingest_run_date,timestamp"},
                     partition_by=["event_date"])
-PROFILES = BronzeKind("profiles", "bronze_profiles", INDIVIDUAL_PROFILE, None, with_profile_time,
+PROFILES = BronzeKind("profiles", "bronze_profiles", INDIVIDUAL_PROFILE, None, profile_fragments,
                       ["updated_at", SOURCE_FILE], {**CDF, "delta.dataSkippingStatsColumns": "_ingest_run_date"})
 
 GRAPH_SCHEMA = T.StructType(
@@ -79,22 +84,44 @@ def _ingest_kind(ctx: RunContext, bronze: BronzeKind, required: Sequence[str]) -
     """New landing files of one kind -> quarantine and bronze, then the ingested-files ledger."""
     cfg, spark, kind = ctx.cfg, ctx.spark, bronze.name
     folder = cfg.landing(kind)
-    lakehouse.require_folder(spark, folder, f"landing folder for {kind}")
+    counts = {"files_read": 0, "records_in": 0, "inserted": 0, "already_present": 0, "batch_duplicates": 0,
+              "quarantined": 0}
+    if not lakehouse.folder_exists(spark, folder):
+        # A source that exports events only (or profiles only) has no folder for the other kind.
+        ctx.progress(f"{kind}: no landing folder ({folder}); none of this kind tonight")
+        return {**counts, "landing_absent": 1}
     listed = landing.list_files(spark, folder)
     files = landing.new_files(spark, cfg.table("ingested_files"), kind, listed)
     ctx.progress(f"{kind}: {len(files)} new of {len(listed)} landing files")
-    counts = {"files_read": len(files), "records_in": 0, "inserted": 0, "already_present": 0,
-              "batch_duplicates": 0, "quarantined": 0}
+    counts["files_read"] = len(files)
     if not files:
         return counts
 
-    raw = landing.read_raw(spark, files, int(cfg.get("ingest.max_json_array_bytes")))
-    # Parse once: the flagged batch is cached and every outcome is read from it.
-    flagged = (raw.transform(parse_records(bronze.schema, cfg.get("identity.namespace_aliases", {}) or {}))
-               .transform(flag_records(required, bronze.time_column))
-               .persist(StorageLevel.MEMORY_AND_DISK))
-    # One row per file and reason: bounded by the files and the reasons, not the records.
-    outcome = flagged.groupBy(SOURCE_FILE, REASON).count().collect()
+    codes = namespace_codes(cfg.get("identity.namespace_priority"), cfg.get("identity.namespace_aliases", {}) or {})
+
+    def flagged_batch(broken: dict[str, str]) -> tuple[DataFrame, list]:
+        raw = landing.read_raw(spark, files, int(cfg.get("ingest.max_json_array_bytes")), broken)
+        # Parse once: the flagged batch is cached and every outcome is read from it.
+        batch = (raw.transform(parse_records(bronze.schema, codes))
+                 .transform(flag_records(required, bronze.time_column))
+                 .persist(StorageLevel.MEMORY_AND_DISK))
+        # One row per file and reason: bounded by the files and the reasons, not the records.
+        try:
+            return batch, batch.groupBy(SOURCE_FILE, REASON).count().collect()
+        except Exception:
+            batch.unpersist()
+            raise
+
+    try:
+        flagged, outcome = flagged_batch({})
+    except Exception:
+        # A file that cannot be read to its end (a truncated gzip) fails the whole read: find
+        # it, quarantine it as one record naming the error, and read the others.
+        broken = landing.unreadable(spark, files)
+        if not broken:
+            raise
+        ctx.progress(f"{kind}: {len(broken)} landing file(s) cannot be read: quarantined, the others go on")
+        flagged, outcome = flagged_batch(broken)
     per_file: dict[str, int] = {}
     by_reason: dict[str, int] = {}
     for row in outcome:
@@ -102,8 +129,11 @@ def _ingest_kind(ctx: RunContext, bronze: BronzeKind, required: Sequence[str]) -
         if row[REASON] is not None:
             by_reason[row[REASON]] = by_reason.get(row[REASON], 0) + row["count"]
     records_in, quarantined = sum(per_file.values()), sum(by_reason.values())
+    file_times = spark.createDataFrame([(f.path, f.modified_at.replace(tzinfo=timezone.utc)) for f in files],
+                                       f"{SOURCE_FILE} string, modified_at timestamp")
+    night_ends = datetime.combine(ctx.run_date, time.min) - timedelta(microseconds=1)
     good = (good_records(flagged, cfg.get("identity.namespace_priority"), ctx.run_date)
-            .transform(bronze.finish))
+            .transform(bronze.finish(file_times, night_ends)))
     # One row per repeat of an `_id` in the batch: read by the count and by the bronze write.
     repeats = later_repeats(good, "_id", bronze.keep_first_by).persist(StorageLevel.MEMORY_AND_DISK)
     batch_duplicates = repeats.count()
@@ -111,23 +141,48 @@ def _ingest_kind(ctx: RunContext, bronze: BronzeKind, required: Sequence[str]) -
     ctx.progress(f"{kind}: {records_in} records read, {quarantined} to quarantine")
 
     quarantine = bad_records(flagged).transform(quarantine_rows(kind, ctx.run_date))
-    lakehouse.insert_new(quarantine, cfg.table("quarantine"), keys=["record_key"])
+    lakehouse.insert_new(quarantine, cfg.table("quarantine"), keys=["record_key"],
+                         properties=lakehouse.stats_on("first_seen_run_date"))
     path = cfg.table(bronze.table)
     before = lakehouse.version(spark, path)
-    lakehouse.insert_new(without(good, repeats), path, keys=["_id"], partition_by=bronze.partition_by,
+    unique = without(good, repeats)
+    lakehouse.insert_new(unique, path, keys=["_id"], partition_by=bronze.partition_by,
                          properties=bronze.properties)
     inserted = _inserted_rows(spark, path, before)
+    # A re-delivered record whose content changed under an `_id` bronze holds: the first stays,
+    # and the changed ones are counted apart, so a correction sent as a redelivery is seen.
+    changed = (_changed_redeliveries(unique, spark.read.format("delta").option("versionAsOf", before).load(path))
+               if before is not None and unique_count > inserted else 0)
     flagged.unpersist()
     repeats.unpersist()
     # Last: a file counts as ingested only once its records are safely in.
     ledger = landing.ledger_rows(spark, kind, files, per_file, ctx.run_id, ctx.run_date)
     lakehouse.insert_new(ledger, cfg.table("ingested_files"), keys=["kind", "path", "size_bytes", "modified_at"])
     counts.update(records_in=records_in, inserted=inserted, already_present=unique_count - inserted,
-                  batch_duplicates=batch_duplicates, quarantined=quarantined)
-    counts.update({f"quarantined[{reason}]": n for reason, n in sorted(by_reason.items())})
-    ctx.progress(f"{kind}: {inserted} new rows, {counts['already_present']} already present, "
-                 f"{counts['batch_duplicates']} duplicates in the batch")
+                  changed_redelivered=changed, batch_duplicates=batch_duplicates, quarantined=quarantined)
+    # Per kind of problem: a night of truncated lines is one kind, not a line per column number.
+    by_problem: dict[str, int] = {}
+    for reason, n in by_reason.items():
+        by_problem[reason_kind(reason)] = by_problem.get(reason_kind(reason), 0) + n
+    counts.update({f"quarantined[{problem}]": n for problem, n in sorted(by_problem.items())})
+    ctx.progress(f"{kind}: {inserted} new rows, {counts['already_present']} already present"
+                 + (f" ({changed} of them with other content, kept as first delivered)" if changed else "")
+                 + f", {counts['batch_duplicates']} duplicates in the batch")
     return counts
+
+
+# Not content: where and when a record was ingested.
+DELIVERY_COLUMNS = ("_ingest_run_date", SOURCE_FILE)
+
+
+def _changed_redeliveries(batch: DataFrame, bronze: DataFrame) -> int:
+    """How many of the batch's records carry an `_id` bronze already holds, with other content."""
+    content = [c for c in batch.columns if c not in DELIVERY_COLUMNS and c in bronze.columns]
+
+    def digest(frame: DataFrame, name: str) -> DataFrame:
+        return frame.select("_id", F.sha2(F.to_json(F.struct(*content)), 256).alias(name))
+    pairs = digest(batch, "new").join(digest(bronze, "old"), "_id")
+    return pairs.where(F.col("new") != F.col("old")).count()
 
 
 def _synced_versions(spark: SparkSession, graph_path: str) -> dict[str, int]:
@@ -192,7 +247,8 @@ def build_silver(ctx: RunContext) -> dict[str, int]:
                  f"merged, {counts['identity_cuts']} links cut")
 
     lakehouse.insert_new(merges, cfg.table("identity_merges"), keys=["merged_person_id"])
-    lakehouse.insert_new(cuts, cfg.table("identity_cuts"), keys=["namespace", "id", "reason", "run_date"])
+    lakehouse.insert_new(cuts, cfg.table("identity_cuts"), keys=["namespace", "id", "reason", "run_date"],
+                         properties=lakehouse.stats_on("run_date"))
     if lakehouse.exists(spark, events_path) and counts["people_merged"]:
         (DeltaTable.forPath(spark, events_path).alias("t")
          .merge(merges.alias("m"), "t.person_id = m.merged_person_id")
@@ -214,7 +270,7 @@ def build_silver(ctx: RunContext) -> dict[str, int]:
 
 def _upsert_graph(spark: SparkSession, assignments: DataFrame, path: str) -> None:
     if not lakehouse.exists(spark, path):
-        lakehouse.overwrite(assignments, path)
+        lakehouse.overwrite(assignments, path, properties=lakehouse.stats_on("person_id"))
         return
     (DeltaTable.forPath(spark, path).alias("t")
      .merge(assignments.alias("s"), "t.namespace = s.namespace AND t.id = s.id")
@@ -231,13 +287,18 @@ def _rebuild_profiles(ctx: RunContext, rules: IdentityRules) -> None:
         return
     graph = lakehouse.read(spark, cfg.table("identity_graph"))
     fragments = lakehouse.read(spark, cfg.table(PROFILES.table)).transform(resolved_person(graph, rules.priority))
-    lakehouse.overwrite(fragments.transform(merge_profile_fragments), cfg.table("silver_profiles"))
+    lakehouse.overwrite(fragments.transform(merge_profile_fragments), cfg.table("silver_profiles"),
+                        properties=lakehouse.stats_on("person_id"))
 
 
 def run(ctx: RunContext) -> dict[str, float]:
     register_normaliser(ctx.spark)
+    folders = [ctx.cfg.landing(kind.name) for kind in (EVENTS, PROFILES)]
+    if not any(lakehouse.folder_exists(ctx.spark, folder) for folder in folders):
+        raise BadInputError(f"no landing folder: neither {folders[0]} nor {folders[1]} exists "
+                            "(lakehouse.landing sets them)")
     events = _ingest_kind(ctx, EVENTS, ctx.cfg.get("ingest.required_fields"))
-    profiles = _ingest_kind(ctx, PROFILES, ["_id"])
+    profiles = _ingest_kind(ctx, PROFILES, [])   # a profile record is keyed by its identities
     silver = build_silver(ctx)
     metrics = {f"events_{k}": v for k, v in events.items()}
     metrics.update({f"profiles_{k}": v for k, v in profiles.items()})

@@ -14,7 +14,8 @@ def flatten_events(events: DataFrame) -> DataFrame:
     """Events with `person_id` -> the facts features are built from.
 
     A purchase is an event of type `commerce.purchases` or with `commerce.purchases.value`
-    above zero; its revenue is `commerce.order.priceTotal`, else the sum of its items.
+    above zero; its revenue is `commerce.order.priceTotal`, else the sum of its items. A
+    product's category is XDM's `categoryName`, else the `name` some exports carry.
     """
     item_total = F.aggregate(
         F.coalesce(F.col("productListItems"), F.array()), F.lit(0.0),
@@ -24,7 +25,8 @@ def flatten_events(events: DataFrame) -> DataFrame:
                     | (_measure("web.webPageDetails.pageViews.value") > 0))
     categories = F.array_distinct(F.filter(F.flatten(F.transform(
         F.coalesce(F.col("productListItems"), F.array()),
-        lambda item: F.transform(F.coalesce(item["productCategories"], F.array()), lambda c: c["name"]))),
+        lambda item: F.transform(F.coalesce(item["productCategories"], F.array()),
+                                 lambda c: F.coalesce(c["categoryName"], c["name"])))),
         lambda name: name.isNotNull()))
     return events.select(
         "person_id",

@@ -7,13 +7,23 @@ from Spark's higher-order functions, so they run on executors without Python UDF
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import pyspark.sql.functions as F
 from pyspark.sql import Column
 
 # Rank given to a namespace missing from the priority list: after every listed one.
 UNLISTED_RANK = 1_000_000
+
+
+def namespace_codes(known: Sequence[str], aliases: Mapping[str, str]) -> dict[str, str]:
+    """How an identityMap key is read: lower-cased key -> the namespace code the pipeline uses.
+    The `known` codes (the priority list) match whatever their case (`EMAIL`, `email` ->
+    `Email`); `aliases` (conf's `identity.namespace_aliases`, also matched without case) map
+    other spellings, and the numeric ids of namespace URIs, to a code."""
+    codes = {str(code).lower(): str(code) for code in known}
+    codes.update({str(alias).lower(): str(code) for alias, code in aliases.items()})
+    return codes
 
 
 def identities(identity_map: Column) -> Column:

@@ -24,15 +24,21 @@ GEO = _struct(countryCode=T.StringType(), stateProvince=T.StringType(), city=T.S
 IDENTITY_ITEM = _struct(id=T.StringType(), primary=T.BooleanType(), authenticatedState=T.StringType())
 IDENTITY_MAP = T.MapType(T.StringType(), T.ArrayType(IDENTITY_ITEM))
 
-PRODUCT_CATEGORY = _struct(categoryID=T.StringType(), name=T.StringType(), hierarchy=T.StringType(),
-                           schema=T.StringType())
+# XDM's Category data type (categoryID, categoryName, categoryPath), and the `name`,
+# `hierarchy` and `schema` some exports carry instead of its name and path.
+PRODUCT_CATEGORY = _struct(categoryID=T.StringType(), categoryName=T.StringType(), categoryPath=T.StringType(),
+                           name=T.StringType(), hierarchy=T.StringType(), schema=T.StringType())
 SELECTED_OPTION = _struct(attribute=T.StringType(), value=T.StringType())
 PRODUCT_LIST_ITEM = _struct(
+    _id=T.StringType(),              # the line item (`@id` in the JSON-LD form)
     SKU=T.StringType(),
     name=T.StringType(),
     product=T.StringType(),
+    productImageUrl=T.StringType(),
     quantity=T.LongType(),
     priceTotal=T.DoubleType(),
+    discountAmount=T.DoubleType(),
+    refundAmount=T.DoubleType(),
     currencyCode=T.StringType(),
     productAddMethod=T.StringType(),
     productCategories=T.ArrayType(PRODUCT_CATEGORY),
@@ -50,10 +56,17 @@ ORDER = _struct(
     taxAmount=T.DoubleType(),
     discountAmount=T.DoubleType(),
     payments=T.ArrayType(PAYMENT),
+    createdDate=T.StringType(),
+    lastUpdatedDate=T.StringType(),
+    cancelDate=T.StringType(),
 )
 COMMERCE = _struct(
     order=ORDER,
+    promotionID=T.StringType(),
     purchases=MEASURE,
+    instantPurchase=MEASURE,
+    inStorePurchase=MEASURE,
+    cartAbandons=MEASURE,
     productViews=MEASURE,
     productListAdds=MEASURE,
     productListRemovals=MEASURE,
@@ -65,8 +78,12 @@ COMMERCE = _struct(
 )
 
 WEB = _struct(
-    webPageDetails=_struct(name=T.StringType(), URL=T.StringType(), siteSection=T.StringType(),
-                           server=T.StringType(), isHomePage=T.BooleanType(), pageViews=MEASURE),
+    webPageDetails=_struct(name=T.StringType(), viewName=T.StringType(), URL=T.StringType(),
+                           siteSection=T.StringType(), primarySiteSection=T.StringType(),
+                           primarySiteSectionID=T.StringType(), secondarySiteSection=T.StringType(),
+                           secondarySiteSectionID=T.StringType(), server=T.StringType(),
+                           isHomePage=T.BooleanType(), isErrorPage=T.BooleanType(), pageType=T.StringType(),
+                           previousPageType=T.StringType(), pageViews=MEASURE),
     webInteraction=_struct(name=T.StringType(), URL=T.StringType(), type=T.StringType(), linkClicks=MEASURE),
     webReferrer=_struct(URL=T.StringType(), type=T.StringType()),
 )
@@ -117,5 +134,7 @@ INDIVIDUAL_PROFILE = _struct(
     homeAddress=ADDRESS,
     workAddress=ADDRESS,
     mailingAddress=ADDRESS,
-    _repo=_struct(createDate=T.StringType(), lastModifiedDate=T.StringType()),
+    # Audit fields: when the fragment was made and last changed (`xdm:repo:...` in JSON-LD).
+    _repo=_struct(createDate=T.StringType(), lastModifiedDate=T.StringType(), modifyDate=T.StringType()),
+    modifiedAt=T.StringType(),
 )

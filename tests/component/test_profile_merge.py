@@ -1,18 +1,20 @@
 from datetime import date, datetime
 
+import pyspark.sql.functions as F
 import pytest
 
 from pipelines.core import lakehouse
 from pipelines.core.errors import BadInputError
 from pipelines.publish.changes import changes_since
-from pipelines.publish.profile_table import (aligned, ensure_table, merge_profiles, profile_rows, profile_schema,
-                                             value_attributes)
+from pipelines.publish.profile_table import (RunStamp, aligned, ensure_table, kept_from_the_table, merge_profiles,
+                                             profile_rows, profile_schema, value_attributes)
 
 SCHEMA = profile_schema(["convert"])
 # Every score row carries its person's factors (a model-specific one, to see it land in the right column).
 FACTORS_SQL = ("array(named_struct('feature', concat(model_name, '_signal'), 'value', 1.0D, 'contribution', 0.4D, "
                "'direction', 'raises', 'importance', 'medium')) as factors")
 RUN = datetime(2026, 1, 1)
+STAMP = RunStamp(date(2026, 1, 1), datetime(2026, 1, 1, 2), "r")
 
 
 FACTOR = [("recency", 3.0, -0.6, "lowers", "high")]
@@ -87,7 +89,7 @@ def test_scores_of_several_models_become_one_row_per_person(spark):
     identities = spark.createDataFrame([("a", "CRMID", "c-a")], "person_id string, primary_identity_namespace "
                                        "string, primary_identity_id string")
     rows = {r["person_id"]: r for r in profile_rows(
-        scores, identities, {"convert_propensity": "convert", "churn_propensity": "churn"}).collect()}
+        scores, identities, {"convert_propensity": "convert", "churn_propensity": "churn"}, [], STAMP).collect()}
     assert (rows["a"]["convert_probability"], rows["a"]["convert_model_version"], rows["a"]["churn_score"],
             rows["a"]["churn_bucket"], rows["a"]["primary_identity_id"]) == (0.8, 3, 10, "low", "c-a")
     assert ([f["feature"] for f in rows["a"]["convert_factors"]], [f["feature"] for f in rows["a"]["churn_factors"]]) \
@@ -124,7 +126,8 @@ def test_lifetime_values_join_the_scores_and_people_without_purchases_have_none(
                                        "primary_identity_id string")
     engagement = spark.createDataFrame([("a", 70), ("b", 5)], "person_id string, engagement_score int")
     rows = {r["person_id"]: r for r in profile_rows(scores, identities, {"convert_propensity": "convert"},
-                                                     [value_attributes(values, "ltv", "EUR"), engagement]).collect()}
+                                                     [value_attributes(values, "ltv", "EUR"), engagement],
+                                                     STAMP).collect()}
     assert (rows["a"]["engagement_score"], rows["b"]["engagement_score"]) == (70, 5)
     assert (rows["a"]["ltv_expected_value"], rows["a"]["ltv_p_alive"], rows["a"]["ltv_value_percentile"],
             rows["a"]["ltv_model_version"], rows["a"]["convert_score"], rows["a"]["ltv_currency"]) \
@@ -171,3 +174,30 @@ def test_changes_over_versions_written_without_the_change_feed_are_refused_namin
     merge_profiles(table, spark.createDataFrame([_row("a", 0.2, date(2026, 1, 2))], SCHEMA))
     with pytest.raises(BadInputError, match=f"{path} has no change feed for versions {taken + 1}.."):
         changes_since(spark, path, taken)
+
+
+def test_a_night_without_scores_still_publishes_the_other_insights(spark):
+    scores = spark.createDataFrame([], "person_id string, model_name string, probability double, score int, "
+                                   "percentile int, bucket string, model_version int").selectExpr("*", FACTORS_SQL)
+    identities = spark.createDataFrame([("a", "CRMID", "c-a")], "person_id string, primary_identity_namespace "
+                                       "string, primary_identity_id string")
+    engagement = spark.createDataFrame([("a", 70)], "person_id string, engagement_score int")
+    (row,) = profile_rows(scores, identities, {"convert_propensity": "convert"}, [engagement], STAMP).collect()
+    assert (row["person_id"], row["engagement_score"], row["convert_probability"], row["score_date"], row["run_id"]) \
+        == ("a", 70, None, date(2026, 1, 1), "r")
+
+
+def test_a_skipped_insight_keeps_what_the_table_holds_and_new_people_get_nothing(spark, lake):
+    path = lake.table("profile_enrichment")
+    table = ensure_table(spark, path, SCHEMA, change_data_feed=True)
+    merge_profiles(table, spark.createDataFrame([_row("a", 0.4, date(2026, 1, 1))], SCHEMA))
+    # Tonight the convert model was skipped: its columns come empty from tonight's rows.
+    tonight = (spark.createDataFrame([_row("a", 0.0, date(2026, 1, 2)), _row("new", 0.0, date(2026, 1, 2))], SCHEMA)
+               .withColumn("convert_probability", F.lit(None).cast("double"))
+               .withColumn("convert_score", F.lit(None).cast("int")))
+    kept = kept_from_the_table(tonight, table.toDF(), ["convert_probability", "convert_score"])
+    merge_profiles(table, kept)
+    rows = {r["person_id"]: r for r in lakehouse.read(spark, path).collect()}
+    assert (rows["a"]["convert_probability"], rows["a"]["convert_score"], rows["a"]["score_date"]) \
+        == (0.4, 40, date(2026, 1, 2))
+    assert (rows["new"]["convert_probability"], rows["new"]["convert_score"]) == (None, None)

@@ -165,10 +165,14 @@ def test_a_new_file_brings_late_events_and_redeliveries_are_merged(spark, tmp_pa
     cfg = load_config("local", overrides=[f"lakehouse.root={root}"])
     assert ingest(root) == 0
     (root / "landing" / "events" / "late.json").write_text("\n".join(json.dumps(r) for r in [
-        event("z1", "2025-12-24", ecid="e1"), event("a1", "2026-02-01", crm="c1", ecid="e1")]) + "\n")
+        event("z1", "2025-12-24", ecid="e1"), event("a1", "2026-02-01", crm="c1", ecid="e1"),
+        event("a2", "2026-02-02", ecid="e1", _acme={"loyalty": "platinum"})]) + "\n")   # a corrected a2
     assert ingest(root, date(2026, 3, 2)) == 0
     metrics = ledger_metrics(spark, cfg)
-    assert (metrics["events_files_read"], metrics["events_inserted"], metrics["events_already_present"]) == (1, 1, 1)
+    assert (metrics["events_files_read"], metrics["events_inserted"], metrics["events_already_present"],
+            metrics["events_changed_redelivered"]) == (1, 1, 2, 1)
+    kept = lakehouse.read(spark, cfg.table("bronze_events")).where("_id = 'a2'").first()["_rescued_data"]
+    assert "gold" in kept and "platinum" not in kept   # the first delivery stays
     late = lakehouse.read(spark, cfg.table("bronze_events")).where("event_date = '2025-12-24'")
     assert [r["_id"] for r in late.collect()] == ["z1"]
     silver = lakehouse.read(spark, cfg.table("silver_events"))
@@ -200,3 +204,21 @@ def test_killed_mid_ingest_a_rerun_leaves_the_tables_of_one_clean_run(spark, lan
     clean = snapshot(spark, clean_cfg)
     rerun = snapshot(spark, load_config("local", overrides=[f"lakehouse.root={crashed_root}"]))
     assert rerun == clean
+
+
+def test_a_truncated_gzip_file_is_quarantined_as_one_record_and_the_others_land(spark, tmp_path):
+    root = tmp_path / "lakehouse"
+    events = root / "landing" / "events"
+    events.mkdir(parents=True)
+    (events / "good.json").write_text(json.dumps(event("g1", "2026-02-01", ecid="e1")) + "\n")
+    whole = gzip.compress("".join(json.dumps(event(f"t{k}", "2026-02-02", ecid="e2")) + "\n"
+                                  for k in range(200)).encode())
+    (events / "cut.json.gz").write_bytes(whole[:len(whole) // 2])   # the transfer stopped half-way
+    assert ingest(root) == 0
+    cfg = load_config("local", overrides=[f"lakehouse.root={root}"])
+    (row,) = lakehouse.read(spark, cfg.table("quarantine")).collect()
+    assert row["source_file"].endswith("cut.json.gz") and row["reason"].startswith("unreadable file: ")
+    assert [r["_id"] for r in lakehouse.read(spark, cfg.table("bronze_events")).collect()] == ["g1"]
+    metrics = ledger_metrics(spark, cfg)
+    assert (metrics["events_records_in"], metrics["events_inserted"], metrics["events_quarantined"]) == (2, 1, 1)
+    assert metrics["events_quarantined[unreadable file]"] == 1

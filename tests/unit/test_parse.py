@@ -50,6 +50,9 @@ def test_each_bad_record_goes_to_quarantine_with_the_first_rule_it_breaks(spark)
         {**good, "_id": "no-time", "timestamp": None},
         {**good, "_id": "bad-time", "timestamp": "yesterday"},
         {**good, "_id": "no-identity", "identityMap": {}},
+        # Beyond a double's range: infinity would pass every min-only check downstream.
+        '{"_id": "huge", "timestamp": "2026-02-01T10:00:00Z", "eventType": "commerce.purchases", '
+        '"identityMap": {"ECID": [{"id": "e1"}]}, "commerce": {"order": {"priceTotal": 1e400}}}',
     ]
     good_rows, bad_rows = _split(spark, records)
     assert [r["_id"] for r in good_rows.collect()] == ["ok"]
@@ -58,7 +61,8 @@ def test_each_bad_record_goes_to_quarantine_with_the_first_rule_it_breaks(spark)
     assert len(truncated) == 1
     assert [r for r in reasons if r not in truncated] == sorted([
         "missing _id", "missing _id", "missing timestamp", REASON_BAD_TIMESTAMP, REASON_NO_IDENTITY,
-        "wrong type: commerce.order.priceTotal must be a number, got a string"])
+        "wrong type: commerce.order.priceTotal must be a number, got a string",
+        "wrong type: commerce.order.priceTotal must be a finite number, got a number"])
     assert bad_rows.where(F.col("raw").isNull() | F.col("source_file").isNull()).count() == 0
 
 

@@ -18,6 +18,7 @@ import java.util.HashMap;
 import java.util.Iterator;
 import java.util.LinkedHashMap;
 import java.util.List;
+import java.util.Locale;
 import java.util.Map;
 import org.apache.spark.sql.Row;
 import org.apache.spark.sql.RowFactory;
@@ -32,15 +33,16 @@ import org.apache.spark.sql.api.java.UDF3;
  * {@code xdm:identityMap: {"https://.../namespace/4": [{"xdm:id": ...}]}}). The record is
  * walked against the Spark schema of the export form: keys lose their {@code xdm:} prefix,
  * {@code @x} becomes {@code _x}, identity namespaces given as URIs become codes (last path
- * segment, then the alias table), so one event gives the same row whatever its form.
+ * segment), and every namespace key is looked up without case in the codes table, so one event
+ * gives the same row whatever its form and whoever spelt its namespaces.
  *
  * <p>Fields the schema does not know come back as rescued data, a JSON object from dotted path
  * to value; nothing is dropped except {@code @context}, which only describes the serialisation.
  * A known field of the wrong type is an error naming the field. Numbers in string fields (a
  * numeric SKU) are kept as their text; integral doubles in integer fields become integers.
  *
- * <p>Arguments: the raw bytes of the record, the schema as Spark's JSON, the namespace aliases
- * as a JSON object. Returns struct&lt;record, rescued, error&gt;, exactly one of record and
+ * <p>Arguments: the raw bytes of the record, the schema as Spark's JSON, and the namespace
+ * codes as a JSON object from lower-cased identityMap keys to the codes the pipeline uses. Returns struct&lt;record, rescued, error&gt;, exactly one of record and
  * error set; {@code record} is a row of the schema, built straight from the walked tree (every
  * leaf was type-checked on the way), so the record is parsed once, not written back to JSON
  * text for {@code from_json} to parse again. Written in Java because it runs once per record:
@@ -126,10 +128,11 @@ public final class NormaliseRecord implements UDF3<byte[], String, String, Row> 
     return key;
   }
 
+  /** The namespace code of an identityMap key: a URI's last segment, looked up without case. */
   private String namespace(String key) {
     String trimmed = key.endsWith("/") ? key.substring(0, key.length() - 1) : key;
     String code = trimmed.contains("/") ? trimmed.substring(trimmed.lastIndexOf('/') + 1) : trimmed;
-    return aliases.getOrDefault(code, code);
+    return aliases.getOrDefault(code.toLowerCase(Locale.ROOT), code);
   }
 
   private ObjectNode struct(ObjectNode value, Struct shape, String path, ObjectNode rescued) throws WrongType {
@@ -142,6 +145,20 @@ public final class NormaliseRecord implements UDF3<byte[], String, String, Row> 
         continue;
       }
       Shape known = shape.fields.get(name);
+      int colon = name.indexOf(':');
+      if (known == null && colon > 0 && inner(shape, name, colon) != null) {
+        // A compact name for a nested field (`xdm:repo:lastModifiedDate` is `_repo.lastModifiedDate`).
+        String outer = "_" + name.substring(0, colon);
+        String leaf = name.substring(colon + 1);
+        ObjectNode holder = out.has(outer) && out.get(outer).isObject() ? (ObjectNode) out.get(outer)
+            : NODES.objectNode();
+        JsonNode walked = walk(field.getValue(), inner(shape, name, colon), join(join(path, outer), leaf), rescued);
+        if (walked != null && !holder.has(leaf)) {
+          holder.set(leaf, walked);
+          out.set(outer, holder);
+        }
+        continue;
+      }
       if (out.has(name)) {
         // The same field twice (`timestamp` and `xdm:timestamp`): the first wins, the other is
         // kept under the key it came with.
@@ -156,6 +173,13 @@ public final class NormaliseRecord implements UDF3<byte[], String, String, Row> 
       }
     }
     return out;
+  }
+
+  /** The shape of {@code name}'s nested field when it is a compact name ({@code repo:x} for
+   * {@code _repo.x}) of a field the struct has; else null. */
+  private static Shape inner(Struct shape, String name, int colon) {
+    Shape outer = shape.fields.get("_" + name.substring(0, colon));
+    return outer instanceof Struct ? ((Struct) outer).fields.get(name.substring(colon + 1)) : null;
   }
 
   private JsonNode walk(JsonNode value, Shape shape, String path, ObjectNode rescued) throws WrongType {
@@ -262,10 +286,15 @@ public final class NormaliseRecord implements UDF3<byte[], String, String, Row> 
         throw new WrongType(path, "a string", value);
       case "double":
       case "float":
-        if (value.isNumber()) {
-          return NODES.numberNode(value.doubleValue());
+        // A number beyond a double's range (1e400) reads as infinity, which passes every
+        // min-only check downstream: it is a wrong value, not a very large one.
+        if (!value.isNumber()) {
+          throw new WrongType(path, "a number", value);
         }
-        throw new WrongType(path, "a number", value);
+        if (!Double.isFinite(value.doubleValue())) {
+          throw new WrongType(path, "a finite number", value);
+        }
+        return NODES.numberNode(value.doubleValue());
       case "long":
       case "integer":
         JsonNode integral = null;
