@@ -26,6 +26,8 @@ class RunContext:
     scheduled: bool = False   # the nightly: models retrain on their cadence, not every run
     invocation: str = ""      # this `enrich` command run's id, on its ledger rows
     command: str = ""         # nightly, backfill, or a step's name
+    # Models retrained tonight because their scores drifted: if they still drift, they are skipped.
+    retrained_for_drift: frozenset[str] = frozenset()
     _t0: float = field(default_factory=time.monotonic)
 
     def progress(self, message: str) -> None:

@@ -12,12 +12,12 @@ import json
 from dataclasses import asdict, dataclass
 
 from mlflow import MlflowClient
-from mlflow.exceptions import MlflowException
 
 from pipelines.core import lakehouse
 from pipelines.core.config import Config
 from pipelines.models import custom, registry
-from pipelines.models.specs import AFFINITY, LIFETIME_VALUE, OTHER_MODELS, SEGMENTS, all_specs, enabled, model_names
+from pipelines.models.specs import (AFFINITY, LIFETIME_VALUE, OTHER_MODELS, SEGMENTS, all_specs, enabled,
+                                   model_names, unlisted_models)
 
 # What each kind of model is judged by, as the version tags name it, and how it is shown.
 HEADLINES = {
@@ -55,10 +55,7 @@ def entries(cfg: Config) -> list[ModelEntry]:
 
 
 def _entry(key: str, kind: str, name: str, headline) -> ModelEntry:
-    try:
-        versions = MlflowClient().search_model_versions(f"name = '{name}'")
-    except MlflowException:
-        versions = []
+    versions = MlflowClient().search_model_versions(f"name = '{name}'")
     latest = max(versions, key=lambda v: int(v.version)) if versions else None
     champion = registry.champion(name)
     tags = latest.tags if latest else {}
@@ -90,6 +87,7 @@ def validate(spark, cfg: Config, only: str | None) -> list[str]:
     Expressions are analysed against silver/events' columns; when the table holds events,
     a label that holds for nobody over the whole history is a problem too."""
     specs, problems = all_specs(cfg)
+    problems += unlisted_models(cfg)
     if only is not None:
         problems = [p for p in problems if p.startswith(f"models.{only}.") or f"{only!r}" in p
                     or p.startswith("models:")]

@@ -36,20 +36,30 @@ def connect(cfg: Config) -> str:
 
 def version_trained_for(model_name: str, run_date: str) -> ModelVersion | None:
     """The registered version trained for `run_date`, if any (keeps train idempotent)."""
-    client = MlflowClient()
-    try:
-        versions = client.search_model_versions(f"name = '{model_name}'")
-    except MlflowException:
-        return None
+    # A failed search is an error, not "none trained": reading it as none would train again,
+    # or skip a model, on a tracking server's bad minute.
+    versions = MlflowClient().search_model_versions(f"name = '{model_name}'")
     matches = [v for v in versions if v.tags.get(RUN_DATE_TAG) == run_date]
     return max(matches, key=lambda v: int(v.version)) if matches else None
 
 
 def champion(model_name: str) -> ModelVersion | None:
+    """The champion version; None only when the model or its alias does not exist. Any other
+    failure (a tracking server that does not answer) is raised: read as "no champion", it
+    would skip the model and clear its profile columns, or promote a worse version."""
     try:
         return MlflowClient().get_model_version_by_alias(model_name, CHAMPION)
-    except MlflowException:
-        return None
+    except MlflowException as err:
+        if _not_found(err):
+            return None
+        raise
+
+
+def _not_found(err: MlflowException) -> bool:
+    # A missing model is RESOURCE_DOES_NOT_EXIST; a missing alias, INVALID_PARAMETER_VALUE
+    # with "not found" (so the stores word it, locally and over REST).
+    return err.error_code == "RESOURCE_DOES_NOT_EXIST" or (
+        err.error_code == "INVALID_PARAMETER_VALUE" and "not found" in str(err))
 
 
 def require_champion(model_name: str) -> ModelVersion:

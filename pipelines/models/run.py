@@ -13,7 +13,8 @@ from pyspark.sql import DataFrame
 from pipelines.core.context import RunContext
 from pipelines.core.errors import BadInputError
 from pipelines.models import custom, registry
-from pipelines.models.specs import AFFINITY, LIFETIME_VALUE, SEGMENTS, ModelSpec, enabled, model_specs
+from pipelines.models.specs import (AFFINITY, LIFETIME_VALUE, SEGMENTS, ModelSpec, enabled, model_specs,
+                                   unlisted_models)
 from pipelines.models.training import lifecycle
 from pipelines.models.training.affinity import AffinityTrainer
 from pipelines.models.training.classifier import ClassifierTrainer
@@ -65,6 +66,8 @@ def run(ctx: RunContext) -> dict:
         # so a night on which no model is due reads nothing.
         events = PinnedEvents.read(ctx)
         check_custom_definitions(ctx, model_specs(ctx.cfg, ctx.model), events.frame)
+        for problem in unlisted_models(ctx.cfg):
+            ctx.progress(f"warning: {problem}")
         per_model = {}
         try:
             for trainer in trainers(ctx, checks, events):

@@ -39,6 +39,7 @@ class ModelSpec:
     purchased_within_days: int | None  # eligibility: a purchase this recently (None: everyone)
     retrain_every_days: int
     definition: custom.CustomDefinition | None = None   # custom models only
+    required: bool = False            # without a champion tonight: block the night (exit 3), not skip it
 
     @property
     def is_custom(self) -> bool:
@@ -96,11 +97,30 @@ def enabled(cfg: Config, key: str) -> bool:
     return bool(cfg.get(f"models.{key}.enabled", False))
 
 
+def required(cfg: Config, key: str) -> bool:
+    """`models.<key>.required`: a model the night cannot do without. Any other model that
+    cannot be trained or scored tonight is skipped with its reason, and the rest go on."""
+    value = cfg.get(f"models.{key}.required", False)
+    if not isinstance(value, bool):
+        raise BadInputError(f"models.{key}.required must be true or false, got {value!r}")
+    return value
+
+
 def custom_keys(cfg: Config) -> list[str]:
     keys = cfg.get("models.custom") or []
     if not isinstance(keys, list):
         raise BadInputError(f"models.custom must be a list of model names, got {keys!r}")
     return [str(k) for k in keys]
+
+
+def unlisted_models(cfg: Config) -> list[str]:
+    """What is wrong with each custom-looking definition (a `kind:`) under `models` that
+    neither `models.custom` nor the built-ins name: it would be silently ignored."""
+    models = cfg.get("models") or {}
+    named = set(custom_keys(cfg)) | set(models.get("propensity") or []) | set(OTHER_MODELS)
+    return [f"models.{key} is defined (kind: {value.get('kind')}) but not listed in models.custom, so it is "
+            "neither trained nor scored: list it there, or remove it"
+            for key, value in models.items() if isinstance(value, dict) and "kind" in value and key not in named]
 
 
 def model_names(cfg: Config) -> list[str]:
@@ -178,7 +198,7 @@ def _custom_spec(cfg: Config, key: str) -> tuple[ModelSpec | None, list[str]]:
     return ModelSpec(key=key, registered_name=str(model["registered_name"]), target=CUSTOM,
                           prefix=str(model["profile_prefix"]), horizon_days=int(model["horizon_days"]),
                           purchased_within_days=None, retrain_every_days=int(model.get("retrain_every_days") or 1),
-                          definition=definition), []
+                          definition=definition, required=required(cfg, key)), []
 
 
 def _spec(cfg: Config, key: str) -> ModelSpec:
@@ -195,4 +215,4 @@ def _spec(cfg: Config, key: str) -> ModelSpec:
     return ModelSpec(key=key, registered_name=str(model["registered_name"]), target=target,
                           prefix=str(model["profile_prefix"]), horizon_days=int(model["horizon_days"]),
                           purchased_within_days=None if within is None else int(within),
-                          retrain_every_days=int(model.get("retrain_every_days") or 1))
+                          retrain_every_days=int(model.get("retrain_every_days") or 1), required=required(cfg, key))

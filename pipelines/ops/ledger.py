@@ -73,7 +73,8 @@ def record_step(ctx: RunContext, status: str, started: datetime, ended: datetime
     row = (ctx.run_id, ctx.run_date, ctx.clock, ctx.step, status, started, ended, (ended - started).total_seconds(),
            numbers, json.dumps(others, default=str, sort_keys=True), message, ctx.invocation, ctx.command)
     # Ledgers of earlier releases lack the newer columns; appending adds them.
-    lakehouse.append(spark.createDataFrame([row], LEDGER_SCHEMA), cfg.table("runs"), merge_schema=True)
+    lakehouse.append(spark.createDataFrame([row], LEDGER_SCHEMA), cfg.table("runs"), merge_schema=True,
+                     properties=lakehouse.stats_on("run_date", "step"))
 
 
 def run_clock(spark: SparkSession, cfg: Config, run_date: date, default: datetime) -> datetime:

@@ -11,6 +11,7 @@ from pipelines.core import lakehouse
 from pipelines.core import plots
 from pipelines.models.specs import propensity_specs
 from pipelines.core.context import RunContext
+from pipelines.ops.summary import quarantine_kinds
 
 
 def _img(fig, alt: str) -> str:
@@ -84,8 +85,22 @@ def write_report(ctx: RunContext, outputs: dict[str, dict], counts: dict) -> str
                 "<h2>Rows per table</h2>", _rows_table(counts),
                 "<h2>Steps</h2>",
                 _rows_table({step: ", ".join(f"{k}={v}" for k, v in sorted(out.items())
-                                             if isinstance(v, (int, float, str)))
+                                             if isinstance(v, (int, float, str)) and "_quarantined[" not in k)
                              for step, out in outputs.items()})]
+    kinds = quarantine_kinds(outputs.get("ingest", {}))
+    if kinds:
+        sections.append("<h2>Quarantine</h2><p>Records set aside tonight, by kind of problem; each row of "
+                        "<code>bronze/quarantine</code> carries the detail and the raw record.</p>")
+        sections.append(_rows_table({f"{kind}: {problem}": n for (kind, problem), n in kinds.items()}))
+    skipped = {key: out["gate"] for key, out in trained.items()
+               if out.get("gate") and out.get("champion_version") is None}
+    kept = outputs.get("publish", {}).get("kept_from_earlier") or []
+    if skipped or kept:
+        sections.append("<h2>Skipped tonight</h2><p>Each insight below could not be learnt or scored tonight; the "
+                        "others were published. Its profile columns keep their last values.</p>")
+        sections.append("<ul>" + "".join(f"<li>{html.escape(k)}: {html.escape(v)}</li>" for k, v in skipped.items())
+                        + "".join(f"<li>{html.escape(p)}: not scored tonight</li>" for p in kept
+                                  if not any(p in k for k in skipped)) + "</ul>")
     if trained:
         sections.append("<h2>Models</h2>")
         for key, out in trained.items():

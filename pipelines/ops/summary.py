@@ -34,10 +34,24 @@ def print_summary(ctx: RunContext, outputs: dict[str, dict]) -> None:
                      f"{outputs['ingest']['events_inserted']} new, "
                      f"{outputs['ingest']['events_already_present'] + outputs['ingest']['events_batch_duplicates']}"
                      f" duplicates, {quarantined} quarantined")
+        for kind in ("events", "profiles"):
+            if outputs["ingest"].get(f"{kind}_changed_redelivered"):
+                lines.append(f"  {kind}: {outputs['ingest'][f'{kind}_changed_redelivered']:.0f} re-delivered under an "
+                             "_id already held, with other content: the first delivery is kept")
+    ingest = outputs.get("ingest", {})
+    kinds = quarantine_kinds(ingest)
+    if kinds:
+        lines.append("  quarantined: " + "; ".join(f"{kind} {problem} {n}" for (kind, problem), n in kinds.items()))
+    absent = [kind for kind in ("events", "profiles") if ingest.get(f"{kind}_landing_absent")]
+    if absent:
+        lines.append(f"landing: no {' and no '.join(absent)} folder; the night ran on what there is")
     for key, model in train.get("models", {}).items():
         lines.append(_model_line(key, model))
         if model.get("gate"):
             lines.append(f"  model gate: {model['gate']}")
+    kept = outputs.get("publish", {}).get("kept_from_earlier")
+    if kept:
+        lines.append(f"skipped tonight, their profile columns kept from earlier nights: {', '.join(kept)}")
     checks = sum(int(out.get("dq_checks", 0)) for out in outputs.values())
     warnings = [w for out in outputs.values() for w in out.get("quality_warnings", [])]
     lines.append(f"quality: {checks} checks, {len(warnings)} warning(s); "
@@ -81,3 +95,13 @@ def _model_line(key: str, model: dict) -> str:
     if model.get("mlflow_run_id"):
         line += f", mlflow run {model['mlflow_run_id']}"
     return line
+
+
+def quarantine_kinds(ingest: dict) -> dict[tuple[str, str], int]:
+    """(record kind, kind of problem) -> records quarantined, from the ingest step's outputs."""
+    found = {}
+    for key, n in sorted(ingest.items()):
+        kind, _, rest = key.partition("_quarantined[")
+        if rest.endswith("]") and n:
+            found[(kind, rest[:-1])] = int(n)
+    return found

@@ -9,7 +9,9 @@ and `expired_on` is set, in the same MERGE: stale insights do not linger on a pr
 
 from __future__ import annotations
 
-from datetime import date
+from dataclasses import dataclass
+from datetime import date, datetime
+from functools import reduce
 from typing import Mapping, Sequence
 
 import pyspark.sql.functions as F
@@ -94,35 +96,73 @@ def prediction_attributes(rows: DataFrame, prefixes: Mapping[str, str]) -> DataF
         for name, prefix in prefixes.items() for column, kind in PREDICTION_FIELDS])
 
 
+def insight_columns(kind: str, prefix: str) -> list[str]:
+    """The profile columns one insight writes, by its kind: `propensity` (classifiers),
+    `prediction` (custom regressors), `lifetime_value`, `affinity`, `segments`."""
+    names = {"propensity": [name for name, _ in MODEL_FIELDS],
+             "prediction": [name for name, _ in PREDICTION_FIELDS],
+             "lifetime_value": [name for name, _ in VALUE_FIELDS] + ["currency"],
+             "affinity": ["top_categories", "top_category", "model_version"],
+             "segments": ["id", "name", "model_version"]}[kind]
+    return [f"{prefix}_{name}" for name in names]
+
+
 def attribute_fields(attributes: Sequence[DataFrame]) -> list[T.StructField]:
     # Nullable whatever the frame says: a person an insight does not cover has nulls there.
     return [T.StructField(f.name, f.dataType, True) for frame in attributes for f in frame.schema.fields
             if f.name != KEY]
 
 
+@dataclass(frozen=True)
+class RunStamp:
+    """When and by which run the profile rows of a night were made."""
+    score_date: date
+    scored_at: datetime
+    run_id: str
+
+
 def profile_rows(scores: DataFrame, primary_identities: DataFrame, prefixes: Mapping[str, str],
-                 attributes: Sequence[DataFrame] = ()) -> DataFrame:
+                 attributes: Sequence[DataFrame], stamp: RunStamp) -> DataFrame:
     """Scores of one date (a row per person and model; `prefixes` maps model_name to its
     profile prefix), other insights (`attributes`: frames of person_id and ready-named
-    columns) and each person's primary identity -> one row per person in the profile
-    table's shape. An insight that has nothing for a person (not eligible) leaves its
-    columns null."""
+    columns) and each person's primary identity -> one row per person any of them covers,
+    in the profile table's shape. An insight that has nothing for a person (not eligible)
+    leaves its columns null."""
     per_model = [F.max(F.when(F.col("model_name") == F.lit(name), F.col(column))).cast(kind).alias(f"{prefix}_{column}")
                  for name, prefix in prefixes.items() for column, kind in MODEL_FIELDS]
-    wide = (scores.groupBy("person_id", "score_date")
-            .agg(*per_model, F.max("as_of_date").alias("as_of_date"), F.max("scored_at").alias("scored_at"),
-                 F.max("run_id").alias("run_id")))
-    joined = wide.join(primary_identities, "person_id", "left")
+    wide = scores.groupBy("person_id").agg(*per_model) if per_model else scores.select("person_id").distinct()
+    # Everyone an insight covers tonight: a night whose propensities were all skipped still
+    # publishes lifetime values, segments and engagement.
+    people = reduce(DataFrame.union, [scores.select("person_id")] + [f.select("person_id") for f in attributes])
+    joined = people.distinct().join(wide, "person_id", "left").join(primary_identities, "person_id", "left")
     for frame in attributes:
         joined = joined.join(frame, "person_id", "left")
-    joined = joined.withColumn("expired_on", F.lit(None).cast("date"))   # freshly scored
+    joined = (joined.withColumn("score_date", F.lit(stamp.score_date).cast("date"))
+              .withColumn("as_of_date", F.lit(stamp.score_date).cast("date"))
+              .withColumn("scored_at", F.lit(stamp.scored_at).cast("timestamp"))
+              .withColumn("run_id", F.lit(stamp.run_id))
+              .withColumn("expired_on", F.lit(None).cast("date")))   # freshly scored
     schema = profile_schema(list(prefixes.values()), attribute_fields(attributes))
     return joined.select(*[f.name for f in schema.fields])
 
 
+def kept_from_the_table(rows: DataFrame, table: DataFrame, columns: Sequence[str]) -> DataFrame:
+    """`rows` whose `columns` hold what the table holds for each person (null for people it
+    does not have yet): the columns of an insight skipped tonight keep their last values."""
+    if not columns:
+        return rows
+    current = table.select(KEY, *[F.col(c).alias(f"_kept_{c}") for c in columns])
+    kept = rows.join(current, KEY, "left")
+    for column in columns:
+        kept = kept.withColumn(column, F.col(f"_kept_{column}"))
+    return kept.select(*rows.columns)
+
+
 def ensure_table(spark: SparkSession, path: str, schema: T.StructType, change_data_feed: bool) -> DeltaTable:
     """The profile table, created on first use; columns of newly configured models are added."""
-    builder = DeltaTable.createIfNotExists(spark).location(path).addColumns(schema)
+    # Statistics on the key and date only: the primary identity is personal (see lakehouse.STATS_ONLY_ON).
+    builder = (DeltaTable.createIfNotExists(spark).location(path).addColumns(schema)
+               .property("delta.dataSkippingStatsColumns", f"{KEY},{ORDER}"))
     if change_data_feed:
         builder = builder.property("delta.enableChangeDataFeed", "true")
     table = builder.execute()

@@ -81,7 +81,12 @@ def drift_outcomes(reference: Reference, current: Sequence[DataFrame], threshold
     if missing:
         raise ValueError(f"drift: tonight's population lacks the reference columns {missing}")
     outcomes = []
+    # Features that grow with the calendar for everyone (tenure) move every night however
+    # healthy the population: conf leaves them out.
+    calendar = set(thresholds.get("calendar_features") or [])
     for column, ref in reference.items():
+        if column in calendar:
+            continue
         limits = thresholds["score" if column == score_column else "features"]
         value = psi(ref["shares"], shares[column])
         warning, error = limits.get("warning"), limits.get("error")

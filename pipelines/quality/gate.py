@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from dataclasses import replace
 
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame
@@ -67,8 +68,12 @@ class QualityChecks:
         self.record()
         return False
 
-    def run_suite(self, suite_name: str, df: DataFrame, parameters: dict | None = None) -> None:
-        """Validate `df` with conf/gx/<suite_name>.json (severities from conf)."""
+    def run_suite(self, suite_name: str, df: DataFrame, parameters: dict | None = None,
+                  blocking: bool = True) -> list[ExpectationOutcome]:
+        """Validate `df` with conf/gx/<suite_name>.json (severities from conf); the outcomes.
+        With `blocking` off, an error-level failure is recorded as a warning, and the caller
+        decides from the outcomes returned (a model that cannot be trained tonight is skipped,
+        it does not stop the night)."""
         cfg, started = self.ctx.cfg, time.monotonic()
         path = cfg.project_path(cfg.get("quality.suite_dir")) / f"{suite_name}.json"
         suite = load_suite(path, cfg.get(f"quality.severity.{suite_name}", {}) or {},
@@ -86,7 +91,9 @@ class QualityChecks:
                                 run_name=self.ctx.run_id, index_limit=int(cfg.get("quality.data_docs_index_limit")))
         finally:
             df.unpersist()
-        self.add(outcomes, time.monotonic() - started)
+        recorded = outcomes if blocking else [replace(o, severity="warning") if o.blocks else o for o in outcomes]
+        self.add(recorded, time.monotonic() - started)
+        return outcomes
 
     def add(self, outcomes: list[ExpectationOutcome], seconds: float) -> None:
         """Record outcomes computed elsewhere (drift, for one) with the time they took."""
@@ -104,8 +111,9 @@ class QualityChecks:
         """Append the outcomes not written yet to `ops/dq_results`."""
         if self.unrecorded:
             rows, self.unrecorded = self.unrecorded, []
+            # Samples may quote personal values: no statistics on them (see lakehouse.STATS_ONLY_ON).
             lakehouse.append(self.ctx.spark.createDataFrame(rows, DQ_SCHEMA), self.ctx.cfg.table("dq_results"),
-                             merge_schema=True)
+                             merge_schema=True, properties=lakehouse.stats_on("run_date"))
 
     def enforce(self) -> None:
         """Stop the run (exit code 3) when an error-level check failed, naming each one."""

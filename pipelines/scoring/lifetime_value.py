@@ -12,6 +12,8 @@ from pipelines.models import registry
 from pipelines.models.lifetime_value import purchase_summary, with_lifetime_value
 from pipelines.models.artifacts import REGRESSOR, lifetime_value_model
 from pipelines.models.specs import LIFETIME_VALUE as KEY
+from pipelines.models.specs import required
+from pipelines.scoring.champions import champion_or_skip
 from pipelines.models.value_regressor import non_negative_value
 from pipelines.core.context import RunContext
 from pipelines.quality.gate import QualityChecks
@@ -24,7 +26,9 @@ def score(ctx: RunContext, checks: QualityChecks, features: DataFrame) -> dict:
     event in the look-back); write the date's rows in one transaction, then check them."""
     cfg, spark = ctx.cfg, ctx.spark
     name = str(cfg.get(f"models.{KEY}.registered_name"))
-    champion = registry.require_champion(name)
+    champion = champion_or_skip(checks, KEY, name, required(cfg, KEY))
+    if champion is None:
+        return {}
     value = lifetime_value_model(champion.run_id)
     active = features.select("person_id")
     summary = (lakehouse.read(spark, cfg.table("silver_events"), "ingest")

@@ -10,10 +10,10 @@ the propensities, into gold/scores."""
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from functools import reduce
 
 import pyspark.sql.functions as F
-from mlflow.entities.model_registry import ModelVersion
 from pyspark.sql import DataFrame
 
 from pipelines.core import lakehouse
@@ -27,6 +27,7 @@ from pipelines.quality.suites import ExpectationOutcome
 from pipelines.quality.views import scores_view
 from pipelines.core.errors import BadInputError
 from pipelines.scoring import affinity, lifetime_value, segments
+from pipelines.scoring.champions import champion_or_skip
 from pipelines.scoring.factors import FACTORS_TYPE, explainable, tree_ensemble, with_factors
 from pipelines.models.regression import PREDICTION
 from pipelines.scoring.scores import (bucket, percentile_cut_points, percentile_from_cut_points, with_provenance,
@@ -37,67 +38,60 @@ def run(ctx: RunContext) -> dict:
     cfg, spark = ctx.cfg, ctx.spark
     registry.connect(cfg)
     every_spec = model_specs(cfg)   # conf's models parsed once: classifiers here, regressors in _predict
-    specs = [spec for spec in every_spec if not spec.is_regressor]
-    champions, unscored = _with_champions(specs)
-    specs = [spec for spec in specs if spec.key in champions]
-    features = (lakehouse.read(spark, cfg.table("features"), "features")
-                .where(F.col("as_of_date") == F.lit(ctx.run_date)))
-    extras = _extra_features(ctx, every_spec)
-    inputs = _model_inputs(specs, features, extras)
-    scored, counts = [], {}
-    for spec in specs:
-        champion = champions[spec.key]
-        model = registry.load_spark_model(spec.registered_name, champion.version)
-        scored.append(_score(ctx, spec, champion, model, inputs[spec.key]))
-        counts[spec.key] = scored[-1][1].count()
-    path = cfg.table("scores")
-    lakehouse.replace_where(reduce(DataFrame.unionByName, [rows for rows, _ in scored]), path,
-                            f"score_date = '{ctx.run_date.isoformat()}'", partition_by=["score_date"],
-                            merge_schema=True)
-    for spec in specs:
-        ctx.progress(f"{counts[spec.key]} people scored with {spec.registered_name} v{champions[spec.key].version}")
-
     with QualityChecks(ctx) as checks:
-        checks.add(unscored, 0.0)
-        stored = lakehouse.read(spark, path).where(F.col("score_date") == F.lit(ctx.run_date))
-        eligible = reduce(DataFrame.unionByName, [
-            features.where(spec.eligible()).select("person_id", F.lit(spec.registered_name).alias("model_name"))
-            for spec in specs])
-        checks.run_suite("scores", stored.transform(scores_view(eligible)))
-        for spec, (_, probabilities) in zip(specs, scored, strict=True):
-            _check_drift(ctx, checks, spec, champions[spec.key], inputs[spec.key], probabilities)
+        # Each classifier's champion; one without a champion is skipped tonight (see champions.py).
+        champions = {spec.key: version for spec in every_spec if not spec.is_regressor
+                     and (version := champion_or_skip(checks, spec.key, spec.registered_name, spec.required))}
+        specs = [spec for spec in every_spec if spec.key in champions]
+        features = (lakehouse.read(spark, cfg.table("features"), "features")
+                    .where(F.col("as_of_date") == F.lit(ctx.run_date)))
+        extras = _extra_features(ctx, every_spec)
+        inputs = _model_inputs(specs, features, extras)
+        scored, counts, drifted = [], {}, []
+        for spec in list(specs):
+            champion = champions[spec.key]
+            model = registry.load_spark_model(spec.registered_name, champion.version)
+            rows, probabilities = _score(ctx, spec, champion, model, inputs[spec.key])
+            verdict = _judge_drift(ctx, checks, spec, champion, inputs[spec.key], probabilities)
+            if verdict != KEEP:
+                # Beyond the drift threshold: not published tonight; retrained first when it can be.
+                probabilities.unpersist()
+                specs.remove(spec)
+                del champions[spec.key]
+                drifted += [spec.key] if verdict == RETRAIN else []
+                continue
+            scored.append((rows, probabilities))
+            counts[spec.key] = probabilities.count()
+        if specs:
+            path = cfg.table("scores")
+            lakehouse.replace_where(reduce(DataFrame.unionByName, [rows for rows, _ in scored]), path,
+                                    f"score_date = '{ctx.run_date.isoformat()}'", partition_by=["score_date"],
+                                    merge_schema=True)
+            for spec in specs:
+                ctx.progress(f"{counts[spec.key]} people scored with {spec.registered_name} "
+                             f"v{champions[spec.key].version}")
+            stored = lakehouse.read(spark, path).where(F.col("score_date") == F.lit(ctx.run_date))
+            eligible = reduce(DataFrame.unionByName, [
+                features.where(spec.eligible()).select("person_id", F.lit(spec.registered_name).alias("model_name"))
+                for spec in specs])
+            checks.run_suite("scores", stored.transform(scores_view(eligible)))
+        for _, probabilities in scored:
             probabilities.unpersist()
         others = {}
         for key, module in ((LIFETIME_VALUE, lifetime_value), (AFFINITY, affinity), (SEGMENTS, segments)):
             if enabled(cfg, key):
                 others.update(module.score(ctx, checks, features))
-        others.update(_predict(ctx, checks, features, extras, [spec for spec in every_spec if spec.is_regressor]))
+        predicted, drifted_regressors = _predict(ctx, checks, features, extras,
+                                                 [spec for spec in every_spec if spec.is_regressor])
+        others.update(predicted)
         if extras is not None:
             extras.unpersist()
         checks.enforce()
         return {"people_scored": sum(counts.values()), **others,
+                **({"retrain_for_drift": drifted + drifted_regressors} if drifted + drifted_regressors else {}),
                 **{f"{key}.people_scored": n for key, n in counts.items()},
                 **{f"{key}.model_version": int(v.version) for key, v in champions.items()},
                 **checks.outputs()}
-
-
-def _with_champions(specs: list[ModelSpec]) -> tuple[dict[str, ModelVersion], list[ExpectationOutcome]]:
-    """The champion of each model to score, by key: every built-in (without a champion the
-    step stops, exit code 2) and the custom models that have one; a custom model without one
-    is a warning, so a new model that has not yet passed its gates does not stop the night."""
-    champions, unscored = {}, []
-    for spec in specs:
-        if not spec.is_custom:
-            champions[spec.key] = registry.require_champion(spec.registered_name)
-        elif (version := registry.champion(spec.registered_name)) is not None:
-            champions[spec.key] = version
-        else:
-            unscored.append(ExpectationOutcome(
-                suite="model_gates", check=f"{spec.key}.champion_present",
-                expectation=f"{spec.registered_name} has a champion to score with", severity="warning",
-                success=False, samples=[],
-                observed="no version has passed the promotion gate yet; not scored tonight"))
-    return champions, unscored
 
 
 def _model_inputs(specs: list[ModelSpec], features: DataFrame,
@@ -152,22 +146,28 @@ def _score(ctx: RunContext, spec: ModelSpec, champion, model,
 
 
 def _predict(ctx: RunContext, checks: QualityChecks, features: DataFrame, extras: DataFrame | None,
-             specs: list[ModelSpec]) -> dict:
+             specs: list[ModelSpec]) -> tuple[dict, list[str]]:
     """Custom regressors (`specs`): each champion's prediction for its eligible people, with
     the percentile and bucket among them -> gold/predictions (the date replaced in one
-    transaction); then the `predictions` suite and drift."""
-    champions, unscored = _with_champions(specs)
-    checks.add(unscored, 0.0)
+    transaction); then the `predictions` suite. The outputs, and the models to retrain for
+    drift."""
+    champions = {spec.key: version for spec in specs
+                 if (version := champion_or_skip(checks, spec.key, spec.registered_name, spec.required))}
     specs = [spec for spec in specs if spec.key in champions]
-    if not specs:
-        return {}
     inputs = _model_inputs(specs, features, extras)
     buckets = ctx.cfg.get("scoring.buckets")
-    rows, predicted = [], {}
-    for spec in specs:
+    rows, predicted, drifted = [], {}, []
+    for spec in list(specs):
         model = registry.load_spark_model(spec.registered_name, champions[spec.key].version)
         predicted[spec.key] = (model.transform(inputs[spec.key])
                                .select("person_id", F.col(PREDICTION).cast("double").alias(PREDICTION)).cache())
+        verdict = _judge_drift(ctx, checks, spec, champions[spec.key], inputs[spec.key], predicted[spec.key],
+                               PREDICTION)
+        if verdict != KEEP:
+            predicted.pop(spec.key).unpersist()
+            specs.remove(spec)
+            drifted += [spec.key] if verdict == RETRAIN else []
+            continue
         cuts = percentile_cut_points(predicted[spec.key], PREDICTION)
         percentile = percentile_from_cut_points(F.col(PREDICTION), cuts)
         rows.append(predicted[spec.key]
@@ -176,6 +176,8 @@ def _predict(ctx: RunContext, checks: QualityChecks, features: DataFrame, extras
                                                  int(buckets["high_from_percentile"])))
                     .transform(with_provenance(ctx.run_date, spec.registered_name, champions[spec.key], ctx.clock,
                                                ctx.run_id)))
+    if not specs:
+        return {}, drifted
     path = ctx.cfg.table("predictions")
     lakehouse.replace_where(reduce(DataFrame.unionByName, rows), path, f"score_date = '{ctx.run_date.isoformat()}'",
                             partition_by=["score_date"], merge_schema=True)
@@ -189,26 +191,45 @@ def _predict(ctx: RunContext, checks: QualityChecks, features: DataFrame, extras
         out[f"{spec.key}.model_version"] = int(champions[spec.key].version)
         ctx.progress(f"{out[f'{spec.key}.people_scored']} people predicted with {spec.registered_name} "
                      f"v{champions[spec.key].version}")
-        _check_drift(ctx, checks, spec, champions[spec.key], inputs[spec.key], predicted[spec.key], PREDICTION)
         predicted[spec.key].unpersist()
-    return out
+    return out, drifted
 
 
-def _check_drift(ctx: RunContext, checks: QualityChecks, spec: ModelSpec, champion,
-                 eligible: DataFrame, probabilities: DataFrame, score_column: str = SCORE_COLUMN) -> None:
+KEEP, RETRAIN, SKIP = "keep", "retrain", "skip"
+
+
+def _judge_drift(ctx: RunContext, checks: QualityChecks, spec: ModelSpec, champion, eligible: DataFrame,
+                 probabilities: DataFrame, score_column: str = SCORE_COLUMN) -> str:
+    """Record drift against the champion's training population and say what becomes of the
+    model tonight: KEEP it; RETRAIN it first (its score is beyond the error threshold and
+    its champion was trained before tonight, in a nightly that can retrain it); or SKIP it
+    (still beyond after that, or nothing tonight can retrain it). A required model is kept,
+    and the error-level outcome stops the night instead."""
     started = time.monotonic()
     reference = registry.drift_reference(champion.run_id)
     name = spec.registered_name
     if reference is None:
-        missing = ExpectationOutcome(
+        checks.add([ExpectationOutcome(
             suite="drift", check=f"{spec.key}.reference_present",
             expectation=f"drift reference of {name} v{champion.version}", severity="warning",
             success=False, samples=[],
             observed="the champion logged no training distribution; drift is measured once a version "
-                     "trained by this release is champion")
-        checks.add([missing], 0.0)
-        return
+                     "trained by this release is champion")], 0.0)
+        return KEEP
     inputs = [column for column in reference if column != score_column]
     population = [eligible.select(*inputs), probabilities.select(score_column)]
-    checks.add(drift_outcomes(reference, population, ctx.cfg.get("quality.drift"), score_column, spec.key),
-               time.monotonic() - started)
+    outcomes = drift_outcomes(reference, population, ctx.cfg.get("quality.drift"), score_column, spec.key)
+    beyond = any(o.blocks and o.check.endswith(f"psi_{score_column}") for o in outcomes)
+    if not beyond or spec.required:
+        checks.add(outcomes, time.monotonic() - started)
+        return KEEP
+    trained_tonight = champion.tags.get(registry.RUN_DATE_TAG) == ctx.run_date.isoformat()
+    verdict = RETRAIN if ctx.scheduled and not trained_tonight and spec.key not in ctx.retrained_for_drift else SKIP
+    note = ("retrained tonight, then scored again" if verdict == RETRAIN else
+            "skipped tonight: its champion was trained on the latest snapshots and still drifts" if trained_tonight
+            or spec.key in ctx.retrained_for_drift else
+            f"skipped tonight: retrain it (`enrich train --model {spec.key}`) and score again")
+    checks.add([replace(o, severity="warning", observed=f"{o.observed}; {note}") if o.blocks else o
+                for o in outcomes], time.monotonic() - started)
+    ctx.progress(f"{spec.key}: score drifted beyond quality.drift.score.error; {note}")
+    return verdict

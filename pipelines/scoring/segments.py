@@ -11,6 +11,8 @@ from pipelines.models import registry
 from pipelines.models.segments import assign
 from pipelines.models.artifacts import segment_table
 from pipelines.models.specs import SEGMENTS as KEY
+from pipelines.models.specs import required
+from pipelines.scoring.champions import champion_or_skip
 from pipelines.core.context import RunContext
 from pipelines.quality.gate import QualityChecks
 from pipelines.scoring.scores import with_provenance
@@ -20,7 +22,9 @@ from pipelines.quality.views import scores_view
 def score(ctx: RunContext, checks: QualityChecks, features: DataFrame) -> dict:
     cfg, spark = ctx.cfg, ctx.spark
     name = str(cfg.get(f"models.{KEY}.registered_name"))
-    champion = registry.require_champion(name)
+    champion = champion_or_skip(checks, KEY, name, required(cfg, KEY))
+    if champion is None:
+        return {}
     model = registry.load_spark_model(name, champion.version)
     segments = segment_table(champion.run_id)
     rows = (features.transform(assign(model, segments))

@@ -53,16 +53,22 @@ def test_too_few_labels_refuse_training_and_the_champion_stays(spark, copy):
     assert "at least 100000 of each are needed" in row["observed"]
 
 
-def test_without_a_champion_refused_training_blocks_the_run_with_exit_3(spark, copy, tmp_path, capsys):
+def test_without_a_champion_a_refused_model_is_skipped_unless_it_is_required(spark, copy, tmp_path, capsys):
     cfg, args = copy
     empty = [f"mlflow.tracking_uri=sqlite:///{tmp_path}/empty.db", f"mlflow.artifact_location={tmp_path}/art"]
-    code = main([*TRAIN_CONVERT, *args, "--set", "quality.sufficiency.min_labels_per_class=100000",
-                 *[arg for s in empty for arg in ("--set", s)]])
+    refuse = [*TRAIN_CONVERT, *args, "--set", "quality.sufficiency.min_labels_per_class=100000",
+              *[arg for s in empty for arg in ("--set", s)]]
+    assert main(refuse) == 0
     err = capsys.readouterr().err
-    assert code == 3
-    assert "training refused: the train split has" in err and "there is no champion to score with" in err
+    assert "training refused: the train split has" in err and "no champion yet, so it is skipped tonight" in err
     (row,) = _gate_rows(spark, cfg, "data_sufficiency")
-    assert (row["success"], row["severity"]) == (False, "error")
+    assert (row["success"], row["severity"]) == (False, "warning")
+
+    assert main([*refuse, "--set", "models.convert_propensity.required=true"]) == 3
+    err = capsys.readouterr().err
+    assert "there is no champion to score with, and the model is required" in err
+    assert {(r["success"], r["severity"]) for r in _gate_rows(spark, cfg, "data_sufficiency")} == {
+        (False, "warning"), (False, "error")}
 
 
 def test_a_model_below_the_minimum_auc_is_registered_but_not_promoted(spark, copy):

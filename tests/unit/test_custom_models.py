@@ -12,7 +12,7 @@ from pipelines.core.config import load_config
 from pipelines.core.errors import BadInputError
 from pipelines.features.build import feature_columns
 from pipelines.models import custom
-from pipelines.models.specs import all_specs, model_names, propensity_specs
+from pipelines.models.specs import all_specs, model_names, propensity_specs, unlisted_models
 
 AS_OF = date(2026, 3, 1)
 WINDOWS = [7, 30, 90, 365]
@@ -201,3 +201,12 @@ def test_the_programmatic_template_learns_a_planted_signal_and_scores_like_a_cla
     assert auc > 0.95
     positives = scored.where(F.col("label") == 1.0).select(F.avg(vector_to_array("probability")[1])).first()[0]
     assert positives > 0.5, "with the classes balanced, the rare positives score as likely"
+
+
+def test_a_model_defined_but_not_listed_is_named_not_silently_ignored(tmp_path):
+    cfg = _cfg(tmp_path, {"outdoor_buyer": GOOD, "forgotten": {**GOOD, "registered_name": "forgotten"}},
+               listed=["outdoor_buyer"])
+    assert unlisted_models(cfg) == [
+        "models.forgotten is defined (kind: classifier) but not listed in models.custom, so it is neither trained "
+        "nor scored: list it there, or remove it"]
+    assert unlisted_models(_cfg(tmp_path, {"outdoor_buyer": GOOD})) == []

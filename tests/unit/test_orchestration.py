@@ -132,8 +132,8 @@ def test_only_deletions_older_than_the_retention_are_due_for_vacuum(spark, lock_
     from pipelines.privacy.forget import RECEIPT_SCHEMA, due_tables
 
     now = datetime(2026, 11, 29, 3, 0)
-    receipt = dict(receipt_id="r", request_sha256="h", people=1, identities=2, rows_removed={},
-                   vacuum_after=None, vacuumed_at=None)
+    receipt = dict(receipt_id="r", request_digest=None, status="done", people=1, identities=2, rows_removed={},
+                   finished_at=None, vacuum_after=None, vacuumed_at=None)
     rows = [{**receipt, "requested_at": now - timedelta(hours=200),
              "table_versions": {"bronze_events": 3, "scores": 4}},
             {**receipt, "requested_at": now - timedelta(hours=1), "table_versions": {"segments": 2}},
@@ -141,3 +141,29 @@ def test_only_deletions_older_than_the_retention_are_due_for_vacuum(spark, lock_
              "vacuumed_at": now - timedelta(hours=100)}]
     lakehouse.append(spark.createDataFrame(rows, RECEIPT_SCHEMA), lock_cfg.table("deletion_receipts"))
     assert due_tables(spark, lock_cfg, now) == ["bronze_events", "scores"]   # 168 hours by default
+
+
+def _night(spark, cfg, functions, monkeypatch, vacuumed: list):
+    from pipelines.ops import runner
+
+    monkeypatch.setattr(runner, "_vacuum_when_due", lambda spark, cfg: vacuumed.append(True))
+    request = runner.Request(command="nightly", run_dates=(date(2026, 6, 1),))
+    return runner.run(spark, cfg, request, functions, ("ingest", "publish"), lambda ctx, outputs: None)
+
+
+def test_a_blocked_night_keeps_exit_3_when_its_failure_cannot_be_recorded(spark, lock_cfg, monkeypatch):
+    from pipelines.core.errors import GateError
+    from pipelines.ops import ledger
+
+    def record(ctx, status, *args, **kwargs):
+        if status == "failed":
+            raise OSError("the ledger's storage is gone")
+    monkeypatch.setattr(ledger, "record_step", record)
+
+    def blocked(ctx):
+        raise GateError("data-quality gate: 1 check(s) failed")
+    vacuumed = []
+    with pytest.raises(GateError, match="data-quality gate"):
+        _night(spark, lock_cfg, {"ingest": blocked, "publish": lambda ctx: {}}, monkeypatch, vacuumed)
+    # The vacuum of due deletions runs whatever the night's outcome.
+    assert vacuumed == [True]

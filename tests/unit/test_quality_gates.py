@@ -49,6 +49,13 @@ def test_a_shifted_feature_warns_and_a_shifted_score_blocks(spark):
     assert float(score.observed.split()[-1]) > 0.25
 
 
+def test_a_feature_that_grows_with_the_calendar_is_left_out_of_drift(spark):
+    reference = reference_profile(_population(spark, 2_000, 0.0, 1), ["visits", "probability"], bins=10)
+    older = _population(spark, 2_000, 3.0, 3)   # everyone's tenure moved on
+    outcomes = drift_outcomes(reference, [older], {**THRESHOLDS, "calendar_features": ["visits"]}, "probability")
+    assert [o.check for o in outcomes] == ["psi_probability"]
+
+
 def test_tied_values_collapse_bins_and_every_row_lands_in_one(spark):
     mostly_zero = spark.createDataFrame([(0.0,)] * 90 + [(1.0,)] * 6 + [(5.0,)] * 4, ["carts"])
     reference = reference_profile(mostly_zero, ["carts"], bins=10)

@@ -123,3 +123,25 @@ def test_the_search_judges_candidates_on_the_later_snapshot(spark):
     assert [r["params"]["max_depth"] for r in results] == [1, 2]
     assert results[1]["validation_auc_roc"] > results[0]["validation_auc_roc"]
     assert best["max_depth"] == 2
+
+
+def test_only_a_missing_model_or_alias_reads_as_no_champion(monkeypatch):
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos import databricks_pb2 as codes
+
+    from pipelines.models import registry
+
+    def failing(error_code, message):
+        # A client that answers with the error, and touches no tracking store.
+        class Client:
+            def get_model_version_by_alias(self, name, alias):
+                raise MlflowException(message, error_code=error_code)
+        return Client
+
+    for code, message in ((codes.RESOURCE_DOES_NOT_EXIST, "Registered Model with name=m not found"),
+                          (codes.INVALID_PARAMETER_VALUE, "Registered model alias champion not found.")):
+        monkeypatch.setattr(registry, "MlflowClient", failing(code, message))
+        assert registry.champion("m") is None
+    monkeypatch.setattr(registry, "MlflowClient", failing(codes.TEMPORARILY_UNAVAILABLE, "503 Service Unavailable"))
+    with pytest.raises(MlflowException, match="503"):
+        registry.champion("m")

@@ -16,6 +16,7 @@ from datetime import timedelta
 
 import mlflow.pyfunc
 import pandas as pd
+import pyspark.sql.functions as F
 from mlflow.entities.model_registry import ModelVersion
 
 from pipelines.core.context import RunContext
@@ -24,7 +25,7 @@ from pipelines.models import artifacts, registry
 from pipelines.models.affinity import (als_top_categories, future_categories, interaction_strengths,
                                        popularity_top, precision_at_k, strengths_as_of, top_affinities)
 from pipelines.models.specs import AFFINITY
-from pipelines.models.training.lifecycle import Candidate, Trainer
+from pipelines.models.training.lifecycle import Candidate, ConfiguredTrainer
 from pipelines.models.training.snapshots import PinnedEvents
 from pipelines.quality.model_gates import Decision, affinity_promotion
 
@@ -65,17 +66,15 @@ def fixed_parameters(ctx: RunContext) -> dict:
             "top_k": int(model_cfg["top_k"])}
 
 
-class AffinityTrainer(Trainer):
+class AffinityTrainer(ConfiguredTrainer):
     key = AFFINITY
     ledger_metrics = ("holdout_precision_at_k", "holdout_hit_rate_top1", "holdout_popularity_precision_at_k",
                       "holdout_als_precision_at_k", "holdout_people", "model_version", "promoted", "reused")
     purpose = "the categories each person leans to"
 
     def __init__(self, ctx: RunContext, events: PinnedEvents):
-        self.ctx, self.events = ctx, events
-        self.model_cfg = ctx.cfg.get(f"models.{self.key}")
-        self.registered_name = str(self.model_cfg["registered_name"])
-        self.retrain_every_days = int(self.model_cfg["retrain_every_days"])
+        super().__init__(ctx)
+        self.events = events
         self.horizon = int(self.model_cfg["horizon_days"])
         self.holdout = ctx.run_date - timedelta(days=self.horizon)
         self.validation = ctx.run_date - timedelta(days=2 * self.horizon)
@@ -89,6 +88,13 @@ class AffinityTrainer(Trainer):
         self.k, self.weights = base["top_k"], base["interaction_weights"]
         candidates = [float(v) for v in self.model_cfg["prior_strength"]]
         ctx.progress(f"choosing the prior strength of {candidates} on the {self.horizon} days from {self.validation}")
+        categories = frame.select(F.explode("categories").alias("category")).distinct().limit(2).count()
+        if categories < 2:
+            # One category (a single-category store) is everyone's affinity: nothing to rank.
+            return Decision(allowed=False, check="data_sufficiency", rule="at least 2 categories",
+                            observed=f"{categories} distinct categor{'y' if categories == 1 else 'ies'} in the events",
+                            reason=f"the events name {categories} categor{'y' if categories == 1 else 'ies'}; "
+                                   "affinity ranks several")
         before_validation = strengths_as_of(frame, base, self.validation).cache()
         validation_future = frame.transform(future_categories(self.validation, self.holdout, self.weights)).cache()
         self.search = [{"prior_strength": prior,

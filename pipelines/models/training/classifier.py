@@ -10,15 +10,11 @@ regression fitted on the same rows, and becomes champion through the AUC gate.
 from __future__ import annotations
 
 from mlflow.entities.model_registry import ModelVersion
-import mlflow.spark
 import pyspark.sql.functions as F
-from mlflow.models import infer_signature
-from pyspark import StorageLevel
 from pyspark.sql import DataFrame
 
 from pipelines.core import plots
-from pipelines.core.reproducible import in_canonical_order
-from pipelines.models import artifacts, registry
+from pipelines.models import registry
 from pipelines.models.propensity import (SCORE_COLUMN, baseline_pipeline, cumulative_gains, evaluate,
                                          feature_importances, holdout_auc, positive_probability,
                                          reliability_curve, roc_points, time_based_search)
@@ -39,14 +35,9 @@ class ClassifierTrainer(SnapshotTrainer):
 
     def fit(self) -> Candidate:
         ctx, inputs = self.ctx, self.inputs
-        # Kept: the search, the fit, the count and the baseline each read it, and each would
-        # otherwise shuffle it into canonical order again.
-        train = in_canonical_order(self.stored.where("split = 'train'"), "person_id", "as_of_date").persist(
-            StorageLevel.MEMORY_AND_DISK)
+        train = self.training_rows()
         holdout = self.holdout
-        settings, search = self._search(train)
-        ctx.progress(f"fitting {self.what_fits}")
-        model = self.fitter()(train, inputs, settings)
+        model, settings, search = self.fit_chosen(train)
         holdout_scored = model.transform(holdout).cache()
         metrics = evaluate(holdout_scored)
         roc = roc_points(holdout_scored)
@@ -66,19 +57,9 @@ class ClassifierTrainer(SnapshotTrainer):
                      f"lift in the top decile {metrics['holdout_lift_top_decile']:.2f}, "
                      f"Brier {metrics['holdout_brier']:.4f} (baseline AUC "
                      f"{metrics['holdout_baseline_auc_roc']:.3f})")
-        # A few rows give MLflow the input and output schema; the model itself stays in Spark.
-        sample = holdout.select(*inputs).limit(5).toPandas()
-        signature = infer_signature(sample, [0.5] * len(sample))
-        spark_version = ctx.spark.version
-
-        def log_model(name: str):
-            return mlflow.spark.log_model(model, "model", registered_model_name=name, signature=signature,
-                                          pip_requirements=[f"pyspark=={spark_version}"])
-
         return Candidate(
-            metrics=metrics, params=self.run_params(settings), log_model=log_model,
-            artifacts={**({artifacts.SEARCH: {"validation_as_of": self.plan.training[-1].isoformat(),
-                                              "candidates": search}} if search else {}),
+            metrics=metrics, params=self.run_params(settings), log_model=self.spark_model_logger(model, 0.5),
+            artifacts={**self.search_artifacts(search),
                        registry.ROC_ARTIFACT: {"roc": roc}, registry.EVALUATION_ARTIFACT: evaluation,
                        registry.DRIFT_ARTIFACT: drift},
             figures=_figures(roc, metrics, evaluation), outputs={"roc": roc, "evaluation": evaluation})

@@ -29,6 +29,7 @@ from pipelines.core.context import RunContext
 from pipelines.core.errors import BadInputError, GateError
 from pipelines.models import registry
 from pipelines.models.propensity import parameter_grid
+from pipelines.models.specs import required
 from pipelines.quality.gate import QualityChecks
 from pipelines.quality.model_gates import Decision
 from pipelines.quality.suites import ExpectationOutcome
@@ -63,7 +64,7 @@ class Trainer(ABC):
     key: str                   # the conf key under `models`
     registered_name: str       # the MLflow registered model
     retrain_every_days: int
-    optional: bool = False     # without a champion, a refusal is a warning and the model is not scored
+    required: bool = False     # without a champion, a refusal blocks the night (else: skipped tonight)
     ledger_metrics: tuple[str, ...] = ()   # outputs the run ledger keeps as numbers
 
     @property
@@ -97,6 +98,17 @@ class Trainer(ABC):
         """Free what `prepare` and `fit` kept cached (also after a failure)."""
 
 
+class ConfiguredTrainer(Trainer, ABC):
+    """A built-in model other than the propensities, configured under `models.<key>`."""
+
+    def __init__(self, ctx: RunContext):
+        self.ctx = ctx
+        self.model_cfg = ctx.cfg.get(f"models.{self.key}")
+        self.registered_name = str(self.model_cfg["registered_name"])
+        self.retrain_every_days = int(self.model_cfg["retrain_every_days"])
+        self.required = required(ctx.cfg, self.key)
+
+
 def train(ctx: RunContext, checks: QualityChecks, trainer: Trainer, experiment_id: str) -> dict:
     """Run `trainer` through the lifecycle; the step's outputs for the model."""
     name = trainer.registered_name
@@ -108,13 +120,13 @@ def train(ctx: RunContext, checks: QualityChecks, trainer: Trainer, experiment_i
         decision = trainer.prepare()
         if not decision.allowed:
             return refused(ctx, checks, name, decision, f"training refused: {decision.reason}",
-                           optional=trainer.optional)
+                           required=trainer.required)
         checks.add([gate_outcome(name, decision, "error")], 0.0)
         try:
             candidate = trainer.fit()
         except Refusal as refusal:
             return refused(ctx, checks, name, refusal.decision, f"training refused: {refusal.decision.reason}",
-                           optional=trainer.optional)
+                           required=trainer.required)
         current = registry.champion(name)
         champion, note = (None, "no champion yet") if current is None else trainer.measure_champion(current)
     finally:
@@ -124,7 +136,7 @@ def train(ctx: RunContext, checks: QualityChecks, trainer: Trainer, experiment_i
     outputs = {**candidate.metrics, "model_version": int(version), "reused": 0, "mlflow_run_id": run_id,
                **candidate.outputs}
     return register_decision(ctx, checks, name, version, candidate.metrics, decision, outputs,
-                             optional=trainer.optional)
+                             required=trainer.required)
 
 
 def _log(ctx: RunContext, trainer: Trainer, candidate: Candidate, experiment_id: str) -> tuple[str, str]:
@@ -196,22 +208,24 @@ def gate_outcome(model_name: str, decision: Decision, severity: str) -> Expectat
 
 
 def refused(ctx: RunContext, checks: QualityChecks, model_name: str, decision: Decision, what: str,
-            outputs: dict | None = None, optional: bool = False) -> dict:
-    """A gate said no: the champion stays and the run goes on (a warning), or, with no
-    champion to score with, the run stops (exit code 3). An `optional` model (a custom
-    one) without a champion is a warning too: it is not scored until a version passes."""
+            outputs: dict | None = None, required: bool = False) -> dict:
+    """A gate said no: the champion stays and the night goes on (a warning). Without a
+    champion the model is skipped tonight, its profile columns keeping what they hold, and
+    the other insights are published; only a `required` model stops the night (exit code 3)."""
     current = registry.champion(model_name)
-    checks.add([gate_outcome(model_name, decision, "warning" if current or optional else "error")], 0.0)
-    if current is None and not optional:
-        raise GateError(f"{decision.check} gate: {model_name}: {what}; there is no champion to score with")
-    note = f"{what}; " + (f"champion v{current.version} stays" if current else "no champion yet, so not scored")
+    checks.add([gate_outcome(model_name, decision, "error" if current is None and required else "warning")], 0.0)
+    if current is None and required:
+        raise GateError(f"{decision.check} gate: {model_name}: {what}; there is no champion to score with, "
+                        "and the model is required")
+    note = f"{what}; " + (f"champion v{current.version} stays" if current else
+                          "no champion yet, so it is skipped tonight")
     ctx.progress(note)
     return {**(outputs or {}), "promoted": 0, "champion_version": int(current.version) if current else None,
             "gate": note}
 
 
 def register_decision(ctx: RunContext, checks: QualityChecks, model_name: str, version: str, metrics: dict,
-                      decision: Decision, outputs: dict, optional: bool = False) -> dict:
+                      decision: Decision, outputs: dict, required: bool = False) -> dict:
     """Tag the new version (run date, holdout numbers, promotion state) and promote it
     when the gate allows; otherwise the champion stays."""
     client = MlflowClient()
@@ -222,7 +236,7 @@ def register_decision(ctx: RunContext, checks: QualityChecks, model_name: str, v
     client.set_model_version_tag(model_name, version, registry.PROMOTION_TAG,
                                  "promoted" if decision.allowed else what)
     if not decision.allowed:
-        return refused(ctx, checks, model_name, decision, what, outputs, optional)
+        return refused(ctx, checks, model_name, decision, what, outputs, required)
     checks.add([gate_outcome(model_name, decision, "error")], 0.0)
     registry.promote(model_name, version)
     ctx.progress(f"{model_name} v{version} is the champion (MLflow run {outputs.get('mlflow_run_id')})")

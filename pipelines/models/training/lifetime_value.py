@@ -37,7 +37,7 @@ from pipelines.models.lifetime_value import (collect_weighted, compress_for_bgnb
                                              holdout_errors, parameters_dict, parameters_from_dict,
                                              probability_alive, purchase_summary, with_lifetime_value)
 from pipelines.models.specs import LIFETIME_VALUE
-from pipelines.models.training.lifecycle import Candidate, Refusal, Trainer
+from pipelines.models.training.lifecycle import Candidate, ConfiguredTrainer, Refusal
 from pipelines.models.training.snapshots import PinnedEvents
 from pipelines.models.value_regressor import labelled_buyers, non_negative_value, regressor_pipeline
 from pipelines.quality.model_gates import Decision, value_promotion, value_sufficiency
@@ -60,7 +60,7 @@ class LifetimeValueModel(mlflow.pyfunc.PythonModel):
                              "expected_value": purchases * per_purchase})
 
 
-class LifetimeValueTrainer(Trainer):
+class LifetimeValueTrainer(ConfiguredTrainer):
     key = LIFETIME_VALUE
     ledger_metrics = ("holdout_mae", "holdout_rmse", "holdout_total_predicted", "holdout_total_actual",
                       "holdout_total_ratio", "holdout_people",
@@ -69,10 +69,8 @@ class LifetimeValueTrainer(Trainer):
                       "value_method_is_regressor", "model_version", "promoted", "reused")
 
     def __init__(self, ctx: RunContext, events: PinnedEvents):
-        self.ctx, self.events = ctx, events
-        self.model_cfg = ctx.cfg.get(f"models.{self.key}")
-        self.registered_name = str(self.model_cfg["registered_name"])
-        self.retrain_every_days = int(self.model_cfg["retrain_every_days"])
+        super().__init__(ctx)
+        self.events = events
         self.horizon = int(self.model_cfg["horizon_days"])
         self.holdout = ctx.run_date - timedelta(days=self.horizon)
         self._cached: list[DataFrame] = []

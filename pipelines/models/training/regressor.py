@@ -7,14 +7,10 @@ person shows) and becomes champion through the regression gate.
 
 from __future__ import annotations
 
-import mlflow.spark
 import pyspark.sql.functions as F
-from mlflow.models import infer_signature
-from pyspark import StorageLevel
 from pyspark.sql import DataFrame
 
 from pipelines.core import plots
-from pipelines.core.reproducible import in_canonical_order
 from pipelines.models import artifacts, registry
 from pipelines.models.propensity import feature_importances
 from pipelines.models.regression import PREDICTION, prediction_deciles, regression_metrics
@@ -31,12 +27,9 @@ class RegressorTrainer(SnapshotTrainer):
 
     def fit(self) -> Candidate:
         ctx, inputs = self.ctx, self.inputs
-        train = in_canonical_order(self.stored.where("split = 'train'"), "person_id", "as_of_date").persist(
-            StorageLevel.MEMORY_AND_DISK)
+        train = self.training_rows()
         holdout = self.holdout
-        settings, search = self._search(train)
-        ctx.progress(f"fitting {self.what_fits}")
-        model = self.fitter()(train, inputs, settings)
+        model, settings, search = self.fit_chosen(train)
         scored = model.transform(holdout).cache()
         metrics = regression_metrics(scored)
         deciles = prediction_deciles(scored)
@@ -48,21 +41,12 @@ class RegressorTrainer(SnapshotTrainer):
         train.unpersist()
         ctx.progress(f"holdout MAE {metrics['holdout_mae']:.3f}, RMSE {metrics['holdout_rmse']:.3f}, "
                      f"R2 {metrics['holdout_r2']:.3f}, predicted/actual total {metrics['holdout_total_ratio']:.3f}")
-        sample = holdout.select(*inputs).limit(5).toPandas()
-        signature = infer_signature(sample, [0.0] * len(sample))
-        spark_version = ctx.spark.version
-
-        def log_model(name: str):
-            return mlflow.spark.log_model(model, "model", registered_model_name=name, signature=signature,
-                                          pip_requirements=[f"pyspark=={spark_version}"])
-
         figures = {"plots/holdout_deciles.png": plots.predicted_actual_figure(deciles)}
         if importances:
             figures["plots/feature_importances.png"] = plots.importance_figure(importances)
         return Candidate(
-            metrics=metrics, params=self.run_params(settings), log_model=log_model,
-            artifacts={**({artifacts.SEARCH: {"validation_as_of": self.plan.training[-1].isoformat(),
-                                              "candidates": search}} if search else {}),
+            metrics=metrics, params=self.run_params(settings), log_model=self.spark_model_logger(model, 0.0),
+            artifacts={**self.search_artifacts(search),
                        artifacts.DECILES: {"deciles": deciles, "importances": importances},
                        registry.DRIFT_ARTIFACT: drift},
             figures=figures)

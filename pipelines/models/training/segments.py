@@ -17,20 +17,17 @@ from pipelines.core.reproducible import in_canonical_order
 from pipelines.models import artifacts, registry
 from pipelines.models.segments import CLUSTER, describe, fit_segments, silhouette
 from pipelines.models.specs import SEGMENTS
-from pipelines.models.training.lifecycle import Candidate, Trainer
+from pipelines.models.training.lifecycle import Candidate, ConfiguredTrainer
 from pipelines.quality.model_gates import Decision, segments_promotion
 
 
-class SegmentsTrainer(Trainer):
+class SegmentsTrainer(ConfiguredTrainer):
     key = SEGMENTS
     ledger_metrics = ("silhouette", "k", "people", "model_version", "promoted", "reused")
     purpose = "k-means on value and behaviour"
 
     def __init__(self, ctx: RunContext):
-        self.ctx = ctx
-        self.model_cfg = ctx.cfg.get(f"models.{self.key}")
-        self.registered_name = str(self.model_cfg["registered_name"])
-        self.retrain_every_days = int(self.model_cfg["retrain_every_days"])
+        super().__init__(ctx)
         self.features = list(self.model_cfg["features"])
         self.log_features = list(self.model_cfg.get("log_features") or [])
         self.rows = None

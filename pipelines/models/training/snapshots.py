@@ -19,7 +19,9 @@ from functools import cached_property, reduce
 from typing import Callable
 
 import pyspark.sql.functions as F
+import mlflow.spark
 from mlflow.entities.model_registry import ModelVersion
+from mlflow.models import infer_signature
 from pyspark import StorageLevel
 from pyspark.ml import PipelineModel
 from pyspark.sql import DataFrame
@@ -29,7 +31,8 @@ from pipelines.core.context import RunContext
 from pipelines.core.errors import BadInputError
 from pipelines.features.build import person_features
 from pipelines.features.run import check_features
-from pipelines.models import registry
+from pipelines.core.reproducible import in_canonical_order
+from pipelines.models import artifacts, registry
 from pipelines.models.propensity import SnapshotPlan, classifier_pipeline, snapshot_plan
 from pipelines.models.specs import ModelSpec
 from pipelines.models.training.lifecycle import Trainer
@@ -113,7 +116,7 @@ class SnapshotTrainer(Trainer):
         self.key = spec.key
         self.registered_name = spec.registered_name
         self.retrain_every_days = spec.retrain_every_days
-        self.optional = spec.is_custom
+        self.required = spec.required
         self.model_cfg = ctx.cfg.get(f"models.{spec.key}")
         self.inputs = spec.inputs(ctx.cfg.get("features.windows_days"))
         self.stored: DataFrame | None = None   # this training run's rows of gold/training_sets
@@ -147,9 +150,17 @@ class SnapshotTrainer(Trainer):
         # rate bounds and the labels-per-class gate apply to that.
         classes = (self.stored.withColumn("label", (F.col("label") > 0).cast("double")) if spec.is_regressor
                    else self.stored)
-        self.checks.run_suite("training_set", classes, {"min_label_rate": float(bounds["min_label_rate"]),
-                                                        "max_label_rate": float(bounds["max_label_rate"])})
+        # A training set that fails its suite cannot make tonight's model: the model is skipped
+        # with the checks named, unless it is required, when the night stops as for any gate.
+        outcomes = self.checks.run_suite("training_set", classes, {
+            "min_label_rate": float(bounds["min_label_rate"]), "max_label_rate": float(bounds["max_label_rate"])},
+            blocking=self.required)
         self.checks.enforce()
+        failed = [o for o in outcomes if o.blocks]
+        if failed:
+            return Decision(allowed=False, check="training_set", rule="the training_set suite passes",
+                            observed="; ".join(o.describe() for o in failed),
+                            reason="the training set fails " + ", ".join(o.check for o in failed))
         class_counts: dict[str, dict[float, int]] = {}
         for row in classes.groupBy("split", "label").count().collect():
             class_counts.setdefault(row["split"], {})[row["label"]] = row["count"]
@@ -166,6 +177,38 @@ class SnapshotTrainer(Trainer):
     @property
     def holdout(self) -> DataFrame:
         return self.stored.where("split = 'holdout'")
+
+    def training_rows(self) -> DataFrame:
+        """The training split in canonical order, persisted: the search, the fit and the
+        counts each read it, and each would otherwise shuffle it into that order again."""
+        return in_canonical_order(self.stored.where("split = 'train'"), "person_id", "as_of_date").persist(
+            StorageLevel.MEMORY_AND_DISK)
+
+    def spark_model_logger(self, model: PipelineModel, output_example: float) -> Callable[[str], object]:
+        """Logs `model` with mlflow.spark under a registered name. A few holdout rows give MLflow
+        the input and output schema; the model itself stays in Spark."""
+        sample = self.holdout.select(*self.inputs).limit(5).toPandas()
+        signature = infer_signature(sample, [output_example] * len(sample))
+        requirements = [f"pyspark=={self.ctx.spark.version}"]
+        return lambda name: mlflow.spark.log_model(model, "model", registered_model_name=name, signature=signature,
+                                                   pip_requirements=requirements)
+
+    def fit_chosen(self, train: DataFrame) -> tuple[PipelineModel, dict, list[dict]]:
+        """The model fitted on `train` with conf's settings or the search's best: (model,
+        settings, every candidate the search measured)."""
+        settings, search = self._search(train)
+        self.ctx.progress(f"fitting {self.what_fits}")
+        return self.fitter()(train, self.inputs, settings), settings, search
+
+    @abstractmethod
+    def _search(self, train: DataFrame) -> tuple[dict, list[dict]]:
+        """The settings to fit with, and what the search measured of each candidate."""
+
+    def search_artifacts(self, search: list[dict]) -> dict[str, dict]:
+        """The search's candidates and what each measured, when there was a search."""
+        if not search:
+            return {}
+        return {artifacts.SEARCH: {"validation_as_of": self.plan.training[-1].isoformat(), "candidates": search}}
 
     @abstractmethod
     def holdout_measure(self, scored: DataFrame) -> float:
