@@ -241,7 +241,10 @@ def _privacy(args, cfg) -> int:
             return 0
         receipt = forget.forget(spark, cfg, *identity)
     if not receipt["people"]:
-        print(f"no person holds {args.identity}: nothing deleted; receipt {receipt['receipt_id']}")
+        quarantined = receipt["rows_removed"].get("quarantine", 0)
+        print(f"no person holds {args.identity} (namespace without case; e-mail without case or spaces): no "
+              f"person deleted" + (f"; {quarantined} quarantined records that quoted it removed" if quarantined
+                                   else "") + f"; receipt {receipt['receipt_id']}")
         return 0
     print(f"forgot {receipt['people']} person(s) and {receipt['identities']} identities: "
           f"{sum(receipt['rows_removed'].values())} rows removed or redacted in {len(receipt['rows_removed'])} tables; "

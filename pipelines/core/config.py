@@ -32,7 +32,10 @@ CONF_DIR = PROJECT_ROOT / "conf"
 ENVIRONMENTS = ("local", "cluster")
 # Keys of `lakehouse.tables` that earlier releases used; the tables' paths did not change.
 RENAMED_TABLE_KEYS = {"events": "bronze_events", "profiles": "bronze_profiles", "training_set": "training_sets"}
-MODEL_FILE = re.compile(r"^[a-z][a-z0-9_]*$")
+# Model keys, profile prefixes and registered names go into SQL (replaceWhere, ALTER TABLE)
+# and MLflow filter strings: lower_snake_case only, so none can break out of its quotes.
+NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+MODEL_FILE = NAME
 
 
 def _read_yaml(path: Path) -> dict:
@@ -154,7 +157,24 @@ def load_config(env: str = "local", files: Iterable[str] = (), overrides: Iterab
         parts, value = _parse_override(pair)
         _set_dotted(data, parts, value)
     _refuse_renamed_table_keys(data)
-    return Config(_with_model_files(data), env)
+    data = _with_model_files(data)
+    _refuse_unsafe_model_names(data)
+    return Config(data, env)
+
+
+def _refuse_unsafe_model_names(data: dict) -> None:
+    """Every model's key, `profile_prefix` and `registered_name` must be lower_snake_case."""
+    models = data.get("models") or {}
+    keys = [*(models.get("propensity") or []), *(models.get("custom") or []),
+            *(key for key in ("lifetime_value", "affinity", "segments") if isinstance(models.get(key), dict))]
+    for key in keys:
+        if not isinstance(key, str) or not NAME.match(key):
+            raise BadInputError(f"models: {key!r} is not a model name: use lower_snake_case (a-z, 0-9, _)")
+        model = models.get(key)
+        for field in ("profile_prefix", "registered_name"):
+            value = model.get(field) if isinstance(model, dict) else None
+            if value is not None and not NAME.match(str(value)):
+                raise BadInputError(f"models.{key}.{field} must be lower_snake_case (a-z, 0-9, _), got {value!r}")
 
 
 def _refuse_renamed_table_keys(data: dict) -> None:

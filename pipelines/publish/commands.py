@@ -49,11 +49,41 @@ def _stream_json_lines(frame: DataFrame, out: TextIO) -> int:
     return written
 
 
+# Written into every folder `changes --out` and `export --out` fill, naming the command: the
+# only non-empty folder either will overwrite is one it wrote before.
+MARKER = "_enrich_output.json"
+
+
+def _claim_output(spark: SparkSession, cfg: Config, out_dir: str, kind: str) -> None:
+    """Refuse (exit code 2) a folder inside the lakehouse, or a non-empty one that is not an
+    earlier output of the same command: either would be overwritten, recursively."""
+    target, root = lakehouse.qualified(spark, out_dir), lakehouse.qualified(spark, cfg.root)
+    if target == root or target.startswith(root + "/") or root.startswith(target + "/"):
+        raise BadInputError(f"--out {out_dir} is inside the lakehouse ({cfg.root}) or holds it; choose a folder "
+                            "outside it")
+    entries = lakehouse.folder_entries(spark, out_dir)
+    if not entries:
+        return
+    if MARKER not in entries:
+        raise BadInputError(f"--out {out_dir} is not empty and was not written by `enrich {kind}`; choose an empty "
+                            "or new folder")
+    written_by = json.loads(lakehouse.read_text(spark, f"{out_dir.rstrip('/')}/{MARKER}")).get("command")
+    if written_by != kind:
+        raise BadInputError(f"--out {out_dir} holds the output of `enrich {written_by}`, not of `enrich {kind}`")
+
+
+def _mark_output(spark: SparkSession, out_dir: str, kind: str) -> None:
+    lakehouse.write_text(spark, f"{out_dir.rstrip('/')}/{MARKER}", json.dumps({"command": kind}) + "\n")
+
+
 def changes(spark: SparkSession, cfg: Config, since_version: int, out_dir: str | None) -> int:
     path = cfg.table("profile_enrichment")
+    if out_dir:
+        _claim_output(spark, cfg, out_dir, "changes")
     changed, latest = changes_since(spark, path, since_version)
     if out_dir:
         written = _write_json_lines(changed, out_dir)
+        _mark_output(spark, out_dir, "changes")
         print(f"{written} changed people (versions {since_version + 1}..{latest}) written to {out_dir}")
     else:
         written = _stream_json_lines(changed.orderBy(TABLE_VERSION, KEY), sys.stdout)
@@ -80,6 +110,7 @@ def attribute_prefixes(cfg: Config) -> list[str]:
 
 def export(spark: SparkSession, cfg: Config, out_dir: str, since_version: int | None) -> int:
     path = cfg.table("profile_enrichment")
+    _claim_output(spark, cfg, out_dir, "export")
     tenant = str(cfg.get("publish.xdm.tenant"))
     if since_version is None:
         rows, what = lakehouse.read(spark, path, "publish").withColumn(CHANGE, F.lit("current")), "every profile"
@@ -99,6 +130,7 @@ def export(spark: SparkSession, cfg: Config, out_dir: str, since_version: int | 
         classified.unpersist()
     schema = json.dumps(field_group_schema(records.schema, tenant), indent=2) + "\n"
     lakehouse.write_text(spark, f"{out_dir.rstrip('/')}/schema.json", schema)
+    _mark_output(spark, out_dir, "export")
     print(f"exported {counts.get('exported', 0)} XDM profile records ({what}) to {out_dir}/profiles, "
           f"field group schema {out_dir}/schema.json")
     if counts.get("without_identity"):
@@ -118,7 +150,8 @@ def parse_identity(text: str) -> tuple[str, str]:
 
 def find_profile(spark: SparkSession, cfg: Config, namespace: str, identity: str) -> dict:
     """The profile row of the person holding `namespace:identity` (any of their identities)."""
-    people = people_holding(lakehouse.read(spark, cfg.table("identity_graph"), "ingest"), namespace, identity)
+    people = people_holding(lakehouse.read(spark, cfg.table("identity_graph"), "ingest"), namespace, identity,
+                            cfg.get("identity.case_insensitive_namespaces", []) or [])
     if not people:
         raise BadInputError(f"no person holds the identity {namespace}:{identity}")
     person = people[0]

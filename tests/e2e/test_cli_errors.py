@@ -48,12 +48,13 @@ def test_a_bad_set_value_exits_2_naming_the_option():
     assert _error_lines(done.stderr) == ["enrich features: error: --set expects dotted.key=value, got 'novalue'"]
 
 
-def test_a_missing_landing_folder_exits_2_with_one_error_line(spark, tmp_path, capsys):
+def test_no_landing_folder_at_all_exits_2_with_one_error_line(spark, tmp_path, capsys):
     code = main(["ingest", "--run-date", "2026-06-01", "--set", f"lakehouse.root={tmp_path}"])
     err = capsys.readouterr().err
     errors = [line for line in err.splitlines() if "error:" in line]
     assert code == 2
-    assert errors == [f"enrich ingest: error: landing folder for events not found: {tmp_path}/landing/events"]
+    assert errors == [f"enrich ingest: error: no landing folder: neither {tmp_path}/landing/events nor "
+                      f"{tmp_path}/landing/profiles exists (lakehouse.landing sets them)"]
     assert "Traceback" not in err
 
 
@@ -70,7 +71,7 @@ def test_spark_submit_job_takes_the_same_options_and_exit_codes(tmp_path):
     done = _spark_submit(tmp_path, "--jars", jars)
     assert done.returncode == 2, done.stderr[-2000:]
     # spark-submit merges the Python process's stderr into its own stdout.
-    assert f"enrich ingest: error: landing folder for events not found: {tmp_path}/landing/events" in done.stdout
+    assert f"enrich ingest: error: no landing folder: neither {tmp_path}/landing/events nor" in done.stdout
 
 
 def test_spark_submit_without_the_delta_jars_says_how_to_pass_them(tmp_path):
@@ -126,3 +127,19 @@ def test_a_warning_level_expectation_is_recorded_and_the_step_succeeds(spark, tm
     assert [(r["check"], r["expectation"], r["severity"]) for r in failed] == [
         ("identity_namespace_known", "expect_column_values_to_be_null(unknown_identity_namespace)", "warning")]
     assert json.loads(failed[0]["samples"]) == ["Phone"]
+
+
+def test_records_of_a_night_that_never_reached_validation_are_validated_by_the_next(spark, tmp_path, capsys):
+    root = tmp_path / "lake"
+    _landing(root, [_event("ok"), _event("odd", eventType="commerce.teleport")])
+    # The first night crashed after ingest and was never resumed: nothing validated its rows.
+    assert main(["ingest", "--run-date", "2026-06-01", "--set", f"lakehouse.root={root}"]) == 0
+    (root / "landing" / "events" / "part-1.json").write_text(_event("next") + "\n")
+    assert main(["ingest", "--run-date", "2026-06-02", "--set", f"lakehouse.root={root}"]) == 0
+    assert main(["validate", "--run-date", "2026-06-02", "--set", f"lakehouse.root={root}"]) == 3
+    blocked = [line for line in capsys.readouterr().err.splitlines() if "blocked:" in line]
+    assert len(blocked) == 1 and "commerce.teleport" in blocked[0]
+    # Once validated (here, blocked), those rows are not validated again by the nights after.
+    (root / "landing" / "events" / "part-2.json").write_text(_event("later") + "\n")
+    assert main(["ingest", "--run-date", "2026-06-03", "--set", f"lakehouse.root={root}"]) == 0
+    assert main(["validate", "--run-date", "2026-06-03", "--set", f"lakehouse.root={root}"]) == 0

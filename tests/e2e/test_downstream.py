@@ -64,6 +64,23 @@ def test_a_record_that_breaks_the_field_group_is_refused_by_its_schema(nightly, 
         jsonschema.Draft6Validator(schema).validate(record)
 
 
+def test_an_output_folder_that_is_not_an_earlier_output_of_the_same_command_is_refused(spark, nightly, tmp_path,
+                                                                                      capsys):
+    kept = tmp_path / "notes"
+    kept.mkdir()
+    (kept / "plan.txt").write_text("not to be overwritten\n")
+    assert _run(nightly, "export", "--out", str(kept))[0] == 2
+    assert _run(nightly, "changes", "--since-version", "0", "--out", str(nightly.root / "gold"))[0] == 2
+    assert _run(nightly, "changes", "--since-version", "0", "--out", str(tmp_path / "feed"))[0] == 0
+    assert _run(nightly, "export", "--out", str(tmp_path / "feed"))[0] == 2   # the change feed's, not an export
+    assert _run(nightly, "changes", "--since-version", "0", "--out", str(tmp_path / "feed"))[0] == 0
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+    assert len(errors) == 3 and "was not written by `enrich export`" in errors[0]
+    assert "inside the lakehouse" in errors[1] and "holds the output of `enrich changes`" in errors[2]
+    assert (kept / "plan.txt").read_text() == "not to be overwritten\n"
+    assert lakehouse.exists(spark, str(nightly.root / "gold" / "profile_enrichment"))
+
+
 def test_an_export_since_the_latest_version_is_empty_and_the_change_feed_agrees(spark, nightly, tmp_path):
     latest = lakehouse.version(spark, nightly.cfg.table("profile_enrichment"))
     code, printed = _run(nightly, "export", "--out", str(tmp_path / "xdm"), "--since-version", str(latest))

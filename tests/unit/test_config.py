@@ -47,3 +47,13 @@ def test_uri_roots_are_kept_as_uris():
 def test_a_table_set_by_its_old_key_is_refused_naming_the_new_one(tmp_path):
     with pytest.raises(BadInputError, match="lakehouse.tables.events is now lakehouse.tables.bronze_events"):
         load_config("local", overrides=[f"lakehouse.tables.events={tmp_path}/elsewhere"])
+
+
+@pytest.mark.parametrize("pair,message", [
+    ("models.convert_propensity.profile_prefix=convert' OR '1'='1", "models.convert_propensity.profile_prefix"),
+    ("models.churn_propensity.registered_name=churn'; DROP", "models.churn_propensity.registered_name"),
+    ("models.propensity=[Convert-Propensity]", "'Convert-Propensity' is not a model name"),
+])
+def test_model_names_that_could_break_out_of_sql_quotes_are_refused(pair, message):
+    with pytest.raises(BadInputError, match=message):
+        load_config("local", overrides=[pair])
