@@ -76,6 +76,11 @@ def cdnow_night(tmp_path_factory):
     return code, out.getvalue(), load_config("local", overrides=[f"lakehouse.root={root}"])
 
 
+def _bought_within(days: int) -> int:
+    """The customers who bought in the `days` before the night: those the nightly enriches."""
+    return len({p.customer for p in cdnow_master() if (CDNOW_NIGHT - p.day).days <= days})
+
+
 def test_a_purchase_log_of_one_category_and_one_cohort_publishes_every_insight_it_can_learn(spark, cdnow_night):
     code, summary, cfg = cdnow_night
     assert code == 0, summary
@@ -84,7 +89,7 @@ def test_a_purchase_log_of_one_category_and_one_cohort_publishes_every_insight_i
     filled = profiles.agg(*[F.count(c).alias(c) for c in (
         "convert_probability", "churn_probability", "ltv_expected_value", "segment_name",
         "engagement_score")]).first().asDict()
-    assert people > 10_000
+    assert people == _bought_within(int(cfg.get("features.eligibility_lookback_days")))
     assert filled["convert_probability"] == filled["engagement_score"] == filled["segment_name"] == people
     assert 0 < filled["churn_probability"] < people and 0 < filled["ltv_expected_value"] <= people
     # Affinity cannot be learnt from one category: skipped, with its reason, and nothing else is lost.
@@ -99,5 +104,6 @@ def test_the_lifetime_value_of_a_real_log_lands_near_what_the_customers_did_next
     row = values.agg(F.sum("expected_purchases").alias("purchases"), F.count(F.lit(1)).alias("buyers"),
                      F.avg("p_alive").alias("p_alive")).first()
     # Every active buyer is valued, and the 90 days after the log hold fewer purchases than its first months.
-    assert row["buyers"] > 10_000 and 0.0 < row["p_alive"] < 1.0
+    assert row["buyers"] == _bought_within(int(cfg.get("features.eligibility_lookback_days")))
+    assert 0.0 < row["p_alive"] < 1.0
     assert 0.0 < row["purchases"] < 69_659 / 18 * 3
