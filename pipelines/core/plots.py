@@ -29,42 +29,40 @@ def close(fig) -> None:
     fig.clear()   # frees the drawing; Figure objects are not tracked by pyplot
 
 
-def roc_figure(points: Sequence[Sequence[float]], auc: float):
+def _against_the_diagonal(title: str, xlabel: str, ylabel: str, diagonal: str):
+    """A square figure for a curve read against y = x (chance, perfect calibration)."""
     fig = Figure(figsize=(4, 4))
     ax = fig.subplots()
+    ax.plot([0, 1], [0, 1], color=GREY, linestyle="--", label=diagonal)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    return fig, ax
+
+
+def roc_figure(points: Sequence[Sequence[float]], auc: float):
+    fig, ax = _against_the_diagonal("Holdout ROC", "false positive rate", "true positive rate", "chance")
     ax.plot([p[0] for p in points], [p[1] for p in points], color=BLUE, label=f"AUC {auc:.3f}")
-    ax.plot([0, 1], [0, 1], color=GREY, linestyle="--", label="chance")
-    ax.set_xlabel("false positive rate")
-    ax.set_ylabel("true positive rate")
-    ax.set_title("Holdout ROC")
     ax.legend(loc="lower right")
     return fig
 
 
 def reliability_figure(curve: Sequence[dict], brier: float):
     """Mean predicted probability against the observed rate, per probability bin."""
-    fig = Figure(figsize=(4, 4))
-    ax = fig.subplots()
-    ax.plot([0, 1], [0, 1], color=GREY, linestyle="--", label="perfectly calibrated")
+    fig, ax = _against_the_diagonal("Holdout calibration", "mean predicted probability", "observed rate",
+                                    "perfectly calibrated")
     ax.plot([b["predicted"] for b in curve], [b["observed"] for b in curve], marker="o", color=BLUE,
             label=f"model (Brier {brier:.4f})")
-    ax.set_xlabel("mean predicted probability")
-    ax.set_ylabel("observed rate")
-    ax.set_title("Holdout calibration")
     ax.legend(loc="upper left")
     return fig
 
 
 def lift_figure(gains: Sequence[dict]):
     """Cumulative share of positives captured against the share of people targeted."""
-    fig = Figure(figsize=(4, 4))
-    ax = fig.subplots()
+    fig, ax = _against_the_diagonal("Holdout cumulative gains", "share of people, highest scores first",
+                                    "share of positives captured", "random")
     ax.plot([0] + [g["targeted"] for g in gains], [0] + [g["captured"] for g in gains], marker="o", color=BLUE,
             label="model")
-    ax.plot([0, 1], [0, 1], color=GREY, linestyle="--", label="random")
-    ax.set_xlabel("share of people, highest scores first")
-    ax.set_ylabel("share of positives captured")
-    ax.set_title("Holdout cumulative gains")
     ax.legend(loc="lower right")
     return fig
 
