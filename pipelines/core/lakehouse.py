@@ -48,13 +48,7 @@ def last_commit(spark: SparkSession, path: str) -> tuple[int, dict[str, int]]:
     current = version(spark, path)
     if current is None:
         raise BadInputError(f"table not found: {path}")
-    jvm = spark.sparkContext._jvm
-    commit = jvm.org.apache.hadoop.fs.Path(f"{path.rstrip('/')}/_delta_log/{current:020d}.json")
-    stream = commit.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()).open(commit)
-    try:
-        text = jvm.org.apache.commons.io.IOUtils.toString(stream, "UTF-8")
-    finally:
-        stream.close()
+    text = read_text(spark, f"{path.rstrip('/')}/_delta_log/{current:020d}.json")
     for line in text.splitlines():
         action = json.loads(line)
         if "commitInfo" in action:
@@ -145,24 +139,23 @@ def insert_new(df: DataFrame, path: str, keys: Sequence[str], partition_by: Sequ
      .execute())
 
 
+def file_system(spark: SparkSession, path: str):
+    """Hadoop's file system for `path` and the path as Hadoop's (local paths and URIs alike)."""
+    hadoop_path = spark.sparkContext._jvm.org.apache.hadoop.fs.Path(path)
+    return hadoop_path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()), hadoop_path
+
+
 def folder_exists(spark: SparkSession, path: str) -> bool:
-    """Whether a folder (or file) exists, through Hadoop's file system (local paths and URIs)."""
-    jvm = spark.sparkContext._jvm
-    hadoop_path = jvm.org.apache.hadoop.fs.Path(path)
-    return bool(hadoop_path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()).exists(hadoop_path))
-
-
-def require_folder(spark: SparkSession, path: str, what: str) -> None:
-    """Fail with exit code 2 when an input folder does not exist (local paths and URIs)."""
-    if not folder_exists(spark, path):
-        raise BadInputError(f"{what} not found: {path}")
+    """Whether a folder (or file) exists."""
+    fs, hadoop_path = file_system(spark, path)
+    return bool(fs.exists(hadoop_path))
 
 
 def write_text(spark: SparkSession, path: str, text: str, overwrite: bool = True) -> None:
     """One small text file through Hadoop's file system, so object-store paths work too.
     Without `overwrite`, an existing file raises (the JVM's FileAlreadyExistsException)."""
-    target = spark.sparkContext._jvm.org.apache.hadoop.fs.Path(path)
-    stream = target.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()).create(target, overwrite)
+    fs, target = file_system(spark, path)
+    stream = fs.create(target, overwrite)
     try:
         stream.write(bytearray(text.encode("utf-8")))
     finally:
@@ -170,10 +163,8 @@ def write_text(spark: SparkSession, path: str, text: str, overwrite: bool = True
 
 
 def folder_entries(spark: SparkSession, path: str) -> list[str] | None:
-    """The names directly in a folder (local paths and URIs); None when it does not exist."""
-    jvm = spark.sparkContext._jvm
-    folder = jvm.org.apache.hadoop.fs.Path(path)
-    fs = folder.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+    """The names directly in a folder; None when it does not exist."""
+    fs, folder = file_system(spark, path)
     if not fs.exists(folder):
         return None
     return [status.getPath().getName() for status in fs.listStatus(folder)]
@@ -181,22 +172,15 @@ def folder_entries(spark: SparkSession, path: str) -> list[str] | None:
 
 def qualified(spark: SparkSession, path: str) -> str:
     """A path as Hadoop's file system names it in full (scheme, authority, absolute path)."""
-    jvm = spark.sparkContext._jvm
-    target = jvm.org.apache.hadoop.fs.Path(path)
-    fs = target.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+    fs, target = file_system(spark, path)
     return fs.makeQualified(target).toString().rstrip("/")
 
 
 def read_text(spark: SparkSession, path: str) -> str:
-    """One small text file through Hadoop's file system (the counterpart of `write_text`)."""
-    jvm = spark.sparkContext._jvm
-    target = jvm.org.apache.hadoop.fs.Path(path)
-    stream = target.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()).open(target)
-    reader = jvm.java.io.BufferedReader(jvm.java.io.InputStreamReader(stream, "UTF-8"))
+    """One small text file, byte for byte, in one call (the counterpart of `write_text`)."""
+    fs, target = file_system(spark, path)
+    stream = fs.open(target)
     try:
-        lines = []
-        while (line := reader.readLine()) is not None:
-            lines.append(line)
-        return "\n".join(lines)
+        return spark.sparkContext._jvm.org.apache.commons.io.IOUtils.toString(stream, "UTF-8")
     finally:
-        reader.close()
+        stream.close()

@@ -39,6 +39,7 @@ JSON_LINES, JSON_ARRAY, JSON_DOCUMENT, PARQUET = "json_lines", "json_array", "js
 WHOLE_FILE = (JSON_ARRAY, JSON_DOCUMENT)
 # A first line longer than this is taken as a record of a JSON lines file.
 FIRST_LINE_LIMIT = 1 << 20
+CHUNK_BYTES = 1 << 16
 REASON_BAD_ARRAY = "not a JSON array: the file does not parse as one (truncated, or not JSON)"
 REASON_UNREADABLE = "unreadable file"
 
@@ -72,27 +73,39 @@ def _hadoop(spark: SparkSession, folder: str):
     return jvm, conf, path, path.getFileSystem(conf)
 
 
-def _json_kind(jvm, conf, fs, path) -> str:
-    """JSON_ARRAY, JSON_DOCUMENT or JSON_LINES, from the file's first line (decompressed if
-    its codec says so): `[` starts an array; a first line that is `{` but not a whole JSON
-    value starts one object over several lines; anything else is JSON lines."""
-    codec = jvm.org.apache.hadoop.io.compress.CompressionCodecFactory(conf).getCodec(path)
+def _first_line(spark: SparkSession, fs, path) -> tuple[str, bool]:
+    """The file's first non-blank line (decompressed if its codec says so), read in chunks,
+    and whether it is whole: a line running past FIRST_LINE_LIMIT comes back cut there."""
+    jvm = spark.sparkContext._jvm
+    codec = jvm.org.apache.hadoop.io.compress.CompressionCodecFactory(fs.getConf()).getCodec(path)
     stream = fs.open(path)
+    head = b""
     try:
         if codec is not None:
             stream = codec.createInputStream(stream)
-        head = bytearray()
         while len(head) < FIRST_LINE_LIMIT:
-            byte = stream.read()
-            if byte < 0 or (byte == 0x0A and head.strip()):
-                break
-            head.append(byte)
+            # A chunk comes back as bytes in one call (a byte per call would cost a round trip each).
+            chunk = bytes(jvm.org.apache.commons.io.IOUtils.toByteArray(
+                jvm.org.apache.commons.io.input.BoundedInputStream(stream, CHUNK_BYTES)))
+            if not chunk:
+                return head.decode("utf-8", errors="replace").strip("\ufeff \t\r\n"), True
+            head += chunk
+            text = head.decode("utf-8", errors="replace").lstrip("\ufeff \t\r\n")
+            if "\n" in text:
+                return text.split("\n", 1)[0].rstrip("\r"), True
+        return head.decode("utf-8", errors="replace").lstrip("\ufeff \t\r\n"), False
     finally:
         stream.close()
-    line = bytes(head).decode("utf-8", errors="replace").lstrip("\ufeff \t\r\n")
+
+
+def _json_kind(spark: SparkSession, fs, path) -> str:
+    """JSON_ARRAY, JSON_DOCUMENT or JSON_LINES, from the file's first line: `[` starts an
+    array; a first line that is `{` but not a whole JSON value starts one object over
+    several lines; anything else is JSON lines."""
+    line, whole = _first_line(spark, fs, path)
     if line.startswith("["):
         return JSON_ARRAY
-    if line.startswith("{") and len(head) < FIRST_LINE_LIMIT:
+    if line.startswith("{") and whole:
         try:
             json.loads(line)
         except ValueError:
@@ -115,7 +128,7 @@ def list_files(spark: SparkSession, folder: str) -> list[LandingFile]:
         if path.getName().endswith(".parquet"):
             kind = PARQUET
         else:
-            kind = _json_kind(jvm, conf, fs, path)
+            kind = _json_kind(spark, fs, path)
         modified = datetime.fromtimestamp(status.getModificationTime() / 1000, timezone.utc).replace(tzinfo=None)
         found.append(LandingFile(canonical_path(path.toString()), status.getLen(), modified, kind))
     return sorted(found, key=lambda f: f.path)

@@ -181,7 +181,9 @@ def _changed_redeliveries(batch: DataFrame, bronze: DataFrame) -> int:
 
     def digest(frame: DataFrame, name: str) -> DataFrame:
         return frame.select("_id", F.sha2(F.to_json(F.struct(*content)), 256).alias(name))
-    pairs = digest(batch, "new").join(digest(bronze, "old"), "_id")
+    # Only bronze rows of the batch's `_id`s are hashed, not the whole table.
+    held = bronze.join(batch.select("_id"), "_id", "left_semi")
+    pairs = digest(batch, "new").join(digest(held, "old"), "_id")
     return pairs.where(F.col("new") != F.col("old")).count()
 
 

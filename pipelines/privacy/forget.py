@@ -172,9 +172,7 @@ def _redact_rows(spark: SparkSession, path: str, columns: tuple[str, ...], texts
 def _redact_files(spark: SparkSession, folder: str, texts: list[str]) -> int:
     """Every text file under `folder` (reports, Data Docs, GX validation results) with the
     texts replaced; how many files changed."""
-    jvm = spark.sparkContext._jvm
-    root = jvm.org.apache.hadoop.fs.Path(folder)
-    fs = root.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+    fs, root = lakehouse.file_system(spark, folder)
     if not texts or not fs.exists(root):
         return 0
     changed = 0
