@@ -34,6 +34,7 @@ import os
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Sequence
 
 import pyspark.sql.functions as F
 from delta.tables import DeltaTable
@@ -127,11 +128,16 @@ def _merge_delete(target: DeltaTable, source: DataFrame, condition: str) -> None
     target.alias("t").merge(F.broadcast(source).alias("s"), condition).whenMatchedDelete().execute()
 
 
-def _sources(spark: SparkSession, subject: Subject) -> dict[str, DataFrame]:
-    keys = sorted({f"{ns}\u0000{i}".lower() for ns, i in subject.identities})
+def _sources(spark: SparkSession, subject: Subject, insensitive: Sequence[str]) -> dict[str, DataFrame]:
+    """The small frames deletions join with. An identity's key is its namespace and id, the
+    id without case only in the `insensitive` namespaces (lower-cased codes): elsewhere ids
+    that differ in case are other people's."""
+    lowered = sorted({n.lower() for n in insensitive})
+    keys = sorted({f"{ns.lower()}\u0000{i.strip().lower() if ns.lower() in lowered else i.strip()}"
+                   for ns, i in subject.identities})
     return {
         "people": spark.createDataFrame([(p,) for p in subject.people], "person_id string"),
-        "keys": spark.createDataFrame([(k,) for k in keys], "key string"),
+        "keys": spark.createDataFrame([(k, lowered) for k in keys], "key string, insensitive array<string>"),
         "pairs": spark.createDataFrame(list(subject.identities), "namespace string, id string"),
         "texts": spark.createDataFrame([(t,) for t in subject.texts], "text string"),
     }
@@ -140,8 +146,10 @@ def _sources(spark: SparkSession, subject: Subject) -> dict[str, DataFrame]:
 def deletions(subject: Subject) -> list[tuple[str, str, str]]:
     """(table, source, condition) per table, in the order they are deleted (the identity
     graph is not among them: it goes last, after the redactions)."""
+    # Keyed as _sources keys them; the namespaces without case come with the source rows.
     by_identity = ("exists(flatten(transform(map_entries(t.identityMap), e -> transform(e.value, i -> "
-                   "lower(concat_ws('\\u0000', e.key, i.id))))), k -> k = s.key)")
+                   "concat_ws('\\u0000', lower(e.key), CASE WHEN array_contains(s.insensitive, lower(e.key)) "
+                   "THEN lower(trim(i.id)) ELSE trim(i.id) END)))), k -> k = s.key)")
     rules = [("bronze_events", "keys", by_identity), ("bronze_profiles", "keys", by_identity),
              ("quarantine", "texts", "instr(t.raw, s.text) > 0")]
     if subject.people:
@@ -212,7 +220,7 @@ def forget(spark: SparkSession, cfg: Config, namespace: str, identity: str) -> d
         "vacuum_after": now + timedelta(hours=float(cfg.get("privacy.retention_hours"))), "vacuumed_at": None}
     if receipt["status"] == "started" and receipt["receipt_id"] not in _receipt_ids(spark, receipts):
         lakehouse.append(spark.createDataFrame([receipt], RECEIPT_SCHEMA), receipts, merge_schema=True)
-    sources = _sources(spark, subject)
+    sources = _sources(spark, subject, cfg.get("identity.case_insensitive_namespaces", []) or [])
     removed = dict(receipt["rows_removed"] or {})
     for name, source, condition in deletions(subject):
         path = cfg.table(name)

@@ -154,6 +154,15 @@ def test_a_person_whose_every_record_was_quarantined_is_found_in_quarantine(spar
     assert lakehouse.read(spark, cfg.table("bronze_events")).count() == 1
 
 
+def test_ids_that_differ_only_in_case_are_other_people_outside_the_case_insensitive_namespaces(spark, tmp_path):
+    root = tmp_path / "lakehouse"
+    crm = [{"CRMID": [{"id": crm_id, "primary": True}]} for crm_id in ("Case-A1", "case-a1")]
+    cfg = _tiny(root, [{**_event("upper", "x@example.com"), "identityMap": crm[0]},
+                       {**_event("lower", "y@example.com"), "identityMap": crm[1]}])
+    assert main(["forget", "--identity", "CRMID:Case-A1", "--set", f"lakehouse.root={root}"]) == 0
+    assert [r["_id"] for r in lakehouse.read(spark, cfg.table("bronze_events")).collect()] == ["lower"]
+
+
 def test_a_forget_stopped_part_way_is_finished_by_the_same_request(spark, tmp_path, monkeypatch):
     root = tmp_path / "lakehouse"
     cfg = _tiny(root, [_event("a", "stopped@example.com"), _event("b", "other@example.com")])
