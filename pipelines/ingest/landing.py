@@ -24,6 +24,7 @@ from datetime import datetime, timezone
 from typing import Sequence
 
 import pyspark.sql.functions as F
+from py4j.protocol import Py4JJavaError
 from delta.tables import DeltaTable
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import types as T
@@ -85,8 +86,13 @@ def _first_line(spark: SparkSession, fs, path) -> tuple[str, bool]:
             stream = codec.createInputStream(stream)
         while len(head) < FIRST_LINE_LIMIT:
             # A chunk comes back as bytes in one call (a byte per call would cost a round trip each).
-            chunk = bytes(jvm.org.apache.commons.io.IOUtils.toByteArray(
-                jvm.org.apache.commons.io.input.BoundedInputStream(stream, CHUNK_BYTES)))
+            try:
+                chunk = bytes(jvm.org.apache.commons.io.IOUtils.toByteArray(
+                    jvm.org.apache.commons.io.input.BoundedInputStream(stream, CHUNK_BYTES)))
+            except Py4JJavaError:
+                # Cut short (a truncated gzip): judged by what was read; reading the file whole
+                # meets the same error, and ingest quarantines the file with it.
+                return head.decode("utf-8", errors="replace").lstrip("\ufeff \t\r\n"), False
             if not chunk:
                 return head.decode("utf-8", errors="replace").strip("\ufeff \t\r\n"), True
             head += chunk
