@@ -115,6 +115,7 @@ bench: setup $(BENCH_STAMP)
 # Each champion of the demo lakehouse against the generator's oracle (after `make demo`).
 model-quality: setup
 	$(BIN)/python bench/model_quality.py --root $(DEMO_ROOT)
+	$(BIN)/python bench/cdnow_vs_lifetimes.py
 
 lint: setup
 	$(BIN)/ruff check pipelines jobs tests bench tools examples

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import mlflow.spark
+
 from pipelines.models import registry
 from pipelines.models.lifetime_value import BgNbd, GammaGamma, parameters_from_dict
 
@@ -18,6 +20,7 @@ LIFETIME_VALUE_PARAMETERS = "lifetime_value_parameters.json"   # BG/NBD, Gamma-G
 SEGMENTS = "segments.json"                             # each segment's id, name and typical member
 SEARCH = "hyperparameter_search.json"                  # every candidate of a training and its measure
 DECILES = "holdout_deciles.json"                       # a regressor's predicted and actual per decile
+JUDGED_REGRESSOR = "judged_model"    # lifetime value: the run tag naming the regressor its holdout judged
 
 # The two ways to value a buyer; the one with the lower holdout MAE is registered.
 PROBABILISTIC = "bgnbd_gamma_gamma"
@@ -38,11 +41,20 @@ class ValueModel:
     method: str     # PROBABILISTIC, or REGRESSOR: the version's Spark ML pipeline gives the value
 
 
-def lifetime_value_model(run_id: str) -> ValueModel:
+def lifetime_value_model(run_id: str, judged: bool = False) -> ValueModel:
+    """The version's parameters for tonight's values (refitted up to its run date), or with
+    `judged` the ones its holdout judged (versions logged before the refit have only those)."""
     logged = registry.load_dict(run_id, LIFETIME_VALUE_PARAMETERS)
-    bgnbd, spend = parameters_from_dict(logged)
+    bgnbd, spend = parameters_from_dict(logged.get("judged", logged) if judged else logged)
     # Versions logged before the regressor existed are probabilistic.
     return ValueModel(bgnbd, spend, int(logged["horizon_days"]), logged.get("value_method", PROBABILISTIC))
+
+
+def judged_regressor(run_id: str, model_name: str, version: str):
+    """A regressor-valued version's model as its holdout judged it: logged beside the
+    registered refit, or the registered model itself for versions logged before the refit."""
+    uri = registry.run_tags(run_id).get(JUDGED_REGRESSOR)
+    return mlflow.spark.load_model(uri) if uri else registry.load_spark_model(model_name, version)
 
 
 def segment_table(run_id: str) -> list[dict]:

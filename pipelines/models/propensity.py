@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Callable, Sequence
 
+import numpy as np
 import pyspark.sql.functions as F
 from pyspark.ml import Pipeline, PipelineModel
-from pyspark.ml.classification import GBTClassifier, LogisticRegression
+from pyspark.ml.classification import GBTClassifier, LogisticRegression, LogisticRegressionModel
 from pyspark.ml.evaluation import BinaryClassificationEvaluator
 from pyspark.ml.feature import StandardScaler, VectorAssembler
 from pyspark.ml.functions import vector_to_array
@@ -151,12 +152,17 @@ def reliability_curve(scored: DataFrame, bins: int = 10) -> list[dict[str, float
 
 
 def feature_importances(model: PipelineModel, inputs: Sequence[str]) -> dict[str, float]:
-    """The trees' split-gain importance of each input (sums to 1); empty for a model
-    without tree importances over exactly these inputs (a logistic regression, say)."""
+    """Each input's share of importance (sums to 1): the trees' split gain, or a logistic
+    regression's coefficient sizes (on standardised inputs, so comparable); empty for a
+    model with neither over exactly these inputs."""
     last = model.stages[-1]
-    if not hasattr(last, "featureImportances"):
+    if hasattr(last, "featureImportances"):
+        importances = last.featureImportances.toArray()
+    elif isinstance(last, LogisticRegressionModel) and last.numClasses == 2:
+        sizes = np.abs(last.coefficients.toArray())
+        importances = sizes / sizes.sum() if sizes.sum() > 0 else sizes
+    else:
         return {}
-    importances = last.featureImportances.toArray()
     if len(importances) != len(inputs):
         return {}
     return {name: float(value) for name, value in zip(inputs, importances, strict=True)}

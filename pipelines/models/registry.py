@@ -87,6 +87,10 @@ def run_params(run_id: str) -> dict[str, str]:
     return MlflowClient().get_run(run_id).data.params
 
 
+def run_tags(run_id: str) -> dict[str, str]:
+    return MlflowClient().get_run(run_id).data.tags
+
+
 def evaluation(run_id: str) -> dict | None:
     """The holdout evaluation a training run logged (None for runs without one)."""
     return _optional_dict(run_id, EVALUATION_ARTIFACT)

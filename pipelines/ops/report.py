@@ -36,6 +36,11 @@ def _score_histogram(ctx: RunContext, model_name: str) -> str | None:
     return _img(fig, f"{model_name} score histogram")
 
 
+def psi_observed(observed: str) -> float:
+    """The PSI a drift outcome observed ("PSI 0.1234", with what became of the model after a `;`)."""
+    return float(observed.split(";")[0].split()[-1])
+
+
 def _drift_plot(ctx: RunContext, model_key: str) -> str | None:
     """PSI per column from this run's drift rows of one model in ops/dq_results."""
     path = ctx.cfg.table("dq_results")
@@ -47,7 +52,7 @@ def _drift_plot(ctx: RunContext, model_key: str) -> str | None:
             .groupBy("check").agg(F.max_by("observed", "recorded_at").alias("observed")).collect())  # latest attempt
     if not rows:
         return None
-    values = sorted(((r["check"][len(prefix):], float(r["observed"].split()[-1])) for r in rows), key=lambda v: v[1])
+    values = sorted(((r["check"][len(prefix):], psi_observed(r["observed"])) for r in rows), key=lambda v: v[1])
     limits = ctx.cfg.get("quality.drift")["score"]
     fig = plots.psi_figure(values, {level: limits.get(level) for level in ("warning", "error")})
     return _img(fig, f"{model_key}: population stability per column")

@@ -90,7 +90,10 @@ def _model_line(key: str, model: dict) -> str:
             f"PR-AUC {model['holdout_pr_auc']:.3f}")
     if "holdout_lift_top_decile" in model:
         line += f", lift in the top decile {model['holdout_lift_top_decile']:.2f}, Brier {model['holdout_brier']:.4f}"
-    if "holdout_baseline_auc_roc" in model:
+    if model.get("chosen_is_baseline") or model.get("chosen_is_customer_base"):
+        chosen = "the logistic regression" if model.get("chosen_is_baseline") else "BG/NBD's purchase log-odds"
+        line += f" ({chosen}; the estimator had {model['holdout_estimator_auc_roc']:.3f})"
+    elif "holdout_baseline_auc_roc" in model:
         line += f", baseline AUC {model['holdout_baseline_auc_roc']:.3f}"
     if model.get("mlflow_run_id"):
         line += f", mlflow run {model['mlflow_run_id']}"

@@ -8,6 +8,7 @@ Pure decisions on small numbers; the caller gathers the numbers in Spark and act
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Callable, Mapping
@@ -16,7 +17,7 @@ from typing import Callable, Mapping
 @dataclass(frozen=True)
 class Decision:
     allowed: bool
-    check: str        # data_sufficiency | promotion
+    check: str        # data_sufficiency | promotion | refit_plausible | ...
     rule: str         # the rule, e.g. "min_auc=0.65, max_auc_drop=0.0"
     observed: str     # what was measured
     reason: str = ""  # why it was refused (empty when allowed)
@@ -104,6 +105,26 @@ def value_sufficiency(buyers: int, repeat_buyers: int, min_repeat_buyers: int) -
     reason = (f"{repeat_buyers} repeat buyers (at least {min_repeat_buyers} are needed)"
               if repeat_buyers < min_repeat_buyers else "")
     return Decision(allowed=not reason, check="data_sufficiency", rule=rule, observed=observed, reason=reason)
+
+
+def value_refit(parameters: dict[str, dict[str, float]]) -> Decision:
+    """Accept a lifetime-value refit on the latest purchases when every parameter is a
+    finite positive number away from the degenerate edges of these likelihoods (below
+    1e4), the Gamma-Gamma mean spend exists (q > 1) and the mean purchase rate r / alpha is
+    at most one purchase day per day."""
+    bgnbd, spend = parameters["bgnbd"], parameters["gamma_gamma"]
+    values = {**{f"bgnbd.{k}": v for k, v in bgnbd.items()}, **{f"gamma_gamma.{k}": v for k, v in spend.items()}}
+    problems = [f"{name} = {value:.4g} is not a positive number below 1e4" for name, value in values.items()
+                if not (math.isfinite(value) and 0 < value < 1e4) and not name.endswith((".alpha", ".gamma"))]
+    problems += [f"{name} = {value:.4g} is not a finite positive number" for name, value in values.items()
+                 if name.endswith((".alpha", ".gamma")) and not (math.isfinite(value) and value > 0)]
+    if not problems and spend["q"] <= 1:
+        problems.append(f"gamma_gamma.q = {spend['q']:.4g}: the mean spend does not exist (q <= 1)")
+    if not problems and bgnbd["r"] / bgnbd["alpha"] > 1:
+        problems.append(f"the mean purchase rate r / alpha = {bgnbd['r'] / bgnbd['alpha']:.4g} exceeds one a day")
+    observed = ", ".join(f"{name}={value:.4g}" for name, value in values.items())
+    return Decision(allowed=not problems, check="refit_plausible", rule="0 < shapes < 1e4, q > 1, r / alpha <= 1",
+                    observed=observed, reason="; ".join(problems))
 
 
 def value_promotion(new_mae: float, total_ratio: float, champion_mae: float | None, max_total_error: float,

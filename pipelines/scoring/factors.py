@@ -16,6 +16,11 @@ prod_{j != i} (z_j + o_j t). Summed over leaves and trees this is exact: the bas
 (every z) plus a person's contributions equals the model's log-odds for that person.
 Paths are at most max_depth long, so the work per person is small and fixed, and it runs
 in Spark over batches of rows (numpy, no Python loop per person).
+
+A logistic regression on standardised inputs (the baseline, when it wins its holdout) is
+explained exactly too: its log-odds is the intercept plus, per input, the coefficient
+times the standardised value, and with independent inputs that term is the input's
+Shapley value.
 """
 
 from __future__ import annotations
@@ -27,8 +32,8 @@ from typing import Callable, Iterator, Mapping, Sequence
 import numpy as np
 import pandas as pd
 from pyspark.ml import PipelineModel
-from pyspark.ml.classification import GBTClassificationModel
-from pyspark.ml.feature import VectorAssembler
+from pyspark.ml.classification import GBTClassificationModel, LogisticRegressionModel
+from pyspark.ml.feature import StandardScalerModel, VectorAssembler
 from pyspark.sql import DataFrame
 from pyspark.sql import types as T
 
@@ -62,13 +67,53 @@ class TreeEnsemble:
         """Expected log-odds over the training cover: the score before any factor."""
         return float(sum(leaf.value * float(np.prod(leaf.zero)) for leaf in self.leaves))
 
+    def contributions(self, x: np.ndarray) -> np.ndarray:
+        return contributions(self, x)
 
-def explainable(model: PipelineModel) -> bool:
-    """Factors are exact for a VectorAssembler straight into gradient-boosted trees: the
-    trees split the very values the person has (a scaler in between would not)."""
+
+@dataclass(frozen=True)
+class LinearTerms:
+    """A logistic regression on standardised inputs: log-odds = intercept + sum of
+    weight * (value - mean) / std over the inputs (an input with no spread adds nothing)."""
+    inputs: tuple[str, ...]
+    weights: np.ndarray
+    means: np.ndarray
+    stds: np.ndarray
+    intercept: float
+
+    @property
+    def base_value(self) -> float:
+        return self.intercept
+
+    def contributions(self, x: np.ndarray) -> np.ndarray:
+        scale = np.divide(self.weights, self.stds, out=np.zeros_like(self.weights), where=self.stds > 0)
+        return (x - self.means) * scale
+
+
+Explainer = TreeEnsemble | LinearTerms
+
+
+def explainer(model: PipelineModel) -> Explainer | None:
+    """How a champion's scores break into factors, when they do exactly: a VectorAssembler
+    straight into gradient-boosted trees (the trees split the very values the person has),
+    or into a standardising scaler and a logistic regression. None for other models."""
     stages = model.stages
-    return (len(stages) == 2 and isinstance(stages[0], VectorAssembler)
-            and isinstance(stages[1], GBTClassificationModel))
+    if not stages or not isinstance(stages[0], VectorAssembler):
+        return None
+    if len(stages) == 2 and isinstance(stages[1], GBTClassificationModel):
+        return tree_ensemble(model)
+    if len(stages) == 3 and isinstance(stages[1], StandardScalerModel) and isinstance(stages[2],
+                                                                                      LogisticRegressionModel):
+        scaler, regression = stages[1], stages[2]
+        weights = regression.coefficients.toArray()
+        if regression.numClasses != 2 or len(weights) != len(stages[0].getInputCols()):
+            return None
+        width = len(weights)
+        means = scaler.mean.toArray() if scaler.getWithMean() else np.zeros(width)
+        stds = scaler.std.toArray() if scaler.getWithStd() else np.ones(width)
+        return LinearTerms(inputs=tuple(stages[0].getInputCols()), weights=weights, means=means, stds=stds,
+                           intercept=float(regression.intercept))
+    return None
 
 
 def tree_ensemble(model: PipelineModel) -> TreeEnsemble:
@@ -149,10 +194,10 @@ def importance_label(contribution: np.ndarray, high_from: float, medium_from: fl
     return np.where(size >= high_from, "high", np.where(size >= medium_from, "medium", "low"))
 
 
-def top_factors(ensemble: TreeEnsemble, x: np.ndarray, top_n: int, high_from: float,
+def top_factors(ensemble: Explainer, x: np.ndarray, top_n: int, high_from: float,
                 medium_from: float) -> list[list[dict]]:
     """Per row, the `top_n` inputs with the largest absolute contributions, largest first."""
-    phi = contributions(ensemble, x)
+    phi = ensemble.contributions(x)
     order = np.argsort(-np.abs(phi), axis=1, kind="stable")[:, :top_n]
     rows = np.arange(x.shape[0])[:, None]
     chosen, values = phi[rows, order], x[rows, order]
@@ -163,7 +208,7 @@ def top_factors(ensemble: TreeEnsemble, x: np.ndarray, top_n: int, high_from: fl
             for r in range(x.shape[0])]
 
 
-def with_factors(ensemble: TreeEnsemble, settings: Mapping, keep: Sequence[str],
+def with_factors(ensemble: Explainer, settings: Mapping, keep: Sequence[str],
                  output: str = "factors") -> Callable[[DataFrame], DataFrame]:
     """A frame with `keep` columns and every model input -> `keep` plus `output`, the
     person's top factors (settings: top_n, importance_log_odds.high / .medium)."""

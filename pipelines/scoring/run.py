@@ -12,12 +12,14 @@ from __future__ import annotations
 import time
 from dataclasses import replace
 from functools import reduce
+from typing import Callable
 
 import pyspark.sql.functions as F
 from pyspark.sql import DataFrame
 
 from pipelines.core import lakehouse
 from pipelines.models import custom, registry
+from pipelines.models.customer_base import CUSTOMER_BASE_COLUMNS, CustomerBase
 from pipelines.models.propensity import SCORE_COLUMN, positive_probability
 from pipelines.models.specs import AFFINITY, LIFETIME_VALUE, SEGMENTS, ModelSpec, enabled, model_specs
 from pipelines.core.context import RunContext
@@ -25,10 +27,10 @@ from pipelines.quality.drift import drift_outcomes
 from pipelines.quality.gate import QualityChecks
 from pipelines.quality.suites import ExpectationOutcome
 from pipelines.quality.views import scores_view
-from pipelines.core.errors import BadInputError
+from pipelines.core.errors import BadInputError, GateError
 from pipelines.scoring import affinity, lifetime_value, segments
 from pipelines.scoring.champions import champion_or_skip
-from pipelines.scoring.factors import FACTORS_TYPE, explainable, tree_ensemble, with_factors
+from pipelines.scoring.factors import FACTORS_TYPE, explainer, with_factors
 from pipelines.models.regression import PREDICTION
 from pipelines.scoring.scores import (bucket, percentile_cut_points, percentile_from_cut_points, with_provenance,
                                       with_score_columns)
@@ -42,11 +44,14 @@ def run(ctx: RunContext) -> dict:
         # Each classifier's champion; one without a champion is skipped tonight (see champions.py).
         champions = {spec.key: version for spec in every_spec if not spec.is_regressor
                      and (version := champion_or_skip(checks, spec.key, spec.registered_name, spec.required))}
+        fits, base = _customer_base(ctx, checks, every_spec, champions)
         specs = [spec for spec in every_spec if spec.key in champions]
         features = (lakehouse.read(spark, cfg.table("features"), "features")
                     .where(F.col("as_of_date") == F.lit(ctx.run_date)))
         extras = _extra_features(ctx, every_spec)
         inputs = _model_inputs(specs, features, extras)
+        for key, with_base in base.items():
+            inputs[key] = inputs[key].transform(with_base)
         scored, counts, drifted = [], {}, []
         for spec in list(specs):
             champion = champions[spec.key]
@@ -86,6 +91,8 @@ def run(ctx: RunContext) -> dict:
         others.update(predicted)
         if extras is not None:
             extras.unpersist()
+        if fits is not None:
+            fits.release()
         checks.enforce()
         return {"people_scored": sum(counts.values()), **others,
                 **({"retrain_for_drift": drifted + drifted_regressors} if drifted + drifted_regressors else {}),
@@ -107,6 +114,34 @@ def _model_inputs(specs: list[ModelSpec], features: DataFrame,
     return rows
 
 
+def _customer_base(ctx: RunContext, checks: QualityChecks, specs: list[ModelSpec], champions: dict
+                   ) -> tuple[CustomerBase | None, dict[str, Callable[[DataFrame], DataFrame]]]:
+    """The customer-base fit of the run date (to release after scoring), and for each
+    champion trained with those features the transform that adds them as of the run date
+    (fitted on the purchases before it). When they cannot be fitted tonight those models
+    are skipped with the reason (a required one stops the night); `champions` loses them."""
+    using = [spec for spec in specs if spec.key in champions
+             and set(CUSTOMER_BASE_COLUMNS) <= set(registry.run_params(champions[spec.key].run_id)
+                                                   .get("features", "").split(","))]
+    if not using:
+        return None, {}
+    events = lakehouse.read(ctx.spark, ctx.cfg.table("silver_events"), "ingest")
+    base = CustomerBase(events, int(ctx.cfg.get("models.lifetime_value.spend_decimals")))
+    why = base.unavailable([ctx.run_date])
+    if not why:
+        return base, {spec.key: base.features(ctx.run_date, spec.horizon_days) for spec in using}
+    for spec in using:
+        what = f"{spec.registered_name} needs the customer-base features, and there are none {why}"
+        if spec.required:
+            raise GateError(f"model {spec.key}: {what}, and models.{spec.key}.required is true")
+        checks.add([ExpectationOutcome(
+            suite="model_gates", check=f"{spec.key}.customer_base_present", expectation=what, severity="warning",
+            success=False, samples=[], observed="skipped tonight; its profile columns keep what they hold")], 0.0)
+        ctx.progress(f"{spec.key}: {what}; skipped tonight")
+        del champions[spec.key]
+    return base, {}
+
+
 def _extra_features(ctx: RunContext, specs: list[ModelSpec]) -> DataFrame | None:
     """The extra features of every custom model in `specs` as of the run date, in one cached
     pass over silver/events (read only when some model declares any)."""
@@ -122,10 +157,10 @@ def _extra_features(ctx: RunContext, specs: list[ModelSpec]) -> DataFrame | None
 def _score(ctx: RunContext, spec: ModelSpec, champion, model,
            eligible: DataFrame) -> tuple[DataFrame, DataFrame]:
     """One model's rows for gold/scores (lazy), and the cached probabilities and factors they
-    come from. Factors need gradient-boosted trees straight on the model's inputs; other
-    models' rows have an empty list."""
+    come from. Factors need gradient-boosted trees straight on the model's inputs or the
+    standardised logistic regression; other models' rows have an empty list."""
     keep = ["person_id", "as_of_date", SCORE_COLUMN]
-    ensemble = tree_ensemble(model) if explainable(model) else None
+    ensemble = explainer(model)
     probabilities = model.transform(eligible).select(*keep[:2], positive_probability().alias(SCORE_COLUMN),
                                                      *(ensemble.inputs if ensemble else ()))
     if ensemble is None:

@@ -1,5 +1,6 @@
 """Influential factors: exact TreeSHAP against a brute-force Shapley computation, and
-contributions that add up to the model's log-odds for every person."""
+contributions that add up to the model's log-odds for every person, for the trees and for
+the logistic baseline."""
 
 from __future__ import annotations
 
@@ -10,10 +11,10 @@ import numpy as np
 import pytest
 from pyspark.ml import Pipeline
 from pyspark.ml.classification import GBTClassifier
-from pyspark.ml.feature import VectorAssembler
+from pyspark.ml.feature import StandardScaler, VectorAssembler
 
-from pipelines.models.propensity import positive_probability
-from pipelines.scoring.factors import contributions, top_factors, tree_ensemble, with_factors
+from pipelines.models.propensity import baseline_pipeline, positive_probability
+from pipelines.scoring.factors import LinearTerms, contributions, explainer, top_factors, tree_ensemble, with_factors
 
 INPUTS = ["visits", "spend", "recency", "noise"]
 
@@ -121,3 +122,25 @@ def test_bad_factor_settings_are_refused(fitted):
     with pytest.raises(ValueError, match="scoring.factors"):
         with_factors(tree_ensemble(model), {"top_n": 0, "importance_log_odds": {"high": 0.5, "medium": 0.2}},
                      keep=["person_id"])
+
+
+def test_a_logistic_baselines_factors_add_up_to_its_log_odds(spark, fitted):
+    _, frame = fitted
+    model = baseline_pipeline(INPUTS).fit(frame)
+    terms = explainer(model)
+    assert isinstance(terms, LinearTerms) and terms.inputs == tuple(INPUTS)
+    rows = model.transform(frame).select(*INPUTS, positive_probability().alias("p")).toPandas()
+    x = rows[INPUTS].to_numpy(dtype=float)
+    log_odds = np.log(rows["p"] / (1 - rows["p"]))
+    np.testing.assert_allclose(terms.base_value + terms.contributions(x).sum(axis=1), log_odds, atol=1e-8)
+    factors = top_factors(terms, x[:1], top_n=2, high_from=0.5, medium_from=0.2)[0]
+    largest = np.argsort(-np.abs(terms.contributions(x[:1])[0]))[:2]
+    assert [f["feature"] for f in factors] == [INPUTS[i] for i in largest]
+
+
+def test_models_without_exact_factors_have_no_explainer(spark, fitted):
+    _, frame = fitted
+    scaled_trees = Pipeline(stages=[VectorAssembler(inputCols=INPUTS, outputCol="raw"),
+                                    StandardScaler(inputCol="raw", outputCol="features"),
+                                    GBTClassifier(maxIter=2, maxDepth=2, seed=5)]).fit(frame)
+    assert explainer(scaled_trees) is None

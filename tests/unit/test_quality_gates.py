@@ -132,6 +132,23 @@ def test_a_value_fit_needs_enough_repeat_buyers():
     assert not refused.allowed and refused.reason == "499 repeat buyers (at least 500 are needed)"
 
 
+CDNOW_FIT = {"bgnbd": {"r": 0.243, "alpha": 4.414, "a": 0.793, "b": 2.426},
+             "gamma_gamma": {"p": 6.25, "q": 3.74, "gamma": 15.44}}
+
+
+@pytest.mark.parametrize("change, reason", [
+    ({}, ""),
+    ({"gamma_gamma": {"p": 6.25, "q": 0.9, "gamma": 15.44}}, "the mean spend does not exist"),
+    ({"bgnbd": {"r": 2e4, "alpha": 4.414, "a": 0.793, "b": 2.426}}, "bgnbd.r = 2e+04 is not a positive number"),
+    ({"bgnbd": {"r": 0.243, "alpha": 0.1, "a": 0.793, "b": 2.426}}, "exceeds one a day"),
+    ({"bgnbd": {"r": float("nan"), "alpha": 4.414, "a": 0.793, "b": 2.426}}, "bgnbd.r = nan"),
+])
+def test_a_lifetime_value_refit_is_used_only_with_plausible_parameters(change, reason):
+    decision = model_gates.value_refit({**CDNOW_FIT, **change})
+    assert decision.allowed == (not reason)
+    assert reason in decision.reason
+
+
 def test_the_events_view_names_the_first_bad_currency_and_unknown_namespace(spark):
     bronze = T.StructType(EXPERIENCE_EVENT.fields + [T.StructField("primary_id", T.StringType())])
     item = {"priceTotal": 3.0, "quantity": 2, "currencyCode": "EUR"}
@@ -184,3 +201,14 @@ def test_the_profile_view_is_the_table_the_merge_would_leave(spark):
     rows = sorted((r["person_id"], r["p"]) for r in after.collect())
     # a: newer date wins; b: an older date never replaces; c: untouched; d: duplicates stay visible
     assert rows == [("a", 0.9), ("b", 0.2), ("c", 0.3), ("d", 0.6), ("d", 0.7)]
+
+
+@pytest.mark.parametrize("observed, value", [
+    ("PSI 0.1190", 0.119),
+    ("PSI 1.9677; skipped tonight: its champion was trained on the latest snapshots and still drifts", 1.9677),
+    ("PSI inf; retrained tonight, then scored again", float("inf")),
+])
+def test_the_report_reads_the_psi_of_a_drift_outcome_whatever_note_follows(observed, value):
+    from pipelines.ops.report import psi_observed
+
+    assert psi_observed(observed) == value

@@ -145,3 +145,15 @@ def test_only_a_missing_model_or_alias_reads_as_no_champion(monkeypatch):
     monkeypatch.setattr(registry, "MlflowClient", failing(codes.TEMPORARILY_UNAVAILABLE, "503 Service Unavailable"))
     with pytest.raises(MlflowException, match="503"):
         registry.champion("m")
+
+
+@pytest.mark.parametrize("aucs, chosen", [
+    ({"estimator": 0.80, "baseline": 0.79, "customer_base": 0.70}, "estimator"),
+    ({"estimator": 0.66, "baseline": 0.69, "customer_base": 0.70}, "customer_base"),
+    ({"estimator": 0.70, "baseline": 0.70}, "baseline"),
+    ({"estimator": 0.70, "baseline": 0.70, "customer_base": 0.70}, "customer_base"),
+])
+def test_the_best_candidate_is_registered_and_a_tie_goes_to_the_simpler(aucs, chosen):
+    from pipelines.models.training.classifier import best_candidate
+
+    assert best_candidate(aucs) == chosen

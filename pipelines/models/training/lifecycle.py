@@ -34,8 +34,9 @@ from pipelines.quality.gate import QualityChecks
 from pipelines.quality.model_gates import Decision
 from pipelines.quality.suites import ExpectationOutcome
 
-# Version tags that are metrics without the holdout_ prefix (segments judge the people they segment).
-METRIC_TAGS = ("silhouette", "k", "people")
+# Version tags that are metrics without the holdout_ prefix (segments judge the people they segment;
+# a classifier may register a simpler candidate; a lifetime value may keep its holdout fit).
+METRIC_TAGS = ("silhouette", "k", "people", "chosen_is_baseline", "chosen_is_customer_base", "refit_accepted")
 
 
 @dataclass

@@ -5,12 +5,16 @@
     holdout = run_date - horizon: predictions over [holdout, run_date) vs. the revenue
     that happened there, for the buyers with a feature row at the holdout.
 
-The way with the lower MAE is registered: the fitted parameters as a pyfunc model (it
-predicts from x, t_x, T and the mean spend, with or without Spark), or the regressor's
-Spark ML pipeline. P(alive) and expected purchases come from BG/NBD either way. The
-version becomes champion through its own gate: the holdout total within
-`max_total_error` of the actual, and a per-person MAE no worse than the champion's on the
-same holdout.
+The way with the lower MAE is chosen (the probabilistic one on a tie), then refitted on
+the latest data for tonight's values: BG/NBD and Gamma-Gamma on every purchase before the
+run date (kept only when the fit converges to plausible parameters, else the holdout's
+fit stays), the regressor on the buyers as of the holdout labelled up to the run date.
+It is registered as the fitted parameters in a pyfunc model (it predicts from x, t_x, T
+and the mean spend, with or without Spark), or as the regressor's Spark ML pipeline.
+P(alive) and expected purchases come from BG/NBD either way. The version becomes
+champion through its own gate: the holdout total within `max_total_error` of the
+actual, and a per-person MAE no worse than the champion's on the same holdout, the
+champion judged by its own holdout fit (its refit has seen part of this holdout).
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ from pipelines.models.specs import LIFETIME_VALUE
 from pipelines.models.training.lifecycle import Candidate, ConfiguredTrainer, Refusal
 from pipelines.models.training.snapshots import PinnedEvents
 from pipelines.models.value_regressor import labelled_buyers, non_negative_value, regressor_pipeline
-from pipelines.quality.model_gates import Decision, value_promotion, value_sufficiency
+from pipelines.quality.model_gates import Decision, value_promotion, value_refit, value_sufficiency
 
 
 class LifetimeValueModel(mlflow.pyfunc.PythonModel):
@@ -63,7 +67,7 @@ class LifetimeValueModel(mlflow.pyfunc.PythonModel):
 class LifetimeValueTrainer(ConfiguredTrainer):
     key = LIFETIME_VALUE
     ledger_metrics = ("holdout_mae", "holdout_rmse", "holdout_total_predicted", "holdout_total_actual",
-                      "holdout_total_ratio", "holdout_people",
+                      "holdout_total_ratio", "holdout_people", "refit_accepted",
                       *(f"holdout_{way}_{metric}" for way in (PROBABILISTIC, REGRESSOR)
                         for metric in ("mae", "total_ratio")),
                       "value_method_is_regressor", "model_version", "promoted", "reused")
@@ -121,41 +125,79 @@ class LifetimeValueTrainer(ConfiguredTrainer):
         regressor = regressor_pipeline(inputs, model_cfg["regressor"], int(model_cfg["seed"])).fit(training_rows)
         by_method[REGRESSOR] = holdout_errors(_regressor_values(regressor, self.judged, probabilistic), self.actual)
         sample = self.judged.select(*inputs).limit(5).toPandas()
-        method = min(by_method, key=lambda m: by_method[m]["holdout_mae"])
+        # The way with the lower MAE wins; on a tie, the probabilistic one (fewer parameters).
+        method = REGRESSOR if by_method[REGRESSOR]["holdout_mae"] < by_method[PROBABILISTIC]["holdout_mae"] \
+            else PROBABILISTIC
         metrics = {**by_method[method], **{f"holdout_{m}_{k}": by_method[m][f"holdout_{k}"]
                                           for m in by_method for k in ("mae", "rmse", "total_ratio")},
                    "value_method_is_regressor": float(method == REGRESSOR)}
-        parameters = parameters_dict(bgnbd, spend)
+        judged_parameters = parameters_dict(bgnbd, spend)
         ctx.progress(f"{len(bgnbd_data['x'])} distinct (x, t_x, T); {int(metrics['holdout_people'])} buyers "
                      f"judged: holdout MAE {by_method[PROBABILISTIC]['holdout_mae']:.2f} with BG/NBD + "
                      f"Gamma-Gamma, {by_method[REGRESSOR]['holdout_mae']:.2f} with the regressor: {method} is used; "
                      f"predicted {metrics['holdout_total_predicted']:,.0f} vs actual "
                      f"{metrics['holdout_total_actual']:,.0f} over {horizon} days")
+        # Tonight's values come from the chosen way refitted on everything up to the run date.
+        parameters, refit = self._refit(judged_parameters, decimals)
+        metrics["refit_accepted"] = float(refit.allowed)
+        final_regressor = regressor
+        if method == REGRESSOR:
+            ctx.progress(f"refitting the regressor on buyers as of {holdout}, labelled up to {ctx.run_date}")
+            final_regressor = regressor_pipeline(inputs, model_cfg["regressor"], int(model_cfg["seed"])).fit(
+                in_canonical_order(self.judged, "person_id"))
         params = {"model": self.key, "run_date": ctx.run_date.isoformat(), "horizon_days": horizon,
                   "holdout_as_of": holdout.isoformat(), "silver_events_path": events.path,
                   "silver_events_version": events.version, "spend_decimals": decimals,
                   "distinct_bgnbd_tuples": len(bgnbd_data["x"]),
                   "distinct_spend_tuples": len(spend_data["x"]), "value_method": method,
                   "features": ",".join(inputs),
+                  "refit": "accepted" if refit.allowed else f"kept the holdout fit: {refit.reason}",
                   **{f"regressor_{k}": v for k, v in dict(model_cfg["regressor"]).items()},
                   **{f"bgnbd_{k}": v for k, v in parameters["bgnbd"].items()},
-                  **{f"gamma_gamma_{k}": v for k, v in parameters["gamma_gamma"].items()}}
+                  **{f"gamma_gamma_{k}": v for k, v in parameters["gamma_gamma"].items()},
+                  **{f"judged_bgnbd_{k}": v for k, v in judged_parameters["bgnbd"].items()},
+                  **{f"judged_gamma_gamma_{k}": v for k, v in judged_parameters["gamma_gamma"].items()}}
         spark_version = ctx.spark.version
         return Candidate(
             metrics=metrics, params=params,
-            log_model=lambda name: _log_model(name, method, parameters, horizon, regressor, sample, spark_version),
+            log_model=lambda name: _log_model(name, method, parameters, horizon, final_regressor, regressor, sample,
+                                              spark_version),
             artifacts={artifacts.LIFETIME_VALUE_PARAMETERS: {**parameters, "horizon_days": horizon,
-                                                             "value_method": method}},
+                                                             "value_method": method,
+                                                             "judged": judged_parameters}},
             outputs={"parameters": parameters, "value_method": method})
+
+    def _refit(self, judged: dict, decimals: int) -> tuple[dict, Decision]:
+        """BG/NBD and Gamma-Gamma refitted on every purchase before the run date, when the
+        fit converges to plausible parameters; else the holdout's fit. (The parameters, the
+        refit gate's decision.)"""
+        ctx = self.ctx
+        latest = self._keep(self.events.frame.transform(purchase_summary(ctx.run_date))
+                            .persist(StorageLevel.MEMORY_AND_DISK))
+        try:
+            refitted = parameters_dict(
+                fit_bgnbd(collect_weighted(compress_for_bgnbd(latest), ["x", "t_x", "T"])),
+                fit_gamma_gamma(collect_weighted(compress_for_gamma_gamma(latest, decimals), ["x", "mean_spend"])))
+        except ValueError as err:
+            decision = Decision(allowed=False, check="refit_plausible", rule="the likelihood fit converges",
+                                observed=str(err), reason=str(err))
+        else:
+            decision = value_refit(refitted)
+        if decision.allowed:
+            ctx.progress(f"refitted BG/NBD and Gamma-Gamma on purchases before {ctx.run_date}: {decision.observed}")
+            return refitted, decision
+        ctx.progress(f"warning: the refit on purchases before {ctx.run_date} is not used ({decision.reason}); "
+                     f"tonight's values come from the fit as of {self.holdout}")
+        return judged, decision
 
     def measure_champion(self, champion: ModelVersion) -> tuple[float | None, str]:
         """The champion's MAE on this holdout's buyers, its own way."""
-        value = artifacts.lifetime_value_model(champion.run_id)
+        value = artifacts.lifetime_value_model(champion.run_id, judged=True)
         valued = (self.summary.join(self.judged.select("person_id"), "person_id")
                   .transform(with_lifetime_value(value.bgnbd, value.spend, float(self.horizon))))
         if value.method == REGRESSOR:
-            valued = _regressor_values(registry.load_spark_model(self.registered_name, champion.version),
-                                       self.judged, valued)
+            valued = _regressor_values(artifacts.judged_regressor(champion.run_id, self.registered_name,
+                                                                  champion.version), self.judged, valued)
         return holdout_errors(valued, self.actual)["holdout_mae"], f"champion v{champion.version}"
 
     def promotion(self, metrics: dict[str, float], champion: float | None, note: str) -> Decision:
@@ -168,15 +210,21 @@ class LifetimeValueTrainer(ConfiguredTrainer):
             frame.unpersist()
 
 
-def _log_model(name: str, method: str, parameters: dict, horizon: int, regressor, sample: pd.DataFrame,
-               spark_version: str):
-    """Register the better way: the regressor's Spark ML pipeline, or the fitted parameters
-    as a pyfunc model (the parameters artifact is logged either way: P(alive) and the
-    expected purchases always come from BG/NBD)."""
+def _log_model(name: str, method: str, parameters: dict, horizon: int, regressor, judged_regressor,
+               sample: pd.DataFrame, spark_version: str):
+    """Register the better way: the regressor's Spark ML pipeline (refitted on the latest
+    labels; the one judged on the holdout is logged beside it, unregistered, for the next
+    training to measure this version the same way), or the fitted parameters as a pyfunc
+    model (the parameters artifact is logged either way: P(alive) and the expected
+    purchases always come from BG/NBD)."""
     if method == REGRESSOR:
-        return mlflow.spark.log_model(regressor, "model", registered_model_name=name,
-                                      signature=registry.signature(sample, [0.0] * len(sample)),
-                                      pip_requirements=[f"pyspark=={spark_version}"])
+        signature = registry.signature(sample, [0.0] * len(sample))
+        requirements = [f"pyspark=={spark_version}"]
+        judged = mlflow.spark.log_model(judged_regressor, artifacts.JUDGED_REGRESSOR, signature=signature,
+                                        pip_requirements=requirements)
+        mlflow.set_tag(artifacts.JUDGED_REGRESSOR, judged.model_uri)
+        return mlflow.spark.log_model(regressor, "model", registered_model_name=name, signature=signature,
+                                      pip_requirements=requirements)
     example = pd.DataFrame({"x": [0.0, 2.0], "t_x": [0.0, 30.0], "T": [40.0, 90.0], "mean_spend": [None, 55.0]})
     model = LifetimeValueModel(parameters, horizon)
     return mlflow.pyfunc.log_model(name="model", python_model=model, registered_model_name=name,

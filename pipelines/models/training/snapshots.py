@@ -33,6 +33,7 @@ from pipelines.features.build import person_features
 from pipelines.features.run import check_features
 from pipelines.core.reproducible import in_canonical_order
 from pipelines.models import artifacts, registry
+from pipelines.models.customer_base import CUSTOMER_BASE_COLUMNS, CustomerBase
 from pipelines.models.propensity import SnapshotPlan, classifier_pipeline, snapshot_plan
 from pipelines.models.specs import ModelSpec
 from pipelines.models.training.lifecycle import Trainer
@@ -53,6 +54,7 @@ class PinnedEvents:
     version: int
     windows: tuple[int, ...]
     lookback_days: int
+    customer_base: CustomerBase
     _features: dict[date, DataFrame] = field(default_factory=dict)
     _checked: set[date] = field(default_factory=set)
 
@@ -63,7 +65,8 @@ class PinnedEvents:
         frame = (ctx.spark.read.format("delta").option("versionAsOf", version).load(path)
                  .persist(StorageLevel.MEMORY_AND_DISK))
         return cls(frame, path, version, tuple(ctx.cfg.get("features.windows_days")),
-                   int(ctx.cfg.get("features.eligibility_lookback_days")))
+                   int(ctx.cfg.get("features.eligibility_lookback_days")),
+                   CustomerBase(frame, int(ctx.cfg.get("models.lifetime_value.spend_decimals"))))
 
     def features(self, as_of: date) -> DataFrame:
         """Feature rows as of `as_of`, from events strictly before it."""
@@ -87,6 +90,7 @@ class PinnedEvents:
     def release(self) -> None:
         for frame in self._features.values():
             frame.unpersist()
+        self.customer_base.release()
         self.frame.unpersist()
 
     @cached_property
@@ -102,10 +106,11 @@ class PinnedEvents:
         return self._span["last"]
 
 
-def labelled_snapshot(events: PinnedEvents, spec: ModelSpec, as_of: date) -> DataFrame:
-    return (events.features(as_of)
-            .transform(spec.with_extra_features(events.frame, as_of, events.lookback_days))
-            .transform(spec.labels(events.frame, as_of)))
+def labelled_snapshot(events: PinnedEvents, spec: ModelSpec, as_of: date, customer_base: bool) -> DataFrame:
+    rows = events.features(as_of).transform(spec.with_extra_features(events.frame, as_of, events.lookback_days))
+    if customer_base:
+        rows = rows.transform(events.customer_base.features(as_of, spec.horizon_days))
+    return rows.transform(spec.labels(events.frame, as_of))
 
 
 class SnapshotTrainer(Trainer):
@@ -118,7 +123,10 @@ class SnapshotTrainer(Trainer):
         self.retrain_every_days = spec.retrain_every_days
         self.required = spec.required
         self.model_cfg = ctx.cfg.get(f"models.{spec.key}")
-        self.inputs = spec.inputs(ctx.cfg.get("features.windows_days"))
+        # The built-in propensities also take the customer-base features, when conf asks.
+        self.customer_base = not spec.is_custom and bool(ctx.cfg.get("features.customer_base"))
+        self.inputs = spec.inputs(ctx.cfg.get("features.windows_days")) + (
+            list(CUSTOMER_BASE_COLUMNS) if self.customer_base else [])
         self.stored: DataFrame | None = None   # this training run's rows of gold/training_sets
         self.plan: SnapshotPlan | None = None
 
@@ -134,7 +142,12 @@ class SnapshotTrainer(Trainer):
         self.plan = plan
         dates = plan.training + (plan.holdout,)
         self.events.check_features(self.checks, dates)
-        training_set = (reduce(DataFrame.unionByName, [labelled_snapshot(self.events, spec, d) for d in dates])
+        if self.customer_base and (why := self.events.customer_base.unavailable(dates)):
+            ctx.progress(f"{spec.key}: trained without the customer-base features: no fit {why}")
+            self.customer_base = False
+            self.inputs = [c for c in self.inputs if c not in CUSTOMER_BASE_COLUMNS]
+        snapshots = [labelled_snapshot(self.events, spec, d, self.customer_base) for d in dates]
+        training_set = (reduce(DataFrame.unionByName, snapshots)
                         .withColumn("model", F.lit(spec.key))
                         .withColumn("training_run_date", F.lit(ctx.run_date).cast("date"))
                         .withColumn("split", F.when(F.col("as_of_date") == F.lit(plan.holdout), "holdout")
@@ -143,7 +156,7 @@ class SnapshotTrainer(Trainer):
         this_set = (F.col("model") == F.lit(spec.key)) & (F.col("training_run_date") == F.lit(ctx.run_date))
         lakehouse.replace_where(training_set, set_path,
                                 f"model = '{spec.key}' AND training_run_date = '{ctx.run_date.isoformat()}'",
-                                partition_by=["model", "training_run_date"], merge_schema=spec.is_custom)
+                                partition_by=["model", "training_run_date"], merge_schema=True)
         self.stored = lakehouse.read(ctx.spark, set_path).where(this_set).drop("model").cache()
         bounds = cfg.get(f"quality.training.{spec.key}", None) or cfg.get("quality.training.default")
         # A regressor's "class" is whether the target is positive (spent, came back): the label
