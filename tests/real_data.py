@@ -96,10 +96,15 @@ def write_cdnow_events(purchases: list[Purchase], folder: Path, files: int = 4) 
 
 
 def _roc_auc(label, score) -> float:
-    """AUC-ROC; NaN when no one was scored."""
-    from sklearn.metrics import roc_auc_score
+    """AUC-ROC as the Mann-Whitney statistic (ties count half); NaN when no one was scored."""
+    import pandas as pd
 
-    return float(roc_auc_score(label, score)) if len(label) else float("nan")
+    label = pd.Series(label).to_numpy(dtype=bool)
+    ranks = pd.Series(score).rank(method="average").to_numpy()
+    positives, negatives = label.sum(), (~label).sum()
+    if not positives or not negatives:
+        return float("nan")
+    return float((ranks[label].sum() - positives * (positives + 1) / 2) / (positives * negatives))
 
 
 def lifetimes_expectations(purchases: list[Purchase], calibration_end: date, horizons: dict[str, int]):

@@ -63,6 +63,15 @@ def baseline_pipeline(features: Sequence[str]) -> Pipeline:
                             LogisticRegression(featuresCol="features", labelCol="label", regParam=0.01)])
 
 
+def fit_logistic(features: Sequence[str], rows: DataFrame) -> PipelineModel:
+    """`baseline_pipeline` fitted on `rows` in one partition, in their order. L-BFGS and the
+    scaler sum over partitions with `treeAggregate`, whose last level adds the partitions'
+    sums in the order their tasks finish, so a fit over several partitions can differ in its
+    last bits from run to run, and so would a resumed night's scores. One partition has one
+    sum, added in the rows' order."""
+    return baseline_pipeline(features).fit(rows.coalesce(1))
+
+
 def holdout_auc(model: PipelineModel, holdout: DataFrame) -> float:
     evaluator = BinaryClassificationEvaluator(labelCol="label", rawPredictionCol="rawPrediction")
     return evaluator.evaluate(model.transform(holdout), {evaluator.metricName: "areaUnderROC"})

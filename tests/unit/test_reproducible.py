@@ -115,3 +115,17 @@ def test_a_custom_extra_feature_that_sums_money_does_not_depend_on_the_layout(sp
     values = [custom.extra_feature_values([definition], events, as_of, 365).first()["m:spend_30d"]
               for events in _money_events(spark, as_of)]
     assert values[0] == values[1]
+
+
+def test_a_logistic_fit_does_not_depend_on_the_layout(spark):
+    from pipelines.models.propensity import fit_logistic
+
+    rng = random.Random(4)
+    rows = [(f"p{k:04d}", rng.gauss(0, 1), rng.expovariate(0.1), float(rng.random() < 0.3)) for k in range(3000)]
+    frame = spark.createDataFrame(rows, "person_id string, a double, b double, label double")
+    fits = []
+    for partitions in (1, 5, 13):
+        shuffled = in_canonical_order(frame.repartition(partitions, "a"), "person_id")
+        model = fit_logistic(["a", "b"], shuffled).stages[-1]
+        fits.append((model.intercept, tuple(model.coefficients.toArray())))
+    assert fits[0] == fits[1] == fits[2]

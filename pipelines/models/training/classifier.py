@@ -19,7 +19,7 @@ from pyspark.sql import DataFrame
 from pipelines.core import plots
 from pipelines.models import registry
 from pipelines.models.customer_base import PURCHASE_LOG_ODDS
-from pipelines.models.propensity import (SCORE_COLUMN, baseline_pipeline, cumulative_gains, evaluate,
+from pipelines.models.propensity import (SCORE_COLUMN, cumulative_gains, evaluate, fit_logistic,
                                          feature_importances, positive_probability,
                                          reliability_curve, roc_points, time_based_search)
 from pipelines.models.training.lifecycle import Candidate, search_candidates
@@ -52,10 +52,10 @@ class ClassifierTrainer(SnapshotTrainer):
         holdout = self.holdout
         estimator, settings, search = self.fit_chosen(train)
         ctx.progress("fitting the logistic-regression baseline")
-        fitted = {ESTIMATOR: estimator, BASELINE: baseline_pipeline(inputs).fit(train)}
+        fitted = {ESTIMATOR: estimator, BASELINE: fit_logistic(inputs, train)}
         if PURCHASE_LOG_ODDS in inputs:
             ctx.progress("fitting the logistic regression on BG/NBD's purchase log-odds alone")
-            fitted[CUSTOMER_BASE] = baseline_pipeline([PURCHASE_LOG_ODDS]).fit(train)
+            fitted[CUSTOMER_BASE] = fit_logistic([PURCHASE_LOG_ODDS], train)
         training_rows = float(train.count())
         train.unpersist()
         judged = {name: evaluate(model.transform(holdout)) for name, model in fitted.items()}
