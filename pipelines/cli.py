@@ -225,7 +225,8 @@ def _run_steps(args, cfg) -> int:
 
 
 def _privacy(args, cfg) -> int:
-    from pipelines.ops.orchestration import NightlyLock, new_invocation_id
+    from pipelines.ops.lock import NightlyLock
+    from pipelines.ops.orchestration import new_invocation_id
     from pipelines.privacy import forget
     from pipelines.publish.commands import parse_identity
     from pipelines.core.session import build_session

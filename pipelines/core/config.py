@@ -31,6 +31,9 @@ PROJECT_ROOT = _project_root()
 CONF_DIR = PROJECT_ROOT / "conf"
 ENVIRONMENTS = ("local", "cluster")
 # Keys of `lakehouse.tables` that earlier releases used; the tables' paths did not change.
+# Settings of earlier releases that mean something else now: refused, naming the new one.
+RENAMED_SETTINGS = {"orchestration.lock_stale_after_hours": "orchestration.lock_stale_after_minutes (the lock "
+                    "now has a heartbeat, so a few minutes is enough)"}
 RENAMED_TABLE_KEYS = {"events": "bronze_events", "profiles": "bronze_profiles", "training_set": "training_sets"}
 # Model keys, profile prefixes and registered names go into SQL (replaceWhere, ALTER TABLE)
 # and MLflow filter strings: lower_snake_case only, so none can break out of its quotes.
@@ -157,6 +160,7 @@ def load_config(env: str = "local", files: Iterable[str] = (), overrides: Iterab
         parts, value = _parse_override(pair)
         _set_dotted(data, parts, value)
     _refuse_renamed_table_keys(data)
+    _refuse_renamed_settings(data)
     data = _with_model_files(data)
     _refuse_unsafe_model_names(data)
     return Config(data, env)
@@ -185,6 +189,13 @@ def _refuse_renamed_table_keys(data: dict) -> None:
         if old in tables:
             raise BadInputError(f"lakehouse.tables.{old} is now lakehouse.tables.{new}; "
                                 "rename it in your configuration")
+
+
+def _refuse_renamed_settings(data: dict) -> None:
+    for old, new in RENAMED_SETTINGS.items():
+        section, key = old.split(".")
+        if key in (data.get(section) or {}):
+            raise BadInputError(f"{old} is now {new}; rename it in your configuration")
 
 
 def custom_models_folder(configured: str | None) -> Path | None:

@@ -8,22 +8,16 @@ finish. `--from-step` chooses the start; `--force` starts from the first step an
 A scheduler that runs one step per task (`--only-step`) passes one `--invocation` for
 all tasks of a night, so they count as one night; a retried step's latest row counts.
 
-Lock: a file `<lakehouse>/ops/nightly.lock`, created only if absent (O_EXCL on a local
-disk; Hadoop's create-without-overwrite on HDFS and object stores), naming the holder. A second
-run is refused while the holder is alive. A crashed run cannot hold the lakehouse
-forever: a lock whose holder process is gone (same host) or older than
-`orchestration.lock_stale_after_hours` is taken over, with a warning.
+One nightly at a time per lakehouse: see lock.py.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
-import socket
 import uuid
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from typing import Iterable, Mapping, Sequence
 
 import pyspark.sql.functions as F
@@ -31,8 +25,6 @@ from pyspark.sql import SparkSession
 
 from pipelines.core import lakehouse
 from pipelines.core.config import Config
-from pipelines.core.errors import BadInputError
-from pipelines.core.clock import utc_now
 
 log = logging.getLogger("enrich")
 
@@ -112,121 +104,3 @@ def last_outputs(rows: Iterable[LedgerRow], steps: Sequence[str]) -> dict[str, M
         if row.status == "succeeded" and row.step in steps:
             latest[row.step] = row.outputs or {}
     return latest
-
-
-class NightlyLock:
-    """`with NightlyLock(cfg, holder):` — one writer per lakehouse. `holder` names the run
-    (command, run_date) and carries a unique `token`."""
-
-    def __init__(self, spark: SparkSession, cfg: Config, holder: Mapping[str, str]):
-        self._file = _LockFile(spark, f"{cfg.root.rstrip('/')}/ops/nightly.lock")
-        self._stale_after = timedelta(hours=float(cfg.get("orchestration.lock_stale_after_hours")))
-        self._holder = {**holder, "host": socket.gethostname(), "pid": str(os.getpid()),
-                        "since": utc_now().isoformat(timespec="seconds")}
-
-    def __enter__(self) -> "NightlyLock":
-        text = json.dumps(self._holder, sort_keys=True)
-        if self._file.create(text):
-            return self
-        other = _parse(self._file.read())
-        if not self._is_stale(other):
-            raise BadInputError(
-                f"another run holds {self._file.path}: {other.get('command', '?')} of {other.get('run_date', '?')} "
-                f"(pid {other.get('pid', '?')} on {other.get('host', '?')}, since {other.get('since', '?')} UTC); "
-                "wait for it, or delete the file if that run is certainly gone")
-        log.warning("taking over the stale lock %s: %s", self._file.path, json.dumps(other, sort_keys=True))
-        self._file.delete()
-        if not self._file.create(text):
-            raise BadInputError(f"another run took {self._file.path} first")
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if _parse(self._file.read()).get("token") == self._holder["token"]:
-            self._file.delete()
-
-    def _is_stale(self, other: dict) -> bool:
-        try:
-            since = datetime.fromisoformat(other.get("since", ""))
-        except ValueError:
-            return True
-        if utc_now() - since > self._stale_after:
-            return True
-        if other.get("host") == socket.gethostname():
-            return not _process_alive(int(other.get("pid") or 0))
-        return False
-
-
-def _parse(text: str | None) -> dict:
-    try:
-        return json.loads(text) if text else {}
-    except json.JSONDecodeError:
-        return {"unreadable": text[:200]}
-
-
-class _LockFile:
-    """Create-if-absent, read and delete of one small file: with O_EXCL on a local disk,
-    through Hadoop's file system (create without overwrite) elsewhere."""
-
-    def __init__(self, spark: SparkSession, path: str):
-        self.path = path
-        self._local = "://" not in path or path.startswith("file:")
-        if self._local:
-            self._os_path = path.removeprefix("file://").removeprefix("file:")
-        else:
-            jvm = spark.sparkContext._jvm
-            self._jpath = jvm.org.apache.hadoop.fs.Path(path)
-            self._fs = self._jpath.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
-            self._jvm = jvm
-            self._spark = spark
-
-    def create(self, text: str) -> bool:
-        if self._local:
-            os.makedirs(os.path.dirname(self._os_path), exist_ok=True)
-            try:
-                handle = os.open(self._os_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                return False
-            with os.fdopen(handle, "w", encoding="utf-8") as out:
-                out.write(text)
-            return True
-        if self._fs.exists(self._jpath):
-            return False
-        lakehouse.write_text(self._spark, self.path, text, overwrite=False)
-        return True
-
-    def read(self) -> str | None:
-        if self._local:
-            try:
-                with open(self._os_path, encoding="utf-8") as handle:
-                    return handle.read()
-            except FileNotFoundError:
-                return None
-        if not self._fs.exists(self._jpath):
-            return None
-        reader = self._jvm.java.io.BufferedReader(self._jvm.java.io.InputStreamReader(self._fs.open(self._jpath),
-                                                                                      "UTF-8"))
-        try:
-            return reader.readLine()
-        finally:
-            reader.close()
-
-    def delete(self) -> None:
-        if self._local:
-            try:
-                os.remove(self._os_path)
-            except FileNotFoundError:
-                return
-        else:
-            self._fs.delete(self._jpath, False)
-
-
-def _process_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -15,6 +15,7 @@ from pipelines.core.clock import utc_now
 from pipelines.core.config import Config
 from pipelines.core.errors import BadInputError
 from pipelines.ops import ledger, orchestration
+from pipelines.ops.lock import NightlyLock
 from pipelines.core.context import RunContext
 from pipelines.core.session import step_settings
 
@@ -44,7 +45,7 @@ def run(spark: SparkSession, cfg: Config, request: Request, functions: Mapping[s
     scheduled = request.command in orchestration.SCHEDULED
     holder = {"command": request.command, "run_date": ",".join(d.isoformat() for d in request.run_dates[:1]),
               "token": invocation}
-    with orchestration.NightlyLock(spark, cfg, holder):
+    with NightlyLock(spark, cfg, holder):
         failure = None
         try:
             for day in request.run_dates:

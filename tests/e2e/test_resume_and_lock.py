@@ -65,13 +65,17 @@ def test_backfill_skips_a_date_that_is_done(spark, lakehouse_copy, capsys):
 
 
 def test_a_step_while_another_run_holds_the_lock_exits_2_naming_the_holder(lakehouse_copy, capsys):
-    lock_file = lakehouse_copy.root / "ops" / "nightly.lock"
-    lock_file.write_text(json.dumps({"command": "nightly", "run_date": "2026-06-02", "pid": str(os.getpid()),
-                                     "host": os.uname().nodename, "token": "other",
-                                     "since": datetime.utcnow().isoformat(timespec="seconds")}))
+    folder = lakehouse_copy.root / "ops" / "nightly_lock"
+    folder.mkdir(parents=True, exist_ok=True)
+    latest = max((int(p.stem) for p in folder.glob("*.json")), default=0)
+    generation = folder / f"{latest + 1:012d}.json"   # the next generation: held by a live run
+    now = datetime.utcnow().isoformat(timespec="seconds")
+    generation.write_text(json.dumps({"command": "nightly", "run_date": "2026-06-02", "pid": str(os.getpid()),
+                                      "host": os.uname().nodename, "token": "other", "since": now,
+                                      "heartbeat": now}))
     try:
         assert main(["publish", *lakehouse_copy.args]) == 2
     finally:
-        lock_file.unlink()
+        generation.unlink()
     lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert len(lines) == 1 and "another run holds" in lines[0] and "nightly of 2026-06-02" in lines[0]

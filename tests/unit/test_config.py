@@ -57,3 +57,9 @@ def test_a_table_set_by_its_old_key_is_refused_naming_the_new_one(tmp_path):
 def test_model_names_that_could_break_out_of_sql_quotes_are_refused(pair, message):
     with pytest.raises(BadInputError, match=message):
         load_config("local", overrides=[pair])
+
+
+def test_a_setting_of_an_earlier_release_is_refused_naming_the_new_one():
+    with pytest.raises(BadInputError, match="orchestration.lock_stale_after_hours is now "
+                                            "orchestration.lock_stale_after_minutes"):
+        load_config("local", overrides=["orchestration.lock_stale_after_hours=12"])

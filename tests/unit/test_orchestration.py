@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import json
-import os
 from datetime import date, datetime, timedelta
 
 import pytest
 
 from pipelines.core.config import load_config
 from pipelines.core.errors import BadInputError
-from pipelines.ops.orchestration import (LedgerRow, NightlyLock, date_is_done, last_outputs, resume_index,
+from pipelines.ops.orchestration import (LedgerRow, date_is_done, last_outputs, resume_index,
                                          steps_to_run)
 from pipelines.ops.runner import backfill_dates
 
@@ -86,45 +84,6 @@ def test_backfill_dates_run_in_order_and_a_reversed_range_is_refused():
 @pytest.fixture
 def lock_cfg(tmp_path):
     return load_config("local", overrides=[f"lakehouse.root={tmp_path / 'lake'}"])
-
-
-def _holder(token):
-    return {"command": "nightly", "run_date": "2026-11-28", "token": token}
-
-
-def test_a_second_run_is_refused_while_the_first_holds_the_lock(spark, lock_cfg):
-    lock_file = os.path.join(lock_cfg.root, "ops", "nightly.lock")
-    with NightlyLock(spark, lock_cfg, _holder("first")):
-        assert json.load(open(lock_file))["token"] == "first"
-        with pytest.raises(BadInputError, match=r"another run holds .*nightly of 2026-11-28 \(pid \d+"):
-            with NightlyLock(spark, lock_cfg, _holder("second")):
-                pass
-        assert json.load(open(lock_file))["token"] == "first"
-    assert not os.path.exists(lock_file)
-    with NightlyLock(spark, lock_cfg, _holder("third")):   # free again once released
-        assert os.path.exists(lock_file)
-
-
-def test_a_failing_run_releases_the_lock(spark, lock_cfg):
-    with pytest.raises(RuntimeError):
-        with NightlyLock(spark, lock_cfg, _holder("first")):
-            raise RuntimeError("step failed")
-    assert not os.path.exists(os.path.join(lock_cfg.root, "ops", "nightly.lock"))
-
-
-@pytest.mark.parametrize("left_behind", [
-    {"pid": "999999999", "since": datetime.now().isoformat(timespec="seconds")},   # its process is gone
-    {"pid": str(os.getpid()), "since": "2026-01-01T00:00:00", "host": "elsewhere"},   # older than the limit
-])
-def test_a_lock_left_by_a_crashed_run_is_taken_over(spark, lock_cfg, left_behind):
-    import socket
-    lock_file = os.path.join(lock_cfg.root, "ops", "nightly.lock")
-    os.makedirs(os.path.dirname(lock_file))
-    with open(lock_file, "w") as out:
-        json.dump({"host": socket.gethostname(), "token": "crashed", **left_behind}, out)
-    with NightlyLock(spark, lock_cfg, _holder("new")):
-        assert json.load(open(lock_file))["token"] == "new"
-    assert not os.path.exists(lock_file)
 
 
 def test_only_deletions_older_than_the_retention_are_due_for_vacuum(spark, lock_cfg):
