@@ -107,10 +107,25 @@ def insight_columns(kind: str, prefix: str) -> list[str]:
     return [f"{prefix}_{name}" for name in names]
 
 
+def nullable_everywhere(data_type: T.DataType) -> T.DataType:
+    """`data_type` with every array element, map value and struct field nullable. Spark
+    declares `collect_list`'s elements non-null in the table's schema while its Parquet files
+    declare them optional; other engines (delta-rs, Polars, DuckDB) then refuse to read the
+    change feed, so the profile table declares them nullable, as its files do."""
+    if isinstance(data_type, T.ArrayType):
+        return T.ArrayType(nullable_everywhere(data_type.elementType), True)
+    if isinstance(data_type, T.MapType):
+        return T.MapType(data_type.keyType, nullable_everywhere(data_type.valueType), True)
+    if isinstance(data_type, T.StructType):
+        return T.StructType([T.StructField(f.name, nullable_everywhere(f.dataType), True, f.metadata)
+                             for f in data_type.fields])
+    return data_type
+
+
 def attribute_fields(attributes: Sequence[DataFrame]) -> list[T.StructField]:
     # Nullable whatever the frame says: a person an insight does not cover has nulls there.
-    return [T.StructField(f.name, f.dataType, True) for frame in attributes for f in frame.schema.fields
-            if f.name != KEY]
+    return [T.StructField(f.name, nullable_everywhere(f.dataType), True) for frame in attributes
+            for f in frame.schema.fields if f.name != KEY]
 
 
 @dataclass(frozen=True)

@@ -2,11 +2,13 @@ from datetime import date, datetime
 
 import pyspark.sql.functions as F
 import pytest
+from pyspark.sql import types as T
 
 from pipelines.core import lakehouse
 from pipelines.core.errors import BadInputError
 from pipelines.publish.changes import changes_since
-from pipelines.publish.profile_table import (RunStamp, aligned, ensure_table, kept_from_the_table, merge_profiles,
+from pipelines.publish.profile_table import (RunStamp, affinity_attributes, aligned, attribute_fields,
+                                             ensure_table, kept_from_the_table, merge_profiles, nullable_everywhere,
                                              profile_rows, profile_schema, value_attributes)
 
 SCHEMA = profile_schema(["convert"])
@@ -201,3 +203,45 @@ def test_a_skipped_insight_keeps_what_the_table_holds_and_new_people_get_nothing
     assert (rows["a"]["convert_probability"], rows["a"]["convert_score"], rows["a"]["score_date"]) \
         == (0.4, 40, date(2026, 1, 2))
     assert (rows["new"]["convert_probability"], rows["new"]["convert_score"]) == (None, None)
+
+
+# As `collect_list` declares it: elements non-null (Delta allows no NOT NULL deeper inside).
+TOP_CATEGORIES = T.StructField(
+    "affinity_top_categories",
+    T.ArrayType(T.StructType([T.StructField("category", T.StringType()),
+                              T.StructField("affinity", T.DoubleType())]), containsNull=False))
+
+
+def test_the_table_declares_nullable_elements_and_delta_rs_reads_its_change_feed(spark, lake):
+    import pyarrow as pa
+    from deltalake import DeltaTable
+
+    path = lake.table("profile_enrichment")
+    ranks = spark.createDataFrame([("a", 1, "Cycling", 0.6, 1), ("b", 1, "Home", 0.5, 1), ("b", 2, "Travel", 0.3, 1)],
+                                  "person_id string, rank int, category string, affinity double, model_version int")
+    attributes = affinity_attributes(ranks, "affinity")
+    assert attributes.schema["affinity_top_categories"].dataType.containsNull is False, "as Spark makes it"
+    table = ensure_table(spark, path, profile_schema(["convert"], attribute_fields([attributes])),
+                         change_data_feed=True)
+    assert lakehouse.read(spark, path).schema["affinity_top_categories"].dataType.containsNull is True
+    scores = spark.createDataFrame([], "person_id string, model_name string, probability double, score int, "
+                                   "percentile int, bucket string, model_version int").selectExpr("*", FACTORS_SQL)
+    rows = profile_rows(scores, spark.createDataFrame([("a", "CRMID", "c-a"), ("b", "CRMID", "c-b")],
+                                                      "person_id string, primary_identity_namespace string, "
+                                                      "primary_identity_id string"),
+                        {"convert_propensity": "convert"}, [attributes], STAMP)
+    merge_profiles(table, aligned(rows, lakehouse.read(spark, path).schema))
+    feed = pa.table(DeltaTable(path).load_cdf(starting_version=0).read_all()).to_pylist()
+    inserted = {r["person_id"]: [(c["category"], c["affinity"]) for c in r["affinity_top_categories"]]
+                for r in feed if r["_change_type"] == "insert"}
+    assert inserted == {"a": [("Cycling", 0.6)], "b": [("Home", 0.5), ("Travel", 0.3)]}
+
+
+def test_nullable_everywhere_relaxes_every_level_and_keeps_names_and_types():
+    relaxed = nullable_everywhere(TOP_CATEGORIES.dataType)
+    assert relaxed == T.ArrayType(T.StructType([T.StructField("category", T.StringType(), True),
+                                                T.StructField("affinity", T.DoubleType(), True)]), True)
+    inner = T.StructType([T.StructField("x", T.ArrayType(T.LongType(), False), False)])
+    assert nullable_everywhere(inner) == T.StructType([T.StructField("x", T.ArrayType(T.LongType(), True), True)])
+    assert nullable_everywhere(T.MapType(T.StringType(), T.LongType(), False)) == T.MapType(T.StringType(),
+                                                                                           T.LongType(), True)
