@@ -124,9 +124,9 @@ class NightlyLock:
             self._beating.join()
         if self._number is None:
             return
-        if self._store.numbers()[-1] != self._number:
-            log.warning("the lock %s was taken over while this run held it (no heartbeat for %s)",
-                        self.path, self._stale_after)
+        numbers = self._store.numbers()
+        if not numbers or numbers[-1] != self._number:
+            log.warning("the lock %s was taken over or removed while this run held it", self.path)
             return
         self._store.overwrite(_name(self._number), self._text(released=True))
 

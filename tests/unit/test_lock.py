@@ -163,3 +163,11 @@ def test_of_processes_racing_to_take_over_a_stale_lock_exactly_one_holds_it(root
     winners = [token for token, o in outcomes if o == "held"]
     assert len(winners) == 1, outcomes
     assert _generations(root)[6]["token"] == winners[0]
+
+
+def test_a_lock_folder_removed_by_hand_while_held_ends_the_run_without_error(root):
+    import shutil
+
+    with NightlyLock(None, _config(root), _holder("first")):
+        shutil.rmtree(root / FOLDER)
+    assert not (root / FOLDER).exists() or _generations(root) == {}
