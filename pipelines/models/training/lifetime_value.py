@@ -138,7 +138,7 @@ class LifetimeValueTrainer(ConfiguredTrainer):
                      f"predicted {metrics['holdout_total_predicted']:,.0f} vs actual "
                      f"{metrics['holdout_total_actual']:,.0f} over {horizon} days")
         # Tonight's values come from the chosen way refitted on everything up to the run date.
-        parameters, refit = self._refit(judged_parameters, decimals)
+        parameters, refit = self._refit(judged_parameters)
         metrics["refit_accepted"] = float(refit.allowed)
         final_regressor = regressor
         if method == REGRESSOR:
@@ -167,21 +167,18 @@ class LifetimeValueTrainer(ConfiguredTrainer):
                                                              "judged": judged_parameters}},
             outputs={"parameters": parameters, "value_method": method})
 
-    def _refit(self, judged: dict, decimals: int) -> tuple[dict, Decision]:
+    def _refit(self, judged: dict) -> tuple[dict, Decision]:
         """BG/NBD and Gamma-Gamma refitted on every purchase before the run date, when the
         fit converges to plausible parameters; else the holdout's fit. (The parameters, the
         refit gate's decision.)"""
         ctx = self.ctx
-        latest = self._keep(self.events.frame.transform(purchase_summary(ctx.run_date))
-                            .persist(StorageLevel.MEMORY_AND_DISK))
-        try:
-            refitted = parameters_dict(
-                fit_bgnbd(collect_weighted(compress_for_bgnbd(latest), ["x", "t_x", "T"])),
-                fit_gamma_gamma(collect_weighted(compress_for_gamma_gamma(latest, decimals), ["x", "mean_spend"])))
-        except ValueError as err:
+        # The same summaries and fit as the customer-base features of the run date (one pass).
+        latest = self.events.customer_base.fitted(ctx.run_date)
+        if latest.summary is None:
             decision = Decision(allowed=False, check="refit_plausible", rule="the likelihood fit converges",
-                                observed=str(err), reason=str(err))
+                                observed=latest.reason, reason=latest.reason)
         else:
+            refitted = parameters_dict(latest.bgnbd, latest.spend)
             decision = value_refit(refitted)
         if decision.allowed:
             ctx.progress(f"refitted BG/NBD and Gamma-Gamma on purchases before {ctx.run_date}: {decision.observed}")
