@@ -170,7 +170,8 @@ def _refuse_unsafe_model_names(data: dict) -> None:
     """Every model's key, `profile_prefix` and `registered_name` must be lower_snake_case."""
     models = data.get("models") or {}
     keys = [*(models.get("propensity") or []), *(models.get("custom") or []),
-            *(key for key in ("lifetime_value", "affinity", "segments") if isinstance(models.get(key), dict))]
+            *(key for key in ("lifetime_value", "affinity", "product_affinity", "content_affinity", "segments")
+              if isinstance(models.get(key), dict))]
     for key in keys:
         if not isinstance(key, str) or not NAME.match(key):
             raise BadInputError(f"models: {key!r} is not a model name: use lower_snake_case (a-z, 0-9, _)")

@@ -126,7 +126,8 @@ def insert_new(df: DataFrame, path: str, keys: Sequence[str], partition_by: Sequ
     """MERGE that inserts rows whose `keys` are not in the table yet; existing rows stay.
 
     Creates the table on first use, with `properties` (e.g. the change feed). The frame must
-    already be unique on `keys`.
+    already be unique on `keys`. Columns new to the table are added to it (rows written
+    before hold null in them), so a release that derives more columns extends old tables.
     """
     spark = df.sparkSession
     if not exists(spark, path):
@@ -136,6 +137,7 @@ def insert_new(df: DataFrame, path: str, keys: Sequence[str], partition_by: Sequ
     (DeltaTable.forPath(spark, path).alias("t")
      .merge(df.alias("s"), condition)
      .whenNotMatchedInsertAll()
+     .withSchemaEvolution()
      .execute())
 
 

@@ -116,3 +116,17 @@ def predicted_actual_figure(deciles: Sequence[dict]):
     ax.set_title("Holdout, predicted against actual")
     ax.legend(loc="upper left")
     return fig
+
+
+def precision_figure(curves: dict[str, Sequence[float]], what: str):
+    """Holdout precision at each cut k, one line per candidate (popularity grey)."""
+    fig = Figure(figsize=(5, 3.5))
+    ax = fig.subplots()
+    for method, curve in curves.items():
+        ax.plot(range(1, len(curve) + 1), curve, marker="o", label=method,
+                color=GREY if method == "popularity" else None, linestyle="--" if method == "popularity" else "-")
+    ax.set_xlabel(f"k ({what} recommended)")
+    ax.set_ylabel("precision@k")
+    ax.set_title("Holdout precision@k by candidate")
+    ax.legend(loc="upper right")
+    return fig

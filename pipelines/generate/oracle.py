@@ -2,7 +2,8 @@
 
 The generator knows every person's latent traits (landing/ground_truth). From them, the
 oracle predicts each holdout exactly as well as anything can: the true chance of a
-purchase in the window, the true expected spend, the true category preferences. A model's
+purchase in the window, the true expected spend, the true category, product and content
+preferences. A model's
 ratio to the oracle on its own holdout (same people, same labels) says how much of the
 learnable signal it found; the rest is noise no model can predict.
 
@@ -23,13 +24,16 @@ from pipelines.core import lakehouse
 from pipelines.core.config import Config
 from pipelines.features.build import person_features
 from pipelines.models import artifacts, registry
-from pipelines.models.affinity import future_categories, precision_at_k, strengths_as_of
+from pipelines.models.affinity import dimension_of, future_categories, precision_at_k, strengths_as_of
+from pipelines.models.item_affinity import ranking_metrics
 from pipelines.models.propensity import positive_probability
-from pipelines.models.specs import AFFINITY, LIFETIME_VALUE, ModelSpec, enabled, propensity_specs
+from pipelines.models.specs import AFFINITY, ITEM_AFFINITIES, LIFETIME_VALUE, ModelSpec, enabled, propensity_specs
 from pipelines.models.value_regressor import labelled_buyers
 
 TRAITS = ("start_day", "active_until_day", "purchase_rate_per_day", "expected_order_value", "category_preferences",
-          "history_start_date")
+          "product_preferences", "content_preferences", "history_start_date")
+# Trait maps of item -> chance: each is read as map<string,double>.
+PREFERENCE_MAPS = ("category_preferences", "product_preferences", "content_preferences")
 
 
 def truth_by_person(spark: SparkSession, truth_dir: str, graph: DataFrame) -> DataFrame:
@@ -37,9 +41,10 @@ def truth_by_person(spark: SparkSession, truth_dir: str, graph: DataFrame) -> Da
     generated person's events carry (a person's ECIDs are theirs alone)."""
     truth = spark.read.json(truth_dir).select(F.explode("ecids").alias("id"), *TRAITS)
     ecids = graph.where(F.col("namespace") == "ECID").select("id", "person_id")
-    return (ecids.join(truth, "id").drop("id").dropDuplicates(["person_id"])
-            .withColumn("category_preferences",
-                        F.from_json(F.to_json("category_preferences"), "map<string,double>")))
+    people = ecids.join(truth, "id").drop("id").dropDuplicates(["person_id"])
+    for name in PREFERENCE_MAPS:
+        people = people.withColumn(name, F.from_json(F.to_json(name), "map<string,double>"))
+    return people
 
 
 def _active_days(as_of: date, horizon_days: int) -> Column:
@@ -97,6 +102,35 @@ def value_ratio(spark: SparkSession, cfg: Config, truth: DataFrame, events: Data
             "people": int(row["people"])}
 
 
+def _truth_top(people: DataFrame, truth: DataFrame, preferences: str, item: str, k: int) -> DataFrame:
+    """(person_id, rank, <item>): each person's `k` truly preferred items, best first."""
+    by_chance = F.expr(f"transform(array_sort(map_entries({preferences}), (a, b) -> CASE WHEN a.value > b.value "
+                       "THEN -1 WHEN a.value < b.value THEN 1 ELSE 0 END), e -> e.key)")
+    return (people.join(truth, "person_id")
+            .select("person_id", F.posexplode(by_chance).alias("position", item))
+            .where(F.col("position") < k).select("person_id", (F.col("position") + 1).alias("rank"), item))
+
+
+def item_affinity_ratio(spark: SparkSession, cfg: Config, key: str, truth: DataFrame, events: DataFrame) -> dict:
+    """Product or content affinity: the champion's holdout precision at k over the oracle's
+    (each person's truly preferred items), for the people and interactions it was judged on."""
+    champion = registry.require_champion(str(cfg.get(f"models.{key}.registered_name")))
+    params = registry.run_params(champion.run_id)
+    parameters = artifacts.affinity_parameters(champion.run_id)
+    holdout, run_date = date.fromisoformat(params["holdout_as_of"]), date.fromisoformat(params["run_date"])
+    k, item, ranked = int(parameters["top_k"]), parameters["item"], dimension_of(parameters)
+    people = strengths_as_of(events, parameters, holdout, ranked).select("person_id").distinct()
+    preferences = "product_preferences" if item == "sku" else "content_preferences"
+    future = events.transform(future_categories(holdout, run_date, parameters["interaction_weights"], ranked))
+    oracle = ranking_metrics(_truth_top(people, truth, preferences, item, k), future, k, item,
+                             int(params["catalogue_size"]))
+    model = float(champion.tags["holdout_precision_at_k"])
+    return {"metric": f"precision@{k}", "model": model, "oracle": oracle["precision_at_k"],
+            "ratio": model / oracle["precision_at_k"], "people": int(oracle["people"]),
+            "popularity": float(champion.tags["holdout_popularity_precision_at_k"]),
+            "candidate": params.get("chosen_candidate", "")}
+
+
 def affinity_ratio(spark: SparkSession, cfg: Config, truth: DataFrame, events: DataFrame) -> dict:
     """The champion's holdout precision at k over the oracle's (the true preferences' top k),
     for the same people and the same holdout interactions."""
@@ -107,12 +141,7 @@ def affinity_ratio(spark: SparkSession, cfg: Config, truth: DataFrame, events: D
     holdout, k = date.fromisoformat(params["holdout_as_of"]), int(parameters["top_k"])
     run_date = date.fromisoformat(params["run_date"])
     people = strengths_as_of(events, parameters, holdout).select("person_id").distinct()
-    ranked = (people.join(truth, "person_id")
-              .select("person_id", F.posexplode(F.expr("transform(array_sort(map_entries(category_preferences), "
-                                                       "(a, b) -> CASE WHEN a.value > b.value THEN -1 "
-                                                       "WHEN a.value < b.value THEN 1 ELSE 0 END), e -> e.key)"))
-                      .alias("position", "category"))
-              .where(F.col("position") < k).select("person_id", (F.col("position") + 1).alias("rank"), "category"))
+    ranked = _truth_top(people, truth, "category_preferences", "category", k)
     future = events.transform(future_categories(holdout, run_date, parameters["interaction_weights"]))
     oracle = precision_at_k(ranked, future, k)
     model = float(champion.tags["holdout_precision_at_k"])
@@ -132,6 +161,9 @@ def oracle_ratios(spark: SparkSession, cfg: Config, truth_dir: str) -> dict[str,
         out[LIFETIME_VALUE] = value_ratio(spark, cfg, truth, events)
     if enabled(cfg, AFFINITY):
         out[AFFINITY] = affinity_ratio(spark, cfg, truth, events)
+    for key in ITEM_AFFINITIES:
+        if enabled(cfg, key):
+            out[key] = item_affinity_ratio(spark, cfg, key, truth, events)
     truth.unpersist()
     return out
 

@@ -37,7 +37,14 @@ CATEGORIES = [
     ("C09", "Home"), ("C10", "Kids"), ("C11", "Fitness"), ("C12", "Travel"),
 ]
 PRODUCTS_PER_CATEGORY = 25
-PAGES = ["home", "search", "category", "deals", "account", "help", "stores", "blog"]
+# Products have a style; people lean to some styles across categories, which is what lets
+# a recommender learn from similar people. A product's weight within its category is its
+# popularity times the person's taste for its style.
+STYLES = 5
+# Content: site sections, each with a few pages; people lean to some sections.
+SECTIONS = ["home", "guides", "reviews", "deals", "new-arrivals", "stories", "help", "stores", "community",
+            "events"]
+PAGES_PER_SECTION = 4
 FIRST_NAMES = ["Ana", "Ben", "Chen", "Dana", "Eli", "Fatima", "Goran", "Hana", "Ivan", "Julia",
                "Kofi", "Lena", "Mateo", "Nora", "Omar", "Priya", "Quinn", "Rosa", "Sami", "Tara"]
 LAST_NAMES = ["Ahmed", "Bauer", "Costa", "Dubois", "Evans", "Fischer", "Garcia", "Hansen",
@@ -116,6 +123,22 @@ def _identity(namespace: str, value: str, primary: bool, authenticated: bool) ->
                          "authenticatedState": "authenticated" if authenticated else "ambiguous"}]}
 
 
+def _catalogue() -> tuple[np.ndarray, np.ndarray]:
+    """Each product's popularity (Zipf-like within its category) and style: fixed, not seeded,
+    so every generated lakehouse sells the same catalogue."""
+    rank = np.arange(1, PRODUCTS_PER_CATEGORY + 1, dtype=float)
+    popularity = np.tile(rank ** -0.8, (len(CATEGORIES), 1))
+    styles = (np.arange(len(CATEGORIES))[:, None] * 3 + np.arange(PRODUCTS_PER_CATEGORY)[None, :]) % STYLES
+    return popularity, styles
+
+
+PRODUCT_POPULARITY, PRODUCT_STYLES = _catalogue()
+
+
+def sku(category: int, item: int) -> str:
+    return f"{CATEGORIES[category][0]}-{item:03d}"
+
+
 class _Person:
     """Latent traits of one person, drawn from the person's own generator."""
 
@@ -137,8 +160,18 @@ class _Person:
         self.spend_level = float(rng.gamma(4.0, 15.0))               # mean order value
         self.category_prefs = rng.dirichlet(np.full(len(CATEGORIES), 0.3))
         self.category_cdf = np.cumsum(self.category_prefs)
+        self.style_prefs = rng.dirichlet(np.full(STYLES, 0.4))
+        weights = PRODUCT_POPULARITY * self.style_prefs[PRODUCT_STYLES]
+        self.product_cdfs = np.cumsum(weights / weights.sum(axis=1, keepdims=True), axis=1)
+        self.content_prefs = rng.dirichlet(np.full(len(SECTIONS), 0.3))
+        self.content_cdf = np.cumsum(self.content_prefs)
         self.ids = _Ids(rng)
         self.login_rate = float(rng.beta(4, 2)) if self.registered else 0.0
+
+    def product_preferences(self) -> np.ndarray:
+        """The chance that a product this person looks at is each SKU (categories x items)."""
+        within = np.diff(self.product_cdfs, axis=1, prepend=0.0)
+        return self.category_prefs[:, None] * within
 
     def active_until(self, days: int) -> float:
         return min(self.end_alive, float(days))
@@ -180,9 +213,9 @@ class _EventWriter:
     def _product(self) -> dict:
         cat = min(int(np.searchsorted(self.p.category_cdf, self.rng.random())), len(CATEGORIES) - 1)
         code, name = CATEGORIES[cat]
-        item = int(self.rng.integers(PRODUCTS_PER_CATEGORY))
+        item = min(int(np.searchsorted(self.p.product_cdfs[cat], self.rng.random())), PRODUCTS_PER_CATEGORY - 1)
         price = round(float(self.rng.gamma(6.0, self.p.spend_level / 12.0)) + 1.0, 2)
-        return {"SKU": f"{code}-{item:03d}", "name": f"{name} item {item}", "priceTotal": price,
+        return {"SKU": sku(cat, item), "name": f"{name} item {item}", "priceTotal": price,
                 "currencyCode": CURRENCY, "productCategories": [{"categoryID": code, "categoryName": name}]}
 
     def session(self, day: float, buys: bool) -> Iterator[dict]:
@@ -199,9 +232,11 @@ class _EventWriter:
                     "identityMap": ids, **body}
 
         for _ in range(1 + int(self.rng.poisson(0.5))):
-            page = PAGES[int(self.rng.integers(len(PAGES)))]
+            section = SECTIONS[min(int(np.searchsorted(self.p.content_cdf, self.rng.random())), len(SECTIONS) - 1)]
+            page = f"{section} {int(self.rng.integers(PAGES_PER_SECTION)) + 1}"
             yield event("web.webpagedetails.pageViews", {"web": {"webPageDetails": {
-                "name": page, "URL": f"{SITE}/{page}", "pageViews": {"value": 1}}}})
+                "name": page, "siteSection": section, "URL": f"{SITE}/{section}/{page.split()[-1]}",
+                "pageViews": {"value": 1}}}})
         viewed = [self._product() for _ in range(int(self.rng.poisson(VIEWS_PER_SESSION)) + (1 if buys else 0))]
         for product in viewed:
             yield event("commerce.productViews", {"commerce": {"productViews": {"value": 1}},
@@ -266,11 +301,24 @@ def _ground_truth(person: _Person, opts: GenerateOptions) -> dict:
         "top_category": CATEGORIES[int(np.argmax(person.category_prefs))][1],
         "category_preferences": {name: round(float(share), 6)
                                  for (_, name), share in zip(CATEGORIES, person.category_prefs, strict=True)},
+        # The products (top PREFERRED_PRODUCTS by chance of being looked at) and content sections.
+        "product_preferences": _top_products(person.product_preferences()),
+        "content_preferences": {section: round(float(share), 6)
+                                for section, share in zip(SECTIONS, person.content_prefs, strict=True)},
         "oracle_purchase_probability": person.oracle_purchase_probability(opts.days, opts.oracle_horizon_days),
         "oracle_horizon_days": opts.oracle_horizon_days,
         "history_start_date": (opts.run_date - timedelta(days=opts.days)).isoformat(),
         "expected_order_value": expected_order_value(person.spend_level),
     }
+
+
+PREFERRED_PRODUCTS = 30
+
+
+def _top_products(chances: np.ndarray) -> dict[str, float]:
+    flat = chances.ravel()
+    best = np.argsort(-flat, kind="stable")[:PREFERRED_PRODUCTS]
+    return {sku(*divmod(int(i), PRODUCTS_PER_CATEGORY)): round(float(flat[i]), 6) for i in best}
 
 
 def _mangle(record: dict, kind: int) -> str:

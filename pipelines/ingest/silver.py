@@ -10,12 +10,26 @@ def _measure(column: str) -> Column:
     return F.coalesce(F.col(column), F.lit(0.0))
 
 
+def _text(column: Column) -> Column:
+    """Trimmed text, null when empty."""
+    trimmed = F.trim(column)
+    return F.when(trimmed != "", trimmed)
+
+
+def _counter(measure: str, event_type: str) -> Column:
+    """An XDM counter: its value, or 1 for an event of its type."""
+    return F.greatest(_measure(measure), (F.col("eventType") == event_type).cast("double"))
+
+
 def flatten_events(events: DataFrame) -> DataFrame:
     """Events with `person_id` -> the facts features are built from.
 
     A purchase is an event of type `commerce.purchases` or with `commerce.purchases.value`
     above zero; its revenue is `commerce.order.priceTotal`, else the sum of its items. A
-    product's category is XDM's `categoryName`, else the `name` some exports carry.
+    product's category is XDM's `categoryName`, else the `name` some exports carry. A web
+    event's content is kept three ways, for content affinity to choose from: its site
+    section (`siteSection`, else `primarySiteSection`), its page name, and the first
+    segment of its URL's path.
     """
     item_total = F.aggregate(
         F.coalesce(F.col("productListItems"), F.array()), F.lit(0.0),
@@ -28,6 +42,11 @@ def flatten_events(events: DataFrame) -> DataFrame:
         lambda item: F.transform(F.coalesce(item["productCategories"], F.array()),
                                  lambda c: F.coalesce(c["categoryName"], c["name"])))),
         lambda name: name.isNotNull()))
+    skus = F.array_distinct(F.filter(F.transform(F.coalesce(F.col("productListItems"), F.array()),
+                                                 lambda item: _text(item["SKU"])),
+                                     lambda sku: sku.isNotNull()))
+    page = "web.webPageDetails"
+    url_section = F.regexp_extract(F.col(f"{page}.URL"), r"^(?:[A-Za-z][A-Za-z0-9+.-]*://[^/?#]*)?/+([^/?#]+)", 1)
     return events.select(
         "person_id",
         F.col("_id").alias("event_id"),
@@ -38,12 +57,16 @@ def flatten_events(events: DataFrame) -> DataFrame:
         F.when(is_purchase, F.coalesce(F.col("commerce.order.priceTotal"), item_total))
          .otherwise(F.lit(0.0)).alias("revenue"),
         F.col("commerce.order.currencyCode").alias("currency"),
-        F.greatest(_measure("commerce.productViews.value"),
-                   (F.col("eventType") == "commerce.productViews").cast("double")).alias("product_views"),
-        F.greatest(_measure("commerce.productListAdds.value"),
-                   (F.col("eventType") == "commerce.productListAdds").cast("double")).alias("cart_adds"),
+        _counter("commerce.productViews.value", "commerce.productViews").alias("product_views"),
+        _counter("commerce.productListAdds.value", "commerce.productListAdds").alias("cart_adds"),
         is_page_view.cast("double").alias("page_views"),
         categories.alias("categories"),
+        skus.alias("skus"),
+        _counter("commerce.productListRemovals.value", "commerce.productListRemovals").alias("cart_removals"),
+        F.coalesce(_text(F.col(f"{page}.siteSection")), _text(F.col(f"{page}.primarySiteSection")))
+         .alias("site_section"),
+        _text(F.col(f"{page}.name")).alias("page_name"),
+        _text(url_section).alias("url_section"),
     )
 
 

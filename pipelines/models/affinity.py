@@ -1,4 +1,6 @@
-"""Category affinity: which categories a person leans to, as shares of their interest.
+"""Affinity: which categories (or products, or content sections) a person leans to, as
+shares of their interest. Written for categories; a `Dimension` names what else is ranked
+the same way (products: pipelines/models/product_affinity.py; content sections).
 
 Interaction strength of a person for a category: product views, cart adds and purchases
 of its items, weighted by kind and halved every `half_life_days`:
@@ -22,12 +24,13 @@ wins, and the run says so in its metrics (`holdout_als_precision_at_k`).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Callable, Mapping
 
 import pyspark.sql.functions as F
 from pyspark.ml.recommendation import ALS
-from pyspark.sql import DataFrame, Window
+from pyspark.sql import Column, DataFrame, Window
 
 from pipelines.core.reproducible import exact_sum, in_canonical_order
 
@@ -35,92 +38,133 @@ from pipelines.core.reproducible import exact_sum, in_canonical_order
 INTERACTION_COLUMNS = {"product_views": "product_views", "cart_adds": "cart_adds", "purchases": "is_purchase"}
 
 
+@dataclass(frozen=True)
+class Dimension:
+    """What is ranked: the column it is named by (`item`), the silver events expression
+    giving an event's items as an array, and the interactions that count (kind -> silver
+    column). Kinds in `may_be_negative` may weigh below zero (a removal lowers interest)."""
+    item: str
+    items: Callable[[], Column]
+    interactions: Mapping[str, str]
+    may_be_negative: tuple[str, ...] = ()
+
+
+CATEGORIES = Dimension("category", lambda: F.col("categories"), INTERACTION_COLUMNS)
+PRODUCTS = Dimension("sku", lambda: F.col("skus"), {**INTERACTION_COLUMNS, "cart_removals": "cart_removals"},
+                     may_be_negative=("cart_removals",))
+# Where content affinity may take a web event's section from (silver events columns).
+CONTENT_FIELDS = ("site_section", "page_name", "url_section")
+
+
+def content(field: str) -> Dimension:
+    """Content sections, named by the silver events column `field` (one of CONTENT_FIELDS)."""
+    if field not in CONTENT_FIELDS:
+        raise ValueError(f"section_field must be one of {', '.join(CONTENT_FIELDS)}, got {field!r}")
+    return Dimension("section", lambda: F.when(F.col(field).isNotNull(), F.array(F.col(field))),
+                     {"page_views": "page_views"})
+
+
+def dimension_of(parameters: Mapping) -> Dimension:
+    """The dimension a trained version ranks, from its logged parameters."""
+    return PRODUCTS if parameters["item"] == "sku" else content(parameters["section_field"])
+
+
 def interaction_strengths(as_of: date, weights: Mapping[str, float], half_life_days: float,
-                          lookback_days: int, start: date | None = None) -> Callable[[DataFrame], DataFrame]:
-    """Silver events -> (person_id, category, strength) from events in the `lookback_days`
-    before `as_of` (and not before `start`, when given), recency-weighted to `as_of`."""
-    unknown = sorted(set(weights) - set(INTERACTION_COLUMNS))
+                          lookback_days: int, start: date | None = None,
+                          dimension: Dimension = CATEGORIES) -> Callable[[DataFrame], DataFrame]:
+    """Silver events -> (person_id, <item>, strength) from events in the `lookback_days`
+    before `as_of` (and not before `start`, when given), recency-weighted to `as_of`; only
+    positive strengths are kept."""
+    unknown = sorted(set(weights) - set(dimension.interactions))
     if unknown:
-        raise ValueError(f"interaction_weights names {unknown}; known: {sorted(INTERACTION_COLUMNS)}")
-    if half_life_days <= 0 or min(weights.values(), default=0) < 0:
-        raise ValueError("affinity needs half_life_days > 0 and interaction weights >= 0")
+        raise ValueError(f"interaction_weights names {unknown}; known: {sorted(dimension.interactions)}")
+    negative = sorted(kind for kind, w in weights.items() if w < 0 and kind not in dimension.may_be_negative)
+    if half_life_days <= 0 or negative:
+        raise ValueError("affinity needs half_life_days > 0 and interaction weights >= 0"
+                         + (f" (negative: {negative})" if negative else ""))
     first = as_of - timedelta(days=lookback_days)
     if start is not None:
         first = max(first, start)
+    item = dimension.item
 
     def _apply(events: DataFrame) -> DataFrame:
-        weight = sum((F.lit(float(w)) * F.col(INTERACTION_COLUMNS[kind]).cast("double")
+        weight = sum((F.lit(float(w)) * F.col(dimension.interactions[kind]).cast("double")
                       for kind, w in weights.items()), F.lit(0.0))
         decay = F.pow(F.lit(2.0), -F.datediff(F.lit(as_of), F.col("event_date")) / F.lit(float(half_life_days)))
         return (events.where((F.col("event_date") < F.lit(as_of)) & (F.col("event_date") >= F.lit(first)))
-                .select("person_id", F.explode("categories").alias("category"), (weight * decay).alias("strength"))
-                .where(F.col("strength") > 0)
-                .groupBy("person_id", "category").agg(exact_sum("strength").alias("strength")))
+                .select("person_id", F.explode(dimension.items()).alias(item), (weight * decay).alias("strength"))
+                .where(F.col("strength") != 0)
+                .groupBy("person_id", item).agg(exact_sum("strength").alias("strength"))
+                .where(F.col("strength") > 0))
     return _apply
 
 
-def popularity(strengths: DataFrame) -> DataFrame:
-    """(category, popularity): each category's share of all strength (one row per category)."""
-    per_category = strengths.groupBy("category").agg(exact_sum("strength").alias("strength"))
-    total = per_category.agg(exact_sum("strength").alias("_total"))
-    return (per_category.crossJoin(total)
-            .select("category", (F.col("strength") / F.col("_total")).alias("popularity")))
+def popularity(strengths: DataFrame, item: str = "category") -> DataFrame:
+    """(<item>, popularity): each item's share of all strength (one row per item)."""
+    per_item = strengths.groupBy(item).agg(exact_sum("strength").alias("strength"))
+    total = per_item.agg(exact_sum("strength").alias("_total"))
+    return (per_item.crossJoin(total)
+            .select(item, (F.col("strength") / F.col("_total")).alias("popularity")))
 
 
-def most_popular(shares: DataFrame, k: int) -> DataFrame:
-    """(rank, category) of the `k` most popular categories (a catalogue: small)."""
-    ranked = shares.orderBy(F.desc("popularity"), "category").limit(k).collect()
-    return shares.sparkSession.createDataFrame([(i + 1, row["category"]) for i, row in enumerate(ranked)],
-                                               "rank int, category string")
+def most_popular(shares: DataFrame, k: int, item: str = "category") -> DataFrame:
+    """(rank, <item>) of the `k` most popular items (at most k rows to the driver)."""
+    ranked = shares.orderBy(F.desc("popularity"), item).limit(k).collect()
+    return shares.sparkSession.createDataFrame([(i + 1, row[item]) for i, row in enumerate(ranked)],
+                                               f"rank int, {item} string")
 
 
-def top_affinities(strengths: DataFrame, prior_strength: float, k: int) -> DataFrame:
-    """(person_id, category, strength) -> (person_id, rank, category, affinity), the `k`
-    categories of highest affinity per person. A category the person never touched scores
-    by popularity alone, so only the `k` most popular can reach a top k: those are the
+def top_affinities(strengths: DataFrame, prior_strength: float, k: int, item: str = "category",
+                   small_catalogue: bool = True) -> DataFrame:
+    """(person_id, <item>, strength) -> (person_id, rank, <item>, affinity), the `k`
+    items of highest affinity per person. An item the person never touched scores by
+    popularity alone, so only the `k` most popular can reach a top k: those are the
     candidates beside the person's own."""
     if prior_strength < 0 or k < 1:
         raise ValueError(f"affinity needs prior_strength >= 0 and k >= 1, got {prior_strength}, {k}")
-    shares = popularity(strengths).cache()
-    popular = most_popular(shares, k).select("category")
+    shares = popularity(strengths, item).cache()
+    popular = most_popular(shares, k, item).select(item)
     people = strengths.groupBy("person_id").agg(exact_sum("strength").alias("total"))
-    # One strength and zeros per (person, category): the plain sum is exact.
-    candidates = (strengths.select("person_id", "category", "strength")
+    # One strength and zeros per (person, item): the plain sum is exact.
+    candidates = (strengths.select("person_id", item, "strength")
                   .unionByName(people.select("person_id").crossJoin(F.broadcast(popular))
                                .withColumn("strength", F.lit(0.0)))
-                  .groupBy("person_id", "category").agg(F.sum("strength").alias("strength")))
+                  .groupBy("person_id", item).agg(F.sum("strength").alias("strength")))
     prior = F.lit(float(prior_strength))
-    scored = (candidates.join(F.broadcast(shares), "category").join(people, "person_id")
+    # A catalogue of products may be too large to broadcast; categories and sections are not.
+    scored = (candidates.join(F.broadcast(shares) if small_catalogue else shares, item).join(people, "person_id")
               .withColumn("affinity", (F.col("strength") + prior * F.col("popularity")) / (F.col("total") + prior)))
-    by_affinity = Window.partitionBy("person_id").orderBy(F.desc("affinity"), "category")
+    by_affinity = Window.partitionBy("person_id").orderBy(F.desc("affinity"), item)
     return (scored.withColumn("rank", F.row_number().over(by_affinity)).where(F.col("rank") <= k)
-            .select("person_id", "rank", "category", "affinity"))
+            .select("person_id", "rank", item, "affinity"))
 
 
-def popularity_top(strengths: DataFrame, k: int) -> DataFrame:
-    """The baseline a model must beat: everyone gets the `k` most popular categories."""
-    shares = popularity(strengths)
-    return (strengths.select("person_id").distinct().crossJoin(F.broadcast(most_popular(shares, k)))
-            .join(F.broadcast(shares), "category").withColumnRenamed("popularity", "affinity")
-            .select("person_id", "rank", "category", "affinity"))
+def popularity_top(strengths: DataFrame, k: int, item: str = "category") -> DataFrame:
+    """The baseline a model must beat: everyone gets the `k` most popular items."""
+    shares = popularity(strengths, item)
+    return (strengths.select("person_id").distinct().crossJoin(F.broadcast(most_popular(shares, k, item)))
+            .join(F.broadcast(shares), item).withColumnRenamed("popularity", "affinity")
+            .select("person_id", "rank", item, "affinity"))
 
 
-def future_categories(start: date, end: date, weights: Mapping[str, float]) -> Callable[[DataFrame], DataFrame]:
-    """Silver events -> the (person_id, category) pairs of interactions in [start, end)."""
+def future_categories(start: date, end: date, weights: Mapping[str, float],
+                      dimension: Dimension = CATEGORIES) -> Callable[[DataFrame], DataFrame]:
+    """Silver events -> the (person_id, <item>) pairs of interactions in [start, end)
+    (of the kinds weighted above zero)."""
     def _apply(events: DataFrame) -> DataFrame:
-        counted = [F.col(INTERACTION_COLUMNS[kind]).cast("double") > 0 for kind, w in weights.items() if w > 0]
+        counted = [F.col(dimension.interactions[kind]).cast("double") > 0 for kind, w in weights.items() if w > 0]
         interacted = counted[0] if len(counted) == 1 else F.greatest(*counted)
         return (events.where((F.col("event_date") >= F.lit(start)) & (F.col("event_date") < F.lit(end)) & interacted)
-                .select("person_id", F.explode("categories").alias("category")).distinct())
+                .select("person_id", F.explode(dimension.items()).alias(dimension.item)).distinct())
     return _apply
 
 
-def precision_at_k(top: DataFrame, future: DataFrame, k: int) -> dict[str, float]:
-    """Ranked categories vs. what people then interacted with, over people who had both:
+def precision_at_k(top: DataFrame, future: DataFrame, k: int, item: str = "category") -> dict[str, float]:
+    """Ranked items vs. what people then interacted with, over people who had both:
     `precision_at_k` (share of the top k that came true) and `hit_rate_top1`."""
     truth = future.withColumn("_hit", F.lit(1.0))
     judged = (top.join(future.select("person_id").distinct(), "person_id")
-              .join(truth, ["person_id", "category"], "left")
+              .join(truth, ["person_id", item], "left")
               .withColumn("_hit", F.coalesce(F.col("_hit"), F.lit(0.0))))
     row = judged.agg((F.sum("_hit") / (F.countDistinct("person_id") * F.lit(float(k)))).alias("p"),
                      F.avg(F.when(F.col("rank") == 1, F.col("_hit"))).alias("top1"),
@@ -129,29 +173,39 @@ def precision_at_k(top: DataFrame, future: DataFrame, k: int) -> dict[str, float
             "people": float(row["people"])}
 
 
+def numbered_people(strengths: DataFrame) -> DataFrame:
+    """(person_id, user): integer ids for ALS, numbered with zipWithIndex (no collect) in
+    person_id order, so the same people get the same numbers (and ALS the same start)
+    however the strengths are partitioned; checkpointed so that no recomputation renumbers."""
+    return (strengths.select("person_id").distinct().orderBy("person_id").rdd.map(lambda row: row[0])
+            .zipWithIndex().toDF(["person_id", "user"]).localCheckpoint(eager=True))
+
+
+def numbered_items(strengths: DataFrame, item: str) -> DataFrame:
+    """(item: int, <item>): the catalogue numbered in name order, without the driver."""
+    return (strengths.select(item).distinct().orderBy(item).rdd.map(lambda row: row[0])
+            .zipWithIndex().toDF([item, "item"]).localCheckpoint(eager=True))
+
+
 def als_top_categories(strengths: DataFrame, k: int, rank: int, reg_param: float, alpha: float,
-                       seed: int) -> DataFrame:
+                       seed: int, item: str = "category") -> DataFrame:
     """The challenger: implicit-feedback ALS on the same strengths -> (person_id, rank,
-    category, affinity). ALS needs integer ids: people are numbered with zipWithIndex (no
-    collect), categories (a catalogue, small) on the driver."""
-    # Numbered in person_id order, so the same people get the same numbers (and ALS the same
-    # start) however the strengths are partitioned; checkpointed so that no recomputation renumbers.
-    people = (strengths.select("person_id").distinct().orderBy("person_id").rdd.map(lambda row: row[0])
-              .zipWithIndex().toDF(["person_id", "user"]).localCheckpoint(eager=True))
-    names = [row["category"] for row in strengths.select("category").distinct().orderBy("category").collect()]
-    items = strengths.sparkSession.createDataFrame(list(enumerate(names)), ["item", "category"])
-    data = in_canonical_order(strengths.join(people, "person_id").join(F.broadcast(items), "category"), "user", "item")
+    <item>, affinity), the `k` best items per person."""
+    people, items = numbered_people(strengths), numbered_items(strengths, item)
+    data = in_canonical_order(strengths.join(people, "person_id").join(items, item), "user", "item")
     model = ALS(rank=rank, regParam=reg_param, alpha=alpha, implicitPrefs=True, userCol="user", itemCol="item",
                 ratingCol="strength", seed=seed, coldStartStrategy="drop", nonnegative=True).fit(data)
     recommended = (model.recommendForAllUsers(k)
                    .select("user", F.posexplode("recommendations").alias("_position", "_r"))
                    .select("user", (F.col("_position") + 1).alias("rank"), F.col("_r.item").alias("item"),
                            F.col("_r.rating").alias("affinity")))
-    return (recommended.join(people, "user").join(F.broadcast(items), "item")
-            .select("person_id", "rank", "category", "affinity"))
+    return (recommended.join(people, "user").join(items, "item")
+            .select("person_id", "rank", item, "affinity"))
 
 
-def strengths_as_of(events: DataFrame, parameters: Mapping, as_of: date) -> DataFrame:
+def strengths_as_of(events: DataFrame, parameters: Mapping, as_of: date,
+                    dimension: Dimension = CATEGORIES) -> DataFrame:
     """`interaction_strengths` as of `as_of`, with a version's logged parameters."""
     return events.transform(interaction_strengths(as_of, parameters["interaction_weights"],
-                                                  parameters["half_life_days"], parameters["lookback_days"]))
+                                                  parameters["half_life_days"], parameters["lookback_days"],
+                                                  dimension=dimension))

@@ -18,6 +18,7 @@ from pipelines.models.lifetime_value import BgNbd, GammaGamma, parameters_from_d
 AFFINITY_PARAMETERS = "affinity_parameters.json"       # prior strength, weights, half-life, top k
 LIFETIME_VALUE_PARAMETERS = "lifetime_value_parameters.json"   # BG/NBD, Gamma-Gamma, the value method
 SEGMENTS = "segments.json"                             # each segment's id, name and typical member
+PRECISION_CURVES = "holdout_precision_curves.json"     # product/content affinity: precision@1..k per candidate
 SEARCH = "hyperparameter_search.json"                  # every candidate of a training and its measure
 DECILES = "holdout_deciles.json"                       # a regressor's predicted and actual per decile
 JUDGED_REGRESSOR = "judged_model"    # lifetime value: the run tag naming the regressor its holdout judged

@@ -13,18 +13,20 @@ from pyspark.sql import DataFrame
 from pipelines.core.context import RunContext
 from pipelines.core.errors import BadInputError
 from pipelines.models import custom, registry
-from pipelines.models.specs import (AFFINITY, LIFETIME_VALUE, SEGMENTS, ModelSpec, enabled, model_specs,
-                                   unlisted_models)
+from pipelines.models.specs import (AFFINITY, CONTENT_AFFINITY, LIFETIME_VALUE, PRODUCT_AFFINITY, SEGMENTS,
+                                   ModelSpec, enabled, model_specs, unlisted_models)
 from pipelines.models.training import lifecycle
 from pipelines.models.training.affinity import AffinityTrainer
 from pipelines.models.training.classifier import ClassifierTrainer
+from pipelines.models.training.item_affinity import ItemAffinityTrainer
 from pipelines.models.training.lifetime_value import LifetimeValueTrainer
 from pipelines.models.training.regressor import RegressorTrainer
 from pipelines.models.training.segments import SegmentsTrainer
 from pipelines.models.training.snapshots import PinnedEvents
 from pipelines.quality.gate import QualityChecks
 
-TRAINERS = (ClassifierTrainer, RegressorTrainer, LifetimeValueTrainer, AffinityTrainer, SegmentsTrainer)
+TRAINERS = (ClassifierTrainer, RegressorTrainer, LifetimeValueTrainer, AffinityTrainer, ItemAffinityTrainer,
+            SegmentsTrainer)
 # Outputs of any model that the ledger keeps as numbers (`<model>.<metric>`).
 LEDGER_METRICS = tuple(dict.fromkeys(name for trainer in TRAINERS for name in trainer.ledger_metrics))
 
@@ -43,8 +45,8 @@ def check_custom_definitions(ctx: RunContext, specs: list[ModelSpec], events: Da
 
 
 def trainers(ctx: RunContext, checks: QualityChecks, events: PinnedEvents) -> list[lifecycle.Trainer]:
-    """The models to train, in order: the propensities, lifetime value, affinity and segments
-    (each when enabled), then the custom models; only `ctx.model` when the user named one."""
+    """The models to train, in order: the propensities, lifetime value, the affinities and
+    segments (each when enabled), then the custom models; only `ctx.model` when the user named one."""
     specs = model_specs(ctx.cfg, ctx.model)
 
     def snapshot_trainer(spec: ModelSpec) -> lifecycle.Trainer:
@@ -53,7 +55,10 @@ def trainers(ctx: RunContext, checks: QualityChecks, events: PinnedEvents) -> li
 
     chosen = [snapshot_trainer(spec) for spec in specs if not spec.is_custom]
     others = {LIFETIME_VALUE: lambda: LifetimeValueTrainer(ctx, events),
-              AFFINITY: lambda: AffinityTrainer(ctx, events), SEGMENTS: lambda: SegmentsTrainer(ctx)}
+              AFFINITY: lambda: AffinityTrainer(ctx, events),
+              PRODUCT_AFFINITY: lambda: ItemAffinityTrainer(ctx, events, PRODUCT_AFFINITY),
+              CONTENT_AFFINITY: lambda: ItemAffinityTrainer(ctx, events, CONTENT_AFFINITY),
+              SEGMENTS: lambda: SegmentsTrainer(ctx)}
     chosen += [make() for key, make in others.items() if enabled(ctx.cfg, key) and ctx.model in (None, key)]
     return chosen + [snapshot_trainer(spec) for spec in specs if spec.is_custom]
 

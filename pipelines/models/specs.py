@@ -24,6 +24,7 @@ from pipelines.core.config import Config
 from pipelines.core.errors import BadInputError
 from pipelines.features.build import feature_columns, with_labels
 from pipelines.models import custom
+from pipelines.models.affinity import PRODUCTS, Dimension, content
 
 TARGETS = ("purchase", "churn")
 CUSTOM = "custom"
@@ -88,9 +89,20 @@ class ModelSpec:
 
 LIFETIME_VALUE = "lifetime_value"
 AFFINITY = "affinity"
+PRODUCT_AFFINITY = "product_affinity"
+CONTENT_AFFINITY = "content_affinity"
 SEGMENTS = "segments"
 # The insights beside the propensities, each switched on by `models.<key>.enabled`.
-OTHER_MODELS = (LIFETIME_VALUE, AFFINITY, SEGMENTS)
+OTHER_MODELS = (LIFETIME_VALUE, AFFINITY, PRODUCT_AFFINITY, CONTENT_AFFINITY, SEGMENTS)
+ITEM_AFFINITIES = (PRODUCT_AFFINITY, CONTENT_AFFINITY)
+
+
+def dimension(cfg: Config, key: str) -> Dimension:
+    """What an item-affinity model ranks: products, or content sections by the conf's
+    `section_field` (ValueError when it names no such field)."""
+    if key == PRODUCT_AFFINITY:
+        return PRODUCTS
+    return content(str(cfg.get(f"models.{key}.section_field")))
 
 
 def enabled(cfg: Config, key: str) -> bool:

@@ -44,8 +44,10 @@ STEP_TABLES = {
     "validate": (("bronze_events", "bronze_profiles"), ()),
     "features": (("silver_events",), ("features",)),
     "train": (("features", "silver_events"), ("training_sets",)),
-    "score": (("features",), ("scores", "predictions", "lifetime_value", "affinity", "segments")),
-    "publish": (("scores", "predictions", "lifetime_value", "affinity", "segments", "identity_graph", "features"),
+    "score": (("features",), ("scores", "predictions", "lifetime_value", "affinity", "product_affinity",
+                              "content_affinity", "segments")),
+    "publish": (("scores", "predictions", "lifetime_value", "affinity", "product_affinity", "content_affinity",
+                  "segments", "identity_graph", "features"),
                 ("profile_enrichment",)),
 }
 

@@ -66,6 +66,8 @@ def _model_section(key: str, trained: dict) -> list[str]:
         sections.append(f"<p>Model gate: {html.escape(trained['gate'])}</p>")
     if trained.get("roc"):
         sections.append(_img(plots.roc_figure(trained["roc"], trained["holdout_auc_roc"]), f"{key} ROC curve"))
+    if trained.get("precision_curves"):
+        sections.append(_img(plots.precision_figure(trained["precision_curves"], key), f"{key} precision at k"))
     evaluation = trained.get("evaluation") or {}
     if evaluation:
         sections.append(_img(plots.lift_figure(evaluation["gains"]), f"{key} cumulative gains"))
@@ -109,7 +111,7 @@ def write_report(ctx: RunContext, outputs: dict[str, dict], counts: dict) -> str
     if trained:
         sections.append("<h2>Models</h2>")
         for key, out in trained.items():
-            if "holdout_auc_roc" in out or "holdout_mae" in out:
+            if "holdout_auc_roc" in out or "holdout_mae" in out or "precision_curves" in out:
                 sections.extend(_model_section(key, out))
     warnings = [w for out in outputs.values() for w in out.get("quality_warnings", [])]
     sections.append("<h2>Quality</h2>")

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from pipelines.core import lakehouse
 from pipelines.core.context import RunContext
+from pipelines.models.item_affinity import CANDIDATES
 from pipelines.quality.gate import data_docs_dir
 
 SUMMARY_TABLES = ("bronze_events", "bronze_profiles", "quarantine", "identity_graph", "silver_events", "features",
-                  "scores", "predictions", "lifetime_value", "affinity", "segments", "profile_enrichment")
+                  "scores", "predictions", "lifetime_value", "affinity", "product_affinity", "content_affinity",
+                  "segments", "profile_enrichment")
 
 
 def table_rows(ctx: RunContext) -> dict[str, int | None]:
@@ -71,6 +73,13 @@ def _model_line(key: str, model: dict) -> str:
         line = (f"model: {key} v{model['model_version']}{how}, holdout MAE {model['holdout_mae']:.2f}, "
                 f"RMSE {model['holdout_rmse']:.2f}, predicted {model['holdout_total_predicted']:,.0f} vs actual "
                 f"{model['holdout_total_actual']:,.0f} ({model['holdout_total_ratio']:.2f}x)")
+        return line + (f", mlflow run {model['mlflow_run_id']}" if model.get("mlflow_run_id") else "")
+    if "holdout_ndcg_at_k" in model:
+        others = ", ".join(f"{m} {model[f'holdout_{m}_precision_at_k']:.3f}" for m in CANDIDATES
+                           if f"holdout_{m}_precision_at_k" in model)
+        line = (f"model: {key} v{model['model_version']}{how}, holdout precision@k "
+                f"{model['holdout_precision_at_k']:.3f}, recall@k {model['holdout_recall_at_k']:.3f}, NDCG@k "
+                f"{model['holdout_ndcg_at_k']:.3f}, coverage {model['holdout_coverage']:.2f} ({others})")
         return line + (f", mlflow run {model['mlflow_run_id']}" if model.get("mlflow_run_id") else "")
     if "holdout_precision_at_k" in model:
         line = (f"model: {key} v{model['model_version']}{how}, holdout precision@k "

@@ -67,7 +67,7 @@ RECEIPT_SCHEMA = T.StructType([
 ])
 RECEIPT_KEY_ENV = "ENRICH_RECEIPT_KEY"
 PERSON_TABLES = ("silver_profiles", "silver_events", "features", "training_sets", "scores", "predictions",
-                 "lifetime_value", "affinity", "segments", "profile_enrichment")
+                 "lifetime_value", "affinity", "product_affinity", "content_affinity", "segments", "profile_enrichment")
 REDACTED = "[redacted by a deletion request]"
 # Profile attributes that name a person, quoted by quality samples (an e-mail that is not well
 # formed, say); first and last names alone are too common to search for.

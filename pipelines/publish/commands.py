@@ -16,10 +16,10 @@ from pipelines.core import lakehouse
 from pipelines.core.config import Config
 from pipelines.core.errors import BadInputError
 from pipelines.identity.graph import people_holding
-from pipelines.models.specs import (AFFINITY, LIFETIME_VALUE, SEGMENTS, OTHER_MODELS, enabled, propensity_specs,
-                                    regression_specs)
+from pipelines.models.specs import (AFFINITY, CONTENT_AFFINITY, LIFETIME_VALUE, OTHER_MODELS, PRODUCT_AFFINITY,
+                                   SEGMENTS, enabled, propensity_specs, regression_specs)
 from pipelines.publish.changes import CHANGE, TABLE_VERSION, changes_since
-from pipelines.publish.profile_table import KEY
+from pipelines.publish.profile_table import KEY, RANKED_ITEMS
 from pipelines.publish.xdm_export import field_group_schema, xdm_profiles
 
 log = logging.getLogger("enrich")
@@ -208,6 +208,11 @@ def render_profile(profile: dict, cfg: Config, asked: str) -> str:
         p = cfg.get("models.affinity.profile_prefix")
         top = ", ".join(f"{c['category']} {c['affinity']:.2f}" for c in profile.get(f"{p}_top_categories") or [])
         lines.append(f"  {'affinity':<10} {top or '-'}")
+    for key, item, label in ((PRODUCT_AFFINITY, "sku", "products"), (CONTENT_AFFINITY, "section", "content")):
+        if enabled(cfg, key):
+            p = cfg.get(f"models.{key}.profile_prefix")
+            top = ", ".join(f"{r[item]} {r['score']:.2f}" for r in profile.get(f"{p}_{RANKED_ITEMS[item]}") or [])
+            lines.append(f"  {label:<10} {top or '-'}")
     if cfg.get("engagement.enabled"):
         lines.append(f"  {'engagement':<10} {fmt(profile.get('engagement_score'))} / 100")
     if enabled(cfg, SEGMENTS):

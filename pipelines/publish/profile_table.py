@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, datetime
 from functools import reduce
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import pyspark.sql.functions as F
 from delta.tables import DeltaTable
@@ -75,6 +75,25 @@ def affinity_attributes(rows: DataFrame, prefix: str) -> DataFrame:
                     f"{prefix}_model_version"))
 
 
+# Product and content affinity: the ranked item's column in gold and its profile list's name.
+RANKED_ITEMS = {"sku": "top_skus", "section": "top_sections"}
+
+
+def ranked_item_attributes(item: str) -> Callable[[DataFrame, str], DataFrame]:
+    """Top products or sections of one date (a row per person and rank) -> person_id,
+    `<prefix>_top_skus` or `<prefix>_top_sections` (item and score, best first) and
+    `<prefix>_model_version`."""
+    def _build(rows: DataFrame, prefix: str) -> DataFrame:
+        ranked = F.sort_array(F.collect_list(F.struct("rank", item, "score")))
+        return (rows.groupBy("person_id")
+                .agg(ranked.alias("_ranked"), F.max("model_version").cast("int").alias(f"{prefix}_model_version"))
+                .select("person_id",
+                        F.transform("_ranked", lambda r: F.struct(r[item].alias(item), r["score"].alias("score")))
+                        .alias(f"{prefix}_{RANKED_ITEMS[item]}"),
+                        f"{prefix}_model_version"))
+    return _build
+
+
 def segment_attributes(rows: DataFrame, prefix: str) -> DataFrame:
     """Segments of one date -> person_id, `<prefix>_id`, `<prefix>_name`, `<prefix>_model_version`."""
     return rows.select("person_id", F.col("segment_id").cast("int").alias(f"{prefix}_id"),
@@ -98,11 +117,14 @@ def prediction_attributes(rows: DataFrame, prefixes: Mapping[str, str]) -> DataF
 
 def insight_columns(kind: str, prefix: str) -> list[str]:
     """The profile columns one insight writes, by its kind: `propensity` (classifiers),
-    `prediction` (custom regressors), `lifetime_value`, `affinity`, `segments`."""
+    `prediction` (custom regressors), `lifetime_value`, `affinity`, `segments`, and the
+    ranked items of `product_affinity` and `content_affinity`."""
     names = {"propensity": [name for name, _ in MODEL_FIELDS],
              "prediction": [name for name, _ in PREDICTION_FIELDS],
              "lifetime_value": [name for name, _ in VALUE_FIELDS] + ["currency"],
              "affinity": ["top_categories", "top_category", "model_version"],
+             "product_affinity": [RANKED_ITEMS["sku"], "model_version"],
+             "content_affinity": [RANKED_ITEMS["section"], "model_version"],
              "segments": ["id", "name", "model_version"]}[kind]
     return [f"{prefix}_{name}" for name in names]
 

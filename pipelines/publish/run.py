@@ -12,12 +12,13 @@ from pyspark.sql import DataFrame
 from pipelines.core import lakehouse
 from pipelines.core.errors import BadInputError
 from pipelines.identity.graph import primary_identity_per_person
-from pipelines.models.specs import AFFINITY, LIFETIME_VALUE, SEGMENTS, enabled, propensity_specs, regression_specs
+from pipelines.models.specs import (AFFINITY, CONTENT_AFFINITY, LIFETIME_VALUE, PRODUCT_AFFINITY, SEGMENTS, enabled,
+                                   propensity_specs, regression_specs)
 from pipelines.core.context import RunContext
 from pipelines.publish.profile_table import (KEY, ORDER, RunStamp, affinity_attributes, aligned, attribute_fields,
                                              ensure_table, insight_columns, kept_from_the_table, merge_profiles,
-                                             prediction_attributes, profile_rows, profile_schema, segment_attributes,
-                                             value_attributes)
+                                             prediction_attributes, profile_rows, profile_schema,
+                                             ranked_item_attributes, segment_attributes, value_attributes)
 from pipelines.scoring.factors import FACTORS_TYPE
 from pipelines.scoring.engagement import engagement_score
 from pipelines.quality.gate import QualityChecks
@@ -84,14 +85,16 @@ def _tonight(ctx: RunContext, table: str, empty_schema: str) -> DataFrame:
 
 
 def _other_insights(ctx: RunContext) -> tuple[list[DataFrame], list[tuple[str, str]]]:
-    """The run date's lifetime values, top categories, segments, custom predictions and
-    engagement, as profile columns keyed by person_id; and (prefix, kind) of those with no
+    """The run date's lifetime values, top categories, products and sections, segments,
+    custom predictions and engagement, as profile columns keyed by person_id; and (prefix, kind) of those with no
     rows tonight (skipped: no champion, or refused), whose columns keep their last values."""
     cfg = ctx.cfg
     attributes, skipped = [], []
     currency = str(cfg.get("models.lifetime_value.currency"))
     builders = ((LIFETIME_VALUE, "lifetime_value", lambda rows, prefix: value_attributes(rows, prefix, currency)),
                 (AFFINITY, "affinity", affinity_attributes),
+                (PRODUCT_AFFINITY, "product_affinity", ranked_item_attributes("sku")),
+                (CONTENT_AFFINITY, "content_affinity", ranked_item_attributes("section")),
                 (SEGMENTS, "segments", segment_attributes))
     for key, table, build in builders:
         if enabled(cfg, key):

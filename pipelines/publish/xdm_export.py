@@ -2,7 +2,8 @@
 
 Each record carries `identityMap` with the person's primary identity and the attributes
 under the tenant's field group, `_<tenant>.insights`: a group per model prefix
-(`convert`, `churn`, `ltv`, `affinity`, `segment`, `engagement`) with camelCase fields,
+(`convert`, `churn`, `ltv`, `affinity`, `productAffinity`, `contentAffinity`, `segment`,
+`engagement`) with camelCase fields,
 and when and by which run they were made. `field_group_schema` describes that field
 group as JSON Schema, ready to be created in a schema registry.
 """
@@ -100,8 +101,8 @@ def field_group_schema(records: T.StructType, tenant: str) -> dict:
     return {
         "$schema": "http://json-schema.org/draft-06/schema#",
         "title": "Profile enrichment insights",
-        "description": "Propensities with per-person factors, lifetime value, category affinity, engagement "
-                       "and segment, written nightly by the profile enrichment pipeline.",
+        "description": "Propensities with per-person factors, lifetime value, category, product and content "
+                       "affinity, engagement and segment, written nightly by the profile enrichment pipeline.",
         "type": "object",
         "meta:intendedToExtend": [PROFILE_CLASS],
         "definitions": {"insights": {"properties": {tenant: json_type(tenant_type)}}},

@@ -40,18 +40,19 @@ def score(ctx: RunContext, checks: QualityChecks, features: DataFrame) -> dict:
     stored = lakehouse.read(spark, path).where(F.col("score_date") == F.lit(ctx.run_date))
     people = stored.select("person_id").distinct().count()
     ctx.progress(f"{people} people's top {k} categories with {name} v{champion.version}")
-    checks.run_suite("affinity", stored.transform(_affinity_view(active, k)))
+    checks.run_suite("affinity", stored.transform(ranked_rows_view(active, k, "category")))
     return {f"{KEY}.people_scored": people, f"{KEY}.model_version": int(champion.version)}
 
 
-def _affinity_view(active: DataFrame, k: int):
-    """Rows of a date -> plus `person_rank` (unique), `person_category` (unique),
-    `inactive_person` (null unless the person had no feature row) and `rank_out_of_range`."""
+def ranked_rows_view(active: DataFrame, k: int, item: str):
+    """Ranked rows of a date (category, product or content affinity) -> plus `person_rank`
+    (unique), `person_<item>` (unique), `inactive_person` (null unless the person had no
+    feature row) and `rank_out_of_range`."""
     def _apply(rows: DataFrame) -> DataFrame:
         marks = active.withColumn("_active", F.lit(True))
         return (rows.join(marks, "person_id", "left")
                 .withColumn("person_rank", F.concat_ws(" ", "person_id", F.col("rank").cast("string")))
-                .withColumn("person_category", F.concat_ws(" ", "person_id", "category"))
+                .withColumn(f"person_{item}", F.concat_ws(" ", "person_id", item))
                 .withColumn("inactive_person", F.when(F.col("_active").isNull(), F.col("person_id")))
                 .withColumn("rank_out_of_range", F.when(~F.col("rank").between(1, k), F.col("rank")))
                 .drop("_active"))

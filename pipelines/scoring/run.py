@@ -3,7 +3,8 @@ date -> gold/scores (a row per person and model, with the person's influential f
 the date replaced in one transaction),
 then the scores suite and drift against each champion's training population; then the
 other insights: the lifetime value of every active buyer -> gold/lifetime_value, the top
-categories of every active person -> gold/affinity, their segments -> gold/segments; and
+categories of every active person -> gold/affinity, their segments -> gold/segments, their
+top products and content sections -> gold/product_affinity, gold/content_affinity; and
 each custom regressor's predictions -> gold/predictions. Custom classifiers score with
 the propensities, into gold/scores."""
 
@@ -21,14 +22,15 @@ from pipelines.core import lakehouse
 from pipelines.models import custom, registry
 from pipelines.models.customer_base import CUSTOMER_BASE_COLUMNS, CustomerBase
 from pipelines.models.propensity import SCORE_COLUMN, positive_probability
-from pipelines.models.specs import AFFINITY, LIFETIME_VALUE, SEGMENTS, ModelSpec, enabled, model_specs
+from pipelines.models.specs import (AFFINITY, ITEM_AFFINITIES, LIFETIME_VALUE, SEGMENTS, ModelSpec, enabled,
+                                   model_specs)
 from pipelines.core.context import RunContext
 from pipelines.quality.drift import drift_outcomes
 from pipelines.quality.gate import QualityChecks
 from pipelines.quality.suites import ExpectationOutcome
 from pipelines.quality.views import scores_view
 from pipelines.core.errors import BadInputError, GateError
-from pipelines.scoring import affinity, lifetime_value, segments
+from pipelines.scoring import affinity, item_affinity, lifetime_value, segments
 from pipelines.scoring.champions import champion_or_skip
 from pipelines.scoring.factors import FACTORS_TYPE, explainer, with_factors
 from pipelines.models.regression import PREDICTION
@@ -86,6 +88,9 @@ def run(ctx: RunContext) -> dict:
         for key, module in ((LIFETIME_VALUE, lifetime_value), (AFFINITY, affinity), (SEGMENTS, segments)):
             if enabled(cfg, key):
                 others.update(module.score(ctx, checks, features))
+        for key in ITEM_AFFINITIES:
+            if enabled(cfg, key):
+                others.update(item_affinity.score(ctx, checks, features, key))
         predicted, drifted_regressors = _predict(ctx, checks, features, extras,
                                                  [spec for spec in every_spec if spec.is_regressor])
         others.update(predicted)

@@ -20,7 +20,8 @@ RUN_DATE = date(2026, 6, 1)
 # A declarative and a programmatic custom model, run every night beside the built-ins.
 CUSTOM_MODELS = str(Path(__file__).with_name("custom_models.yaml"))
 TABLES = ("bronze_events", "bronze_profiles", "quarantine", "identity_graph", "silver_events", "features",
-          "training_sets", "scores", "predictions", "lifetime_value", "affinity", "segments", "profile_enrichment")
+          "training_sets", "scores", "predictions", "lifetime_value", "affinity", "product_affinity",
+          "content_affinity", "segments", "profile_enrichment")
 
 
 @dataclass

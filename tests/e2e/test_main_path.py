@@ -45,5 +45,12 @@ def test_every_insight_is_on_the_profiles_of_the_people_scored(spark, small_nigh
     assert 0 < filled["churn_probability"] < people and 0 < filled["ltv_expected_value"] <= people
     assert filled["affinity_top_category"] > 0 and filled["segment_name"] == people
     assert 0 < filled["spend_prediction"] < people   # the custom regressor, for past buyers
+    # Products and content sections: up to k each, best first, for the people active tonight.
+    for column, item, k in (("product_affinity_top_skus", "sku", 10), ("content_affinity_top_sections", "section", 3)):
+        ranked = profiles.where(F.size(column) > 0).select(column).collect()
+        assert 0 < len(ranked) <= people
+        assert all(len(row[column]) <= k and len({r[item] for r in row[column]}) == len(row[column])
+                   and [r["score"] for r in row[column]] == sorted((r["score"] for r in row[column]), reverse=True)
+                   for row in ranked)
     assert profiles.where(~F.col("convert_probability").between(0, 1) | ~F.col("engagement_score").between(0, 100)
                           | ~F.col("convert_bucket").isin("low", "medium", "high")).count() == 0

@@ -87,3 +87,29 @@ def test_feature_columns_are_ordered_and_windows_validated():
     assert feature_columns([30, 7]).index("purchases_7d") < feature_columns([30, 7]).index("purchases_30d")
     with pytest.raises(ValueError, match="windows"):
         person_features(AS_OF, [0], 30)
+
+
+def test_silver_keeps_skus_removals_and_each_way_of_naming_content(spark):
+    bronze = T.StructType(EXPERIENCE_EVENT.fields + [
+        T.StructField("person_id", T.StringType()), T.StructField("event_date", T.DateType())])
+    bronze = T.StructType([f if f.name != "timestamp" else T.StructField("timestamp", T.TimestampType())
+                           for f in bronze.fields])
+    day = {"timestamp": datetime(2026, 2, 1), "person_id": "p", "event_date": date(2026, 2, 1)}
+    rows = [
+        {"_id": "r", "eventType": "commerce.productListRemovals", **day,
+         "productListItems": [{"SKU": "A-1"}, {"SKU": " A-1 "}, {"SKU": ""}, {"SKU": "B-2"}, {"name": "no sku"}]},
+        {"_id": "w", "eventType": "web.webpagedetails.pageViews", **day,
+         "web": {"webPageDetails": {"name": "Tent guide", "siteSection": "Guides",
+                                    "URL": "https://shop.example.com/guides/tents?ref=x", "pageViews": {"value": 1.0}}}},
+        {"_id": "s", "eventType": "web.webpagedetails.pageViews", **day,
+         "web": {"webPageDetails": {"primarySiteSection": "Help", "URL": "/help", "pageViews": {"value": 1.0}}}},
+        {"_id": "h", "eventType": "web.webpagedetails.pageViews", **day,
+         "web": {"webPageDetails": {"name": " ", "URL": "https://shop.example.com/", "pageViews": {"value": 1.0}}}},
+    ]
+    flat = {r["event_id"]: r for r in spark.createDataFrame(rows, bronze).transform(flatten_events).collect()}
+    assert flat["r"]["skus"] == ["A-1", "B-2"] and flat["r"]["cart_removals"] == 1.0
+    assert (flat["w"]["site_section"], flat["w"]["page_name"], flat["w"]["url_section"]) == \
+        ("Guides", "Tent guide", "guides")
+    assert (flat["s"]["site_section"], flat["s"]["url_section"]) == ("Help", "help")
+    assert (flat["h"]["site_section"], flat["h"]["page_name"], flat["h"]["url_section"]) == (None, None, None)
+    assert flat["w"]["skus"] == [] and flat["w"]["cart_removals"] == 0.0

@@ -1,0 +1,191 @@
+"""Product and content affinity: the top k products (SKUs) or content sections each person
+is most likely to interact with next, from the same recency-weighted interaction strengths
+as category affinity (pipelines/models/affinity.py), by one of four candidates:
+
+    popularity      everyone gets the most popular items: the floor a model must beat
+    history         the person's own strengths shrunk towards popularity (as category affinity):
+                        score(p, i) = (s(p, i) + prior * pop(i)) / (sum_i s(p, i) + prior)
+    co_occurrence   item to item: the person's strengths spread to the items that the same
+                    people interacted with, by cosine similarity over people
+                        s'(p, j) = s(p, j) + w * sum_{i != j} s(p, i) * sim(i, j)
+                    then shrunk towards popularity as `history` (w = 0 is `history`)
+    als             implicit-feedback ALS (Spark ML) on the strengths
+
+Products a person bought that nobody has ever bought twice (a fridge, a mattress) are not
+recommended to that person again, unless the conf says the catalogue is consumable.
+
+Each candidate is judged on the interactions of a holdout window: precision@k, recall@k,
+NDCG@k and catalogue coverage, and precision at every cut 1..k for the report's plot.
+Everything is a Spark frame: nothing that grows with people or the catalogue reaches the
+driver, only the `n` most popular items and one count.
+"""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+from typing import Mapping
+
+import pyspark.sql.functions as F
+from pyspark.sql import DataFrame, Window
+
+from pipelines.core.reproducible import exact_sum
+from pipelines.models.affinity import als_top_categories, most_popular, popularity
+
+CANDIDATES = ("popularity", "history", "co_occurrence", "als")
+# Candidate items per person beyond k, for those a person's exclusions remove: at most this
+# many times k (a person who bought more one-off products than that may get fewer than k).
+MAX_EXCLUDED_PER_K = 4
+
+
+def one_off_purchases(events: DataFrame, as_of: date, lookback_days: int) -> DataFrame:
+    """(person_id, sku) of products a person bought in the `lookback_days` before `as_of`
+    that no one bought in two different orders in that time: not to be recommended to
+    that person again."""
+    bought = (events.where(F.col("is_purchase") & (F.col("event_date") < F.lit(as_of))
+                           & (F.col("event_date") >= F.lit(as_of - timedelta(days=lookback_days))))
+              .select("person_id", "event_id", F.explode("skus").alias("sku"))
+              .groupBy("person_id", "sku").agg(F.countDistinct("event_id").alias("orders")))
+    rebought = bought.where(F.col("orders") > 1).select("sku").distinct()
+    return bought.join(rebought, "sku", "left_anti").select("person_id", "sku")
+
+
+def candidate_depth(k: int, exclusions: DataFrame | None) -> int:
+    """How many items to rank per person so that `k` remain after the exclusions."""
+    if exclusions is None:
+        return k
+    most = exclusions.groupBy("person_id").count().agg(F.max("count")).first()[0] or 0
+    return k + min(int(most), MAX_EXCLUDED_PER_K * k)
+
+
+def ranked(scores: DataFrame, k: int, item: str, exclusions: DataFrame | None = None) -> DataFrame:
+    """(person_id, <item>, score) -> (person_id, rank, <item>, score), the best `k` per
+    person after the exclusions; ties go to the item's name, so ranks are reproducible."""
+    if exclusions is not None:
+        scores = scores.join(exclusions, ["person_id", item], "left_anti")
+    best = Window.partitionBy("person_id").orderBy(F.desc("score"), item)
+    return (scores.withColumn("rank", F.row_number().over(best)).where(F.col("rank") <= k)
+            .select("person_id", "rank", item, "score"))
+
+
+def _popular(shares: DataFrame, n: int, item: str) -> DataFrame:
+    return most_popular(shares, n, item).select(item)
+
+
+def popularity_scores(strengths: DataFrame, n: int, item: str) -> DataFrame:
+    """Every person with strengths x the `n` most popular items, scored by popularity."""
+    shares = popularity(strengths, item)
+    return (strengths.select("person_id").distinct().crossJoin(F.broadcast(_popular(shares, n, item)))
+            .join(shares, item).select("person_id", item, F.col("popularity").alias("score")))
+
+
+def shrunk_scores(strengths: DataFrame, prior_strength: float, n: int, item: str,
+                  spread: DataFrame | None = None) -> DataFrame:
+    """Each person's strengths (plus `spread`, strength borrowed from similar items) over
+    the items they touched and the `n` most popular, shrunk towards popularity by
+    `prior_strength`: the `history` score, and `co_occurrence`'s with `spread`."""
+    if prior_strength < 0:
+        raise ValueError(f"prior_strength must be >= 0, got {prior_strength}")
+    shares = popularity(strengths, item)
+    people = strengths.groupBy("person_id").agg(exact_sum("strength").alias("total"))
+    parts = [strengths.select("person_id", item, "strength"),
+             people.select("person_id").crossJoin(F.broadcast(_popular(shares, n, item)))
+             .withColumn("strength", F.lit(0.0))]
+    if spread is not None:
+        parts.append(spread.select("person_id", item, "strength"))
+    # Strength, borrowed strength and zeros: summed in a fixed order, so the sum is exact.
+    union = parts[0]
+    for part in parts[1:]:
+        union = union.unionByName(part)
+    candidates = union.groupBy("person_id", item).agg(exact_sum("strength").alias("strength"))
+    prior = F.lit(float(prior_strength))
+    return (candidates.join(shares, item).join(people, "person_id")
+            .select("person_id", item, ((F.col("strength") + prior * F.col("popularity"))
+                                        / (F.col("total") + prior)).alias("score")))
+
+
+def item_similarities(strengths: DataFrame, item: str, neighbours: int, max_history: int) -> DataFrame:
+    """(<item>, neighbour, similarity): for each item its `neighbours` most similar, by
+    the cosine over people of who interacted with what, from each person's `max_history`
+    strongest items (so a few very active people do not make the pairs quadratic)."""
+    strongest = Window.partitionBy("person_id").orderBy(F.desc("strength"), item)
+    history = (strengths.withColumn("_n", F.row_number().over(strongest)).where(F.col("_n") <= max_history)
+               .select("person_id", item))
+    support = history.groupBy(item).agg(F.count(F.lit(1)).alias("_people"))
+    a, b = history.alias("a"), history.alias("b")
+    pairs = (a.join(b, (F.col(f"a.{item}") < F.col(f"b.{item}")) & (F.col("a.person_id") == F.col("b.person_id")))
+             .groupBy(F.col(f"a.{item}").alias("_a"), F.col(f"b.{item}").alias("_b"))
+             .agg(F.count(F.lit(1)).alias("_both")))
+    both_ways = pairs.unionByName(pairs.select(F.col("_b").alias("_a"), F.col("_a").alias("_b"), "_both"))
+    similar = (both_ways.join(support.select(F.col(item).alias("_a"), F.col("_people").alias("_pa")), "_a")
+               .join(support.select(F.col(item).alias("_b"), F.col("_people").alias("_pb")), "_b")
+               .select(F.col("_a").alias(item), F.col("_b").alias("neighbour"),
+                       (F.col("_both") / F.sqrt(F.col("_pa") * F.col("_pb"))).alias("similarity")))
+    closest = Window.partitionBy(item).orderBy(F.desc("similarity"), "neighbour")
+    return (similar.withColumn("_n", F.row_number().over(closest)).where(F.col("_n") <= neighbours)
+            .drop("_n"))
+
+
+def spread_strengths(strengths: DataFrame, similarities: DataFrame, neighbour_weight: float,
+                     item: str) -> DataFrame:
+    """(person_id, <item>, strength) borrowed from each person's items by their neighbours:
+    `neighbour_weight` x sum over the person's items i of s(p, i) x sim(i, item)."""
+    return (strengths.join(similarities, item)
+            .select("person_id", F.col("neighbour").alias(item),
+                    (F.lit(float(neighbour_weight)) * F.col("strength") * F.col("similarity")).alias("strength"))
+            .groupBy("person_id", item).agg(exact_sum("strength").alias("strength")))
+
+
+def candidate_scores(strengths: DataFrame, parameters: Mapping, n: int, item: str) -> DataFrame:
+    """(person_id, <item>, score) of the `n` best items per person (or more) by the
+    candidate `parameters["method"]` names, with its parameters."""
+    method = parameters["method"]
+    if method == "popularity":
+        return popularity_scores(strengths, n, item)
+    if method == "history":
+        return shrunk_scores(strengths, float(parameters["prior_strength"]), n, item)
+    if method == "co_occurrence":
+        similarities = item_similarities(strengths, item, int(parameters["neighbours"]),
+                                         int(parameters["max_history"]))
+        spread = spread_strengths(strengths, similarities, float(parameters["neighbour_weight"]), item)
+        return shrunk_scores(strengths, float(parameters["prior_strength"]), n, item, spread)
+    if method == "als":
+        return (als_top_categories(strengths, n, int(parameters["rank"]), float(parameters["reg_param"]),
+                                   float(parameters["alpha"]), int(parameters["seed"]), item)
+                .select("person_id", item, F.col("affinity").alias("score")))
+    raise ValueError(f"unknown affinity method {method!r}; known: {', '.join(CANDIDATES)}")
+
+
+def recommend(strengths: DataFrame, parameters: Mapping, k: int, item: str,
+              exclusions: DataFrame | None = None) -> DataFrame:
+    """(person_id, rank, <item>, score): each person's top `k` by the chosen candidate."""
+    return ranked(candidate_scores(strengths, parameters, candidate_depth(k, exclusions), item), k, item,
+                  exclusions)
+
+
+def ranking_metrics(top: DataFrame, future: DataFrame, k: int, item: str, catalogue: int) -> dict:
+    """Ranked items vs. what people then interacted with, over the people who had both:
+    `precision_at_k`, `recall_at_k`, `ndcg_at_k` (binary relevance), `coverage` (the share
+    of the `catalogue` items recommended to anyone judged), `people`, and
+    `precision_curve`, precision at each cut 1..k."""
+    truth = future.select("person_id", item).distinct()
+    wanted = truth.groupBy("person_id").agg(F.count(F.lit(1)).alias("_wanted"))
+    judged = (top.join(wanted, "person_id")
+              .join(truth.withColumn("_hit", F.lit(1.0)), ["person_id", item], "left")
+              .withColumn("_hit", F.coalesce(F.col("_hit"), F.lit(0.0))))
+    ideal = F.aggregate(F.sequence(F.lit(1), F.least(F.lit(k), F.col("_wanted"))), F.lit(0.0),
+                        lambda acc, r: acc + F.lit(1.0) / F.log2(r + F.lit(1)))
+    per_person = (judged.groupBy("person_id", "_wanted")
+                  .agg(*[F.sum(F.when(F.col("rank") <= cut, F.col("_hit")).otherwise(0.0)).alias(f"_hits{cut}")
+                         for cut in range(1, k + 1)],
+                       F.sum(F.col("_hit") / F.log2(F.col("rank") + F.lit(1))).alias("_dcg"))
+                  .withColumn("_ideal", ideal))
+    row = per_person.agg(F.count(F.lit(1)).alias("people"),
+                         *[F.avg(F.col(f"_hits{cut}") / F.lit(float(cut))).alias(f"p{cut}") for cut in range(1, k + 1)],
+                         F.avg(F.col(f"_hits{k}") / F.col("_wanted")).alias("recall"),
+                         F.avg(F.col("_dcg") / F.col("_ideal")).alias("ndcg")).first()
+    recommended = judged.select(item).distinct().count()
+    curve = [float(row[f"p{cut}"] or 0.0) for cut in range(1, k + 1)]
+    return {"precision_at_k": curve[-1], "recall_at_k": float(row["recall"] or 0.0),
+            "ndcg_at_k": float(row["ndcg"] or 0.0), "coverage": recommended / catalogue if catalogue else 0.0,
+            "people": float(row["people"]), "precision_curve": curve}
+

@@ -1,0 +1,48 @@
+"""Product and content affinity of the run date: the champion's candidate and parameters
+applied to tonight's interactions of every person with a feature row -> gold/product_affinity
+and gold/content_affinity (a row per person and rank: the top k SKUs or sections)."""
+
+from __future__ import annotations
+
+import pyspark.sql.functions as F
+from pyspark import StorageLevel
+from pyspark.sql import DataFrame
+
+from pipelines.core import lakehouse
+from pipelines.core.context import RunContext
+from pipelines.models import artifacts
+from pipelines.models.affinity import dimension_of, strengths_as_of
+from pipelines.models.item_affinity import recommend
+from pipelines.models.specs import required
+from pipelines.models.training.item_affinity import exclusions_as_of
+from pipelines.quality.gate import QualityChecks
+from pipelines.scoring.affinity import ranked_rows_view
+from pipelines.scoring.champions import champion_or_skip
+from pipelines.scoring.scores import with_provenance
+
+
+def score(ctx: RunContext, checks: QualityChecks, features: DataFrame, key: str) -> dict:
+    cfg, spark = ctx.cfg, ctx.spark
+    name = str(cfg.get(f"models.{key}.registered_name"))
+    champion = champion_or_skip(checks, key, name, required(cfg, key))
+    if champion is None:
+        return {}
+    parameters = artifacts.affinity_parameters(champion.run_id)
+    k, item = int(parameters["top_k"]), parameters["item"]
+    events = lakehouse.read(spark, cfg.table("silver_events"), "ingest")
+    # The champion's own dimension (its section field: the conf may have changed since).
+    strengths = strengths_as_of(events, parameters, ctx.run_date,
+                                dimension_of(parameters)).persist(StorageLevel.MEMORY_AND_DISK)
+    excluded = exclusions_as_of(events, parameters, ctx.run_date)
+    active = features.select("person_id")
+    rows = (recommend(strengths, parameters, k, item, excluded).join(active, "person_id")
+            .transform(with_provenance(ctx.run_date, name, champion, ctx.clock, ctx.run_id)))
+    path = cfg.table(key)
+    lakehouse.replace_where(rows, path, f"score_date = '{ctx.run_date.isoformat()}'", partition_by=["score_date"])
+    strengths.unpersist()
+    stored = lakehouse.read(spark, path).where(F.col("score_date") == F.lit(ctx.run_date))
+    people = stored.select("person_id").distinct().count()
+    ctx.progress(f"{people} people's top {k} {item}s with {name} v{champion.version} ({parameters['method']})")
+    checks.run_suite(key, stored.transform(ranked_rows_view(active, k, item)))
+    return {f"{key}.people_scored": people, f"{key}.model_version": int(champion.version)}
+

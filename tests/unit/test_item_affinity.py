@@ -1,0 +1,123 @@
+"""Product and content affinity's candidates on hand-made interactions whose right answer
+is known (pipelines/models/item_affinity.py)."""
+
+import math
+from datetime import date
+
+import pytest
+
+from pipelines.models.affinity import PRODUCTS, content, future_categories, interaction_strengths
+from pipelines.models.item_affinity import one_off_purchases, ranking_metrics, recommend
+
+STRENGTHS = "person_id string, sku string, strength double"
+EVENTS = ("person_id string, event_id string, event_date date, product_views double, cart_adds double, "
+          "cart_removals double, is_purchase boolean, page_views double, skus array<string>, site_section string")
+
+
+def _top(frame, item="sku"):
+    """{person: [items, best first]}"""
+    got = {}
+    for row in frame.orderBy("person_id", "rank").collect():
+        got.setdefault(row["person_id"], []).append(row[item])
+    return got
+
+
+def _strengths(spark, rows):
+    return spark.createDataFrame(rows, STRENGTHS)
+
+
+def test_popularity_gives_everyone_the_most_popular_products(spark):
+    strengths = _strengths(spark, [("a", "X", 1.0), ("b", "Y", 5.0), ("c", "Y", 1.0), ("c", "Z", 2.0)])
+    top = _top(recommend(strengths, {"method": "popularity"}, 2, "sku"))
+    assert top == {p: ["Y", "Z"] for p in "abc"}
+
+
+def test_history_puts_a_persons_own_products_first_and_fills_with_popular_ones(spark):
+    strengths = _strengths(spark, [("a", "X", 3.0), ("a", "W", 1.0)] + [(f"o{i}", "Y", 2.0) for i in range(5)])
+    top = _top(recommend(strengths, {"method": "history", "prior_strength": 0.5}, 3, "sku"))
+    assert top["a"] == ["X", "W", "Y"]
+    assert top["o0"][0] == "Y"
+
+
+def test_co_occurrence_recommends_what_people_with_the_same_products_chose(spark):
+    # Many people who looked at X also looked at Y; Z is more popular, among other people.
+    rows = [(f"xy{i}", sku, 1.0) for i in range(6) for sku in ("X", "Y")]
+    rows += [(f"z{i}", "Z", 1.0) for i in range(10)] + [("a", "X", 1.0)]
+    strengths = _strengths(spark, rows)
+    base = {"prior_strength": 1.0, "neighbours": 10, "max_history": 10}
+    history = _top(recommend(strengths, {"method": "history", **base}, 2, "sku"))
+    assert history["a"] == ["X", "Z"]
+    co_occurring = _top(recommend(strengths, {"method": "co_occurrence", "neighbour_weight": 1.0, **base}, 2, "sku"))
+    assert co_occurring["a"] == ["X", "Y"]
+    # With no weight on neighbours, co-occurrence is history.
+    assert _top(recommend(strengths, {"method": "co_occurrence", "neighbour_weight": 0.0, **base}, 2, "sku")) \
+        == history
+
+
+def test_als_recommends_the_product_that_completes_a_persons_taste(spark):
+    # Two tastes: {A, B, C} and {D, E, F}, each shared by eight people; a has touched A and B.
+    rows = [(f"g{i}", sku, 3.0) for i in range(8) for sku in "ABC"]
+    rows += [(f"h{i}", sku, 3.0) for i in range(8) for sku in "DEF"] + [("a", "A", 3.0), ("a", "B", 3.0)]
+    parameters = {"method": "als", "rank": 2, "reg_param": 0.01, "alpha": 10, "seed": 1}
+    top = _top(recommend(_strengths(spark, rows), parameters, 3, "sku"))
+    assert set(top["a"]) == {"A", "B", "C"}
+    assert set(top["h0"]) == {"D", "E", "F"}
+
+
+def test_products_bought_once_by_everyone_are_not_recommended_again(spark):
+    events = spark.createDataFrame([
+        ("a", "o1", date(2026, 5, 1), 0.0, 0.0, 0.0, True, 0.0, ["Fridge", "Milk"], None),
+        ("a", "o2", date(2026, 5, 8), 0.0, 0.0, 0.0, True, 0.0, ["Milk"], None),
+        ("b", "o3", date(2026, 5, 9), 0.0, 0.0, 0.0, True, 0.0, ["Fridge"], None),
+        ("b", "v1", date(2026, 5, 10), 1.0, 0.0, 0.0, False, 0.0, ["Fridge"], None),
+    ], EVENTS)
+    excluded = one_off_purchases(events, date(2026, 6, 1), 365)
+    assert sorted(tuple(r) for r in excluded.collect()) == [("a", "Fridge"), ("b", "Fridge")]
+    strengths = events.transform(interaction_strengths(date(2026, 6, 1), {"product_views": 1, "purchases": 5},
+                                                       30.0, 365, dimension=PRODUCTS))
+    top = _top(recommend(strengths, {"method": "history", "prior_strength": 1.0}, 2, "sku", excluded))
+    assert top == {"a": ["Milk"], "b": ["Milk"]}
+
+
+def test_a_removal_lowers_a_products_strength(spark):
+    events = spark.createDataFrame([
+        ("a", "e1", date(2026, 5, 31), 0.0, 1.0, 0.0, False, 0.0, ["X"], None),
+        ("a", "e2", date(2026, 5, 31), 0.0, 0.0, 1.0, False, 0.0, ["X"], None),
+        ("a", "e3", date(2026, 5, 31), 1.0, 0.0, 0.0, False, 0.0, ["Y"], None),
+    ], EVENTS)
+    weights = {"product_views": 1, "cart_adds": 3, "cart_removals": -3}
+    rows = events.transform(interaction_strengths(date(2026, 6, 1), weights, 1000.0, 365,
+                                                  dimension=PRODUCTS)).collect()
+    assert [r["sku"] for r in rows] == ["Y"]
+    with pytest.raises(ValueError, match="product_views"):
+        interaction_strengths(date(2026, 6, 1), {"product_views": -1}, 10.0, 365, dimension=PRODUCTS)
+
+
+def test_ranking_metrics_on_a_known_ranking(spark):
+    top = spark.createDataFrame([("a", 1, "X"), ("a", 2, "Y"), ("b", 1, "Y"), ("b", 2, "Z"), ("c", 1, "X"),
+                                 ("c", 2, "Z")], "person_id string, rank int, sku string")
+    future = spark.createDataFrame([("a", "Y"), ("a", "W"), ("a", "V"), ("b", "Y")], "person_id string, sku string")
+    got = ranking_metrics(top, future, 2, "sku", catalogue=5)
+    # a: a hit at rank 2 of 3 wanted; b: a hit at rank 1 of 1 wanted; c had no interactions: not judged.
+    assert got["people"] == 2.0
+    assert got["precision_curve"] == [pytest.approx(0.5), pytest.approx(0.5)]
+    assert got["recall_at_k"] == pytest.approx((1 / 3 + 1) / 2)
+    ideal_a = 1 + 1 / math.log2(3)
+    assert got["ndcg_at_k"] == pytest.approx(((1 / math.log2(3)) / ideal_a + 1.0) / 2)
+    assert got["coverage"] == pytest.approx(3 / 5)   # X, Y, Z of five
+
+
+def test_content_sections_come_from_the_chosen_field(spark):
+    events = spark.createDataFrame([
+        ("a", "p1", date(2026, 5, 30), 0.0, 0.0, 0.0, False, 1.0, [], "guides"),
+        ("a", "p2", date(2026, 6, 2), 0.0, 0.0, 0.0, False, 1.0, [], "deals"),
+        ("a", "v1", date(2026, 5, 30), 1.0, 0.0, 0.0, False, 0.0, ["X"], None),
+    ], EVENTS)
+    sections = content("site_section")
+    strengths = events.transform(interaction_strengths(date(2026, 6, 1), {"page_views": 1}, 30.0, 365,
+                                                       dimension=sections)).collect()
+    assert [(r["person_id"], r["section"]) for r in strengths] == [("a", "guides")]
+    future = events.transform(future_categories(date(2026, 6, 1), date(2026, 7, 1), {"page_views": 1}, sections))
+    assert [tuple(r) for r in future.collect()] == [("a", "deals")]
+    with pytest.raises(ValueError, match="site_section"):
+        content("title")
