@@ -49,6 +49,13 @@ def one_off_purchases(events: DataFrame, as_of: date, lookback_days: int) -> Dat
     return bought.join(rebought, "sku", "left_anti").select("person_id", "sku")
 
 
+def exclusions_as_of(events: DataFrame, parameters: Mapping, as_of: date) -> DataFrame | None:
+    """The one-off purchases to leave out of products' rankings (None: nothing to leave out)."""
+    if parameters["item"] != "sku" or parameters["consumable"]:
+        return None
+    return one_off_purchases(events, as_of, int(parameters["lookback_days"]))
+
+
 def candidate_depth(k: int, exclusions: DataFrame | None) -> int:
     """How many items to rank per person so that `k` remain after the exclusions."""
     if exclusions is None:

@@ -12,9 +12,8 @@ from pipelines.core import lakehouse
 from pipelines.core.context import RunContext
 from pipelines.models import artifacts
 from pipelines.models.affinity import dimension_of, strengths_as_of
-from pipelines.models.item_affinity import recommend
+from pipelines.models.item_affinity import exclusions_as_of, recommend
 from pipelines.models.specs import required
-from pipelines.models.training.item_affinity import exclusions_as_of
 from pipelines.quality.gate import QualityChecks
 from pipelines.scoring.affinity import ranked_rows_view
 from pipelines.scoring.champions import champion_or_skip

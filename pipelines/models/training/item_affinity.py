@@ -28,7 +28,7 @@ from pipelines.core.plots import precision_figure
 from pipelines.models import artifacts, registry
 from pipelines.models.affinity import (Dimension, dimension_of, future_categories, interaction_strengths,
                                        strengths_as_of)
-from pipelines.models.item_affinity import CANDIDATES, one_off_purchases, ranking_metrics, recommend
+from pipelines.models.item_affinity import CANDIDATES, exclusions_as_of, ranking_metrics, recommend
 from pipelines.models.specs import PRODUCT_AFFINITY, dimension
 from pipelines.models.training.lifecycle import Candidate, ConfiguredTrainer
 from pipelines.models.training.snapshots import PinnedEvents
@@ -69,13 +69,6 @@ def fixed_parameters(ctx: RunContext, key: str) -> dict:
             "lookback_days": int(ctx.cfg.get("features.eligibility_lookback_days")),
             "top_k": int(model_cfg["top_k"]), "consumable": bool(model_cfg.get("consumable", True)),
             **({"section_field": str(model_cfg["section_field"])} if "section_field" in model_cfg else {})}
-
-
-def exclusions_as_of(events, parameters: dict, as_of):
-    """The one-off purchases to leave out of products' rankings (None: nothing to leave out)."""
-    if parameters["item"] != "sku" or parameters["consumable"]:
-        return None
-    return one_off_purchases(events, as_of, int(parameters["lookback_days"]))
 
 
 class ItemAffinityTrainer(ConfiguredTrainer):
