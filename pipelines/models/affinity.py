@@ -42,15 +42,22 @@ INTERACTION_COLUMNS = {"product_views": "product_views", "cart_adds": "cart_adds
 class Dimension:
     """What is ranked: the column it is named by (`item`), the silver events expression
     giving an event's items as an array, and the interactions that count (kind -> silver
-    column). Kinds in `may_be_negative` may weigh below zero (a removal lowers interest)."""
+    column). Kinds in `may_be_negative` may weigh below zero (a removal lowers interest);
+    `source` is the silver column the items come from."""
     item: str
+    source: str
     items: Callable[[], Column]
     interactions: Mapping[str, str]
     may_be_negative: tuple[str, ...] = ()
 
+    def missing(self, columns: list[str]) -> list[str]:
+        """The silver columns this dimension reads that `columns` lacks (a silver table
+        written by an earlier release)."""
+        return [c for c in (self.source, *self.interactions.values()) if c not in columns]
 
-CATEGORIES = Dimension("category", lambda: F.col("categories"), INTERACTION_COLUMNS)
-PRODUCTS = Dimension("sku", lambda: F.col("skus"), {**INTERACTION_COLUMNS, "cart_removals": "cart_removals"},
+
+CATEGORIES = Dimension("category", "categories", lambda: F.col("categories"), INTERACTION_COLUMNS)
+PRODUCTS = Dimension("sku", "skus", lambda: F.col("skus"), {**INTERACTION_COLUMNS, "cart_removals": "cart_removals"},
                      may_be_negative=("cart_removals",))
 # Where content affinity may take a web event's section from (silver events columns).
 CONTENT_FIELDS = ("site_section", "page_name", "url_section")
@@ -60,7 +67,7 @@ def content(field: str) -> Dimension:
     """Content sections, named by the silver events column `field` (one of CONTENT_FIELDS)."""
     if field not in CONTENT_FIELDS:
         raise ValueError(f"section_field must be one of {', '.join(CONTENT_FIELDS)}, got {field!r}")
-    return Dimension("section", lambda: F.when(F.col(field).isNotNull(), F.array(F.col(field))),
+    return Dimension("section", field, lambda: F.when(F.col(field).isNotNull(), F.array(F.col(field))),
                      {"page_views": "page_views"})
 
 

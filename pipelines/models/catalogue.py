@@ -16,8 +16,8 @@ from mlflow import MlflowClient
 from pipelines.core import lakehouse
 from pipelines.core.config import Config
 from pipelines.models import custom, registry
-from pipelines.models.specs import (AFFINITY, LIFETIME_VALUE, OTHER_MODELS, SEGMENTS, all_specs, enabled,
-                                   model_names, unlisted_models)
+from pipelines.models.specs import (AFFINITY, CONTENT_AFFINITY, LIFETIME_VALUE, OTHER_MODELS, PRODUCT_AFFINITY,
+                                   SEGMENTS, all_specs, enabled, model_names, unlisted_models)
 
 # What each kind of model is judged by, as the version tags name it, and how it is shown.
 HEADLINES = {
@@ -25,6 +25,10 @@ HEADLINES = {
     "regressor": (("holdout_rmse", "RMSE"), ("holdout_r2", "R2"), ("holdout_total_ratio", "predicted/actual")),
     LIFETIME_VALUE: (("holdout_mae", "MAE"), ("holdout_total_ratio", "predicted/actual")),
     AFFINITY: (("holdout_precision_at_k", "precision@k"), ("holdout_popularity_precision_at_k", "popularity")),
+    PRODUCT_AFFINITY: (("holdout_precision_at_k", "precision@k"), ("holdout_ndcg_at_k", "NDCG@k"),
+                       ("holdout_popularity_precision_at_k", "popularity")),
+    CONTENT_AFFINITY: (("holdout_precision_at_k", "precision@k"), ("holdout_ndcg_at_k", "NDCG@k"),
+                       ("holdout_popularity_precision_at_k", "popularity")),
     SEGMENTS: (("silhouette", "silhouette"), ("k", "k")),
 }
 

@@ -5,6 +5,8 @@ as category affinity (pipelines/models/affinity.py), by one of four candidates:
     popularity      everyone gets the most popular items: the floor a model must beat
     history         the person's own strengths shrunk towards popularity (as category affinity):
                         score(p, i) = (s(p, i) + prior * pop(i)) / (sum_i s(p, i) + prior)
+                    or, for products with `within_categories`, towards the person's own
+                    categories and each product's popularity within its category
     co_occurrence   item to item: the person's strengths spread to the items that the same
                     people interacted with, by cosine similarity over people
                         s'(p, j) = s(p, j) + w * sum_{i != j} s(p, i) * sim(i, j)
@@ -110,6 +112,65 @@ def shrunk_scores(strengths: DataFrame, prior_strength: float, n: int, item: str
                                         / (F.col("total") + prior)).alias("score")))
 
 
+def product_categories(events: DataFrame, as_of: date) -> DataFrame:
+    """(sku, category): each product's category, as the events before `as_of` that name one
+    product and one category say most often (ties to the first name). A catalogue's size."""
+    pairs = (events.where((F.col("event_date") < F.lit(as_of)) & (F.size("skus") == 1) & (F.size("categories") == 1))
+             .select(F.col("skus")[0].alias("sku"), F.col("categories")[0].alias("category"))
+             .groupBy("sku", "category").agg(F.count(F.lit(1)).alias("_events")))
+    most = Window.partitionBy("sku").orderBy(F.desc("_events"), "category")
+    return pairs.withColumn("_n", F.row_number().over(most)).where(F.col("_n") == 1).select("sku", "category")
+
+
+# Untouched categories a person's candidates come from, beside their own: the most popular.
+POPULAR_GROUPS = 3
+
+
+def grouped_scores(strengths: DataFrame, prior_strength: float, n: int, item: str, groups: DataFrame,
+                   spread: DataFrame | None = None) -> DataFrame:
+    """`shrunk_scores` with a prior that knows each item's group (a product's category):
+    an item the person never touched scores by how much they lean to its group and how
+    popular it is within it, not by its popularity overall.
+
+        score(p, j) = (s(p, j) + prior * A(p, g(j)) * w(j)) / (S(p) + prior)
+        A(p, g)     = (s(p, g) + prior * pop(g)) / (S(p) + prior)   the person's share of the group
+        w(j)        = pop(j) / pop(g(j))                              the item's share of its group
+
+    Candidates: the person's items, and the `n` most popular items of each of their groups
+    and of the POPULAR_GROUPS most popular. An item with no group is a group of its own."""
+    if prior_strength < 0:
+        raise ValueError(f"prior_strength must be >= 0, got {prior_strength}")
+    prior = F.lit(float(prior_strength))
+    shares = (popularity(strengths, item).join(groups.withColumnRenamed("category", "_group"), item, "left")
+              .withColumn("_group", F.coalesce("_group", item)))
+    group_shares = shares.groupBy("_group").agg(exact_sum("popularity").alias("_group_popularity"))
+    items = (shares.join(group_shares, "_group")
+             .select(item, "_group", (F.col("popularity") / F.col("_group_popularity")).alias("_within")))
+    by_share = Window.partitionBy("_group").orderBy(F.desc("_within"), item)
+    leading = items.withColumn("_n", F.row_number().over(by_share)).where(F.col("_n") <= n).drop("_n")
+    own = strengths.select("person_id", item, "strength")
+    if spread is not None:
+        own = (own.unionByName(spread.select("person_id", item, "strength"))
+               .groupBy("person_id", item).agg(exact_sum("strength").alias("strength")))
+    people = strengths.groupBy("person_id").agg(exact_sum("strength").alias("_total"))
+    per_group = (strengths.join(items.select(item, "_group"), item)
+                 .groupBy("person_id", "_group").agg(exact_sum("strength").alias("_group_strength")))
+    popular = group_shares.orderBy(F.desc("_group_popularity"), "_group").limit(POPULAR_GROUPS).select("_group")
+    their_groups = (own.join(items.select(item, "_group"), item).select("person_id", "_group")
+                    .unionByName(people.select("person_id").crossJoin(F.broadcast(popular))).distinct())
+    leaning = (their_groups.join(per_group, ["person_id", "_group"], "left").join(people, "person_id")
+               .join(group_shares, "_group")
+               .select("person_id", "_group",
+                       ((F.coalesce("_group_strength", F.lit(0.0)) + prior * F.col("_group_popularity"))
+                        / (F.col("_total") + prior)).alias("_leaning")))
+    candidates = (own.select("person_id", item)
+                  .unionByName(leaning.join(leading, "_group").select("person_id", item)).distinct())
+    return (candidates.join(own, ["person_id", item], "left").join(items, item)
+            .join(leaning, ["person_id", "_group"]).join(people, "person_id")
+            .select("person_id", item,
+                    ((F.coalesce("strength", F.lit(0.0)) + prior * F.col("_leaning") * F.col("_within"))
+                     / (F.col("_total") + prior)).alias("score")))
+
 def item_similarities(strengths: DataFrame, item: str, neighbours: int, max_history: int) -> DataFrame:
     """(<item>, neighbour, similarity): for each item its `neighbours` most similar, by
     the cosine over people of who interacted with what, from each person's `max_history`
@@ -142,19 +203,25 @@ def spread_strengths(strengths: DataFrame, similarities: DataFrame, neighbour_we
             .groupBy("person_id", item).agg(exact_sum("strength").alias("strength")))
 
 
-def candidate_scores(strengths: DataFrame, parameters: Mapping, n: int, item: str) -> DataFrame:
+def candidate_scores(strengths: DataFrame, parameters: Mapping, n: int, item: str,
+                     groups: DataFrame | None = None) -> DataFrame:
     """(person_id, <item>, score) of the `n` best items per person (or more) by the
-    candidate `parameters["method"]` names, with its parameters."""
+    candidate `parameters["method"]` names, with its parameters. With `groups` ((item,
+    category): products' categories), history and co-occurrence shrink towards the
+    person's categories (`grouped_scores`) rather than towards popularity overall."""
     method = parameters["method"]
     if method == "popularity":
         return popularity_scores(strengths, n, item)
-    if method == "history":
-        return shrunk_scores(strengths, float(parameters["prior_strength"]), n, item)
-    if method == "co_occurrence":
-        similarities = item_similarities(strengths, item, int(parameters["neighbours"]),
-                                         int(parameters["max_history"]))
-        spread = spread_strengths(strengths, similarities, float(parameters["neighbour_weight"]), item)
-        return shrunk_scores(strengths, float(parameters["prior_strength"]), n, item, spread)
+    if method in ("history", "co_occurrence"):
+        spread = None
+        if method == "co_occurrence":
+            similarities = item_similarities(strengths, item, int(parameters["neighbours"]),
+                                             int(parameters["max_history"]))
+            spread = spread_strengths(strengths, similarities, float(parameters["neighbour_weight"]), item)
+        prior = float(parameters["prior_strength"])
+        if groups is not None:
+            return grouped_scores(strengths, prior, n, item, groups, spread)
+        return shrunk_scores(strengths, prior, n, item, spread)
     if method == "als":
         return (als_top_categories(strengths, n, int(parameters["rank"]), float(parameters["reg_param"]),
                                    float(parameters["alpha"]), int(parameters["seed"]), item)
@@ -163,10 +230,17 @@ def candidate_scores(strengths: DataFrame, parameters: Mapping, n: int, item: st
 
 
 def recommend(strengths: DataFrame, parameters: Mapping, k: int, item: str,
-              exclusions: DataFrame | None = None) -> DataFrame:
+              exclusions: DataFrame | None = None, groups: DataFrame | None = None) -> DataFrame:
     """(person_id, rank, <item>, score): each person's top `k` by the chosen candidate."""
-    return ranked(candidate_scores(strengths, parameters, candidate_depth(k, exclusions), item), k, item,
+    return ranked(candidate_scores(strengths, parameters, candidate_depth(k, exclusions), item, groups), k, item,
                   exclusions)
+
+
+def groups_as_of(events: DataFrame, parameters: Mapping, as_of: date) -> DataFrame | None:
+    """The products' categories a version shrinks towards (None: popularity overall)."""
+    if parameters["item"] != "sku" or not parameters.get("within_categories"):
+        return None
+    return product_categories(events, as_of)
 
 
 def ranking_metrics(top: DataFrame, future: DataFrame, k: int, item: str, catalogue: int) -> dict:

@@ -12,7 +12,7 @@ from pipelines.core import lakehouse
 from pipelines.core.context import RunContext
 from pipelines.models import artifacts
 from pipelines.models.affinity import dimension_of, strengths_as_of
-from pipelines.models.item_affinity import exclusions_as_of, recommend
+from pipelines.models.item_affinity import exclusions_as_of, groups_as_of, recommend
 from pipelines.models.specs import required
 from pipelines.quality.gate import QualityChecks
 from pipelines.scoring.affinity import ranked_rows_view
@@ -34,7 +34,8 @@ def score(ctx: RunContext, checks: QualityChecks, features: DataFrame, key: str)
                                 dimension_of(parameters)).persist(StorageLevel.MEMORY_AND_DISK)
     excluded = exclusions_as_of(events, parameters, ctx.run_date)
     active = features.select("person_id")
-    rows = (recommend(strengths, parameters, k, item, excluded).join(active, "person_id")
+    groups = groups_as_of(events, parameters, ctx.run_date)
+    rows = (recommend(strengths, parameters, k, item, excluded, groups).join(active, "person_id")
             .transform(with_provenance(ctx.run_date, name, champion, ctx.clock, ctx.run_id)))
     path = cfg.table(key)
     lakehouse.replace_where(rows, path, f"score_date = '{ctx.run_date.isoformat()}'", partition_by=["score_date"])

@@ -100,6 +100,10 @@ def test_a_purchase_log_of_one_category_and_one_cohort_publishes_every_insight_i
     assert "affinity_top_category" not in profiles.columns
     assert "model gate: training refused: the events name 1 category" in summary
     assert "skipped tonight, their profile columns kept from earlier nights: affinity" in summary
+    # One product (compact discs) and no web events: no product or content affinity, each with its reason.
+    assert "model gate: training refused: the events name 1 distinct sku;" in summary
+    assert "model gate: training refused: the events name 0 distinct sections;" in summary
+    assert "product_affinity_top_skus" not in profiles.columns
 
 
 def test_the_lifetime_value_of_a_real_log_lands_near_what_the_customers_did_next(spark, cdnow_night):

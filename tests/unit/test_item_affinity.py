@@ -7,7 +7,7 @@ from datetime import date
 import pytest
 
 from pipelines.models.affinity import PRODUCTS, content, future_categories, interaction_strengths
-from pipelines.models.item_affinity import one_off_purchases, ranking_metrics, recommend
+from pipelines.models.item_affinity import one_off_purchases, product_categories, ranking_metrics, recommend
 
 STRENGTHS = "person_id string, sku string, strength double"
 EVENTS = ("person_id string, event_id string, event_date date, product_views double, cart_adds double, "
@@ -121,3 +121,34 @@ def test_content_sections_come_from_the_chosen_field(spark):
     assert [tuple(r) for r in future.collect()] == [("a", "deals")]
     with pytest.raises(ValueError, match="site_section"):
         content("title")
+
+
+def test_within_categories_an_untouched_product_of_the_persons_category_beats_a_popular_one_elsewhere(spark):
+    # a looks only at Tents; the most popular product overall is a Bike.
+    rows = [("a", "tent-1", 4.0)] + [(f"b{i}", "bike-1", 3.0) for i in range(6)] + \
+        [(f"t{i}", "tent-2", 1.0) for i in range(4)]
+    groups = spark.createDataFrame([("tent-1", "Tents"), ("tent-2", "Tents"), ("bike-1", "Bikes")],
+                                   "sku string, category string")
+    parameters = {"method": "history", "prior_strength": 2.0}
+    overall = _top(recommend(_strengths(spark, rows), parameters, 2, "sku"))
+    assert overall["a"] == ["tent-1", "bike-1"]
+    within = recommend(_strengths(spark, rows), parameters, 2, "sku", groups=groups)
+    assert _top(within)["a"] == ["tent-1", "tent-2"]
+    # Scores are shares: a person's scores over the whole catalogue would sum to 1; here
+    # tent-1 = (4 + 2 * A(a, Tents) * w(tent-1)) / (4 + 2), A = (4 + 2 * pop(Tents)) / 6.
+    total = 4 + 18 + 4
+    lean = (4 + 2 * (8 / total)) / 6
+    scores = {r["sku"]: r["score"] for r in within.where("person_id = 'a'").collect()}
+    assert scores["tent-1"] == pytest.approx((4 + 2 * lean * (4 / 8)) / 6)
+    assert scores["tent-2"] == pytest.approx(2 * lean * (4 / 8) / 6)
+
+
+def test_products_take_the_category_their_single_product_events_name_most(spark):
+    events = spark.createDataFrame([
+        ("a", "e1", date(2026, 5, 1), 1.0, 0.0, 0.0, False, 0.0, ["X"], None, ["Tents"]),
+        ("b", "e2", date(2026, 5, 2), 1.0, 0.0, 0.0, False, 0.0, ["X"], None, ["Tents"]),
+        ("c", "e3", date(2026, 5, 3), 1.0, 0.0, 0.0, False, 0.0, ["X"], None, ["Sale"]),
+        ("c", "e4", date(2026, 5, 3), 0.0, 0.0, 0.0, True, 0.0, ["X", "Y"], None, ["Bikes"]),   # two products
+        ("d", "e5", date(2026, 6, 5), 1.0, 0.0, 0.0, False, 0.0, ["Y"], None, ["Bikes"]),        # after as_of
+    ], EVENTS + ", categories array<string>")
+    assert [tuple(r) for r in product_categories(events, date(2026, 6, 1)).collect()] == [("X", "Tents")]

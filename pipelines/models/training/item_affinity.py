@@ -28,7 +28,7 @@ from pipelines.core.plots import precision_figure
 from pipelines.models import artifacts, registry
 from pipelines.models.affinity import (Dimension, dimension_of, future_categories, interaction_strengths,
                                        strengths_as_of)
-from pipelines.models.item_affinity import CANDIDATES, exclusions_as_of, ranking_metrics, recommend
+from pipelines.models.item_affinity import CANDIDATES, exclusions_as_of, groups_as_of, ranking_metrics, recommend
 from pipelines.models.specs import PRODUCT_AFFINITY, dimension
 from pipelines.models.training.lifecycle import Candidate, ConfiguredTrainer
 from pipelines.models.training.snapshots import PinnedEvents
@@ -37,7 +37,8 @@ from pipelines.quality.model_gates import Decision, affinity_promotion
 
 class ItemAffinityModel(mlflow.pyfunc.PythonModel):
     """The chosen candidate as an MLflow model: rows of person_id, <item> and strength (see
-    interaction_strengths) -> person_id, rank, <item>, score (top k per person). Ranks with
+    interaction_strengths, and optionally category) -> person_id, rank, <item>, score (top k
+    per person). Ranks with
     the pipeline's own Spark code, so it needs an active Spark session; the score step
     also leaves out the one-off products each person bought, which it reads from purchases."""
 
@@ -48,7 +49,10 @@ class ItemAffinityModel(mlflow.pyfunc.PythonModel):
         spark = SparkSession.builder.getOrCreate()
         item = self.parameters["item"]
         strengths = spark.createDataFrame(model_input[["person_id", item, "strength"]])
-        top = recommend(strengths, self.parameters, int(self.parameters["top_k"]), item)
+        # A `category` column names each product's category, for a version that ranks within them.
+        groups = (spark.createDataFrame(model_input[[item, "category"]].drop_duplicates(item))
+                  if "category" in model_input.columns and self.parameters.get("within_categories") else None)
+        top = recommend(strengths, self.parameters, int(self.parameters["top_k"]), item, groups=groups)
         return top.orderBy("person_id", "rank").toPandas()
 
 
@@ -68,6 +72,7 @@ def fixed_parameters(ctx: RunContext, key: str) -> dict:
             "interaction_weights": {k: float(v) for k, v in dict(model_cfg["interaction_weights"]).items()},
             "lookback_days": int(ctx.cfg.get("features.eligibility_lookback_days")),
             "top_k": int(model_cfg["top_k"]), "consumable": bool(model_cfg.get("consumable", True)),
+            "within_categories": bool(model_cfg.get("within_categories", False)),
             **({"section_field": str(model_cfg["section_field"])} if "section_field" in model_cfg else {})}
 
 
@@ -94,17 +99,19 @@ class ItemAffinityTrainer(ConfiguredTrainer):
         return frame
 
     def _window(self, as_of, end):
-        """Strengths before `as_of`, the interactions of [as_of, end) and the exclusions."""
+        """Strengths before `as_of`, the interactions of [as_of, end), the exclusions and the
+        products' categories."""
         frame, base = self.events.frame, self.base
         strengths = self._cache(strengths_as_of(frame, base, as_of, self.dimension))
         future = self._cache(frame.transform(future_categories(as_of, end, base["interaction_weights"],
                                                                self.dimension)))
-        excluded = exclusions_as_of(frame, base, as_of)
-        return strengths, future, None if excluded is None else self._cache(excluded)
+        excluded, groups = exclusions_as_of(frame, base, as_of), groups_as_of(frame, base, as_of)
+        return (strengths, future, None if excluded is None else self._cache(excluded),
+                None if groups is None else self._cache(groups))
 
     def _judge(self, parameters: dict, window) -> dict:
-        strengths, future, excluded = window
-        top = recommend(strengths, parameters, self.k, self.item, excluded)
+        strengths, future, excluded, groups = window
+        top = recommend(strengths, parameters, self.k, self.item, excluded, groups)
         return ranking_metrics(top, future, self.k, self.item, self.catalogue)
 
     def _choices(self, method: str) -> list[dict]:
@@ -128,13 +135,20 @@ class ItemAffinityTrainer(ConfiguredTrainer):
         self.base = fixed_parameters(ctx, self.key)
         self.dimension: Dimension = dimension_of(self.base)
         self.k, self.item = self.base["top_k"], self.base["item"]
+        missing = self.dimension.missing(frame.columns)
+        if missing:
+            return Decision(allowed=False, check="data_sufficiency", rule=f"silver events with {', '.join(missing)}",
+                            observed=f"silver/events has no {', '.join(missing)}",
+                            reason=f"silver/events has no {', '.join(missing)} (written by an earlier release); "
+                                   "the next ingest of new events adds them")
         methods = [m for m in CANDIDATES if m == "popularity" or m in self.model_cfg["candidates"]]
         items = frame.select(F.explode(self.dimension.items()).alias("item")).where(F.col("item").isNotNull())
         self.catalogue = items.distinct().count()
         if self.catalogue < 2:
+            named = f"{self.catalogue} distinct {self.item}{'' if self.catalogue == 1 else 's'}"
             return Decision(allowed=False, check="data_sufficiency", rule=f"at least 2 distinct {self.item}s",
-                            observed=f"{self.catalogue} distinct {self.item}s in the events",
-                            reason=f"the events name {self.catalogue} {self.item}s; affinity ranks several"
+                            observed=f"{named} in the events",
+                            reason=f"the events name {named}; affinity ranks several"
                                    + (f" (is models.{self.key}.section_field the field your events fill?)"
                                       if self.item == "section" else ""))
         ctx.progress(f"{self.key}: choosing {', '.join(methods[1:]) or 'nothing'}'s parameters on the "
@@ -154,7 +168,7 @@ class ItemAffinityTrainer(ConfiguredTrainer):
             if method == "history":
                 self.prior = float(self.chosen[method]["prior_strength"])
         self.holdout_window = self._window(self.holdout, ctx.run_date)
-        strengths, future, _ = self.holdout_window
+        strengths, future = self.holdout_window[:2]
         people = (strengths.select("person_id").distinct().join(future.select("person_id").distinct(), "person_id")
                   .count())
         needed = int(ctx.cfg.get("quality.sufficiency.min_labels_per_class"))
@@ -200,9 +214,10 @@ class ItemAffinityTrainer(ConfiguredTrainer):
         parameters = artifacts.affinity_parameters(champion.run_id)
         if int(parameters["top_k"]) != self.k or parameters.get("item") != self.item:
             return None, f"champion v{champion.version} ranked a different top k; not compared"
-        strengths, future, excluded = self.holdout_window
+        future, excluded = self.holdout_window[1:3]
         before = strengths_as_of(self.events.frame, parameters, self.holdout, dimension_of(parameters))
-        top = recommend(before, parameters, self.k, self.item, excluded)
+        top = recommend(before, parameters, self.k, self.item, excluded,
+                        groups_as_of(self.events.frame, parameters, self.holdout))
         return ranking_metrics(top, future, self.k, self.item, self.catalogue)["precision_at_k"], \
             f"champion v{champion.version}"
 
