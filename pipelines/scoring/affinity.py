@@ -9,11 +9,9 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame
 
 from pipelines.core import lakehouse
-from pipelines.models import artifacts
 from pipelines.models.affinity import strengths_as_of, top_affinities
 from pipelines.models.specs import AFFINITY as KEY
-from pipelines.models.specs import required
-from pipelines.scoring.champions import champion_or_skip
+from pipelines.scoring.champions import affinity_champion
 from pipelines.core.context import RunContext
 from pipelines.quality.gate import QualityChecks
 from pipelines.scoring.scores import with_provenance
@@ -21,11 +19,10 @@ from pipelines.scoring.scores import with_provenance
 
 def score(ctx: RunContext, checks: QualityChecks, features: DataFrame) -> dict:
     cfg, spark = ctx.cfg, ctx.spark
-    name = str(cfg.get(f"models.{KEY}.registered_name"))
-    champion = champion_or_skip(checks, KEY, name, required(cfg, KEY))
-    if champion is None:
+    found = affinity_champion(ctx, checks, KEY)
+    if found is None:
         return {}
-    parameters = artifacts.affinity_parameters(champion.run_id)
+    name, champion, parameters = found
     k = int(parameters["top_k"])
     # Popularity comes from everyone's interactions; only people active tonight are ranked.
     # Read three times by the ranking (popularity, totals, candidates): one pass over the events.

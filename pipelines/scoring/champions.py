@@ -6,8 +6,10 @@ from __future__ import annotations
 
 from mlflow.entities.model_registry import ModelVersion
 
+from pipelines.core.context import RunContext
 from pipelines.core.errors import GateError
-from pipelines.models import registry
+from pipelines.models import artifacts, registry
+from pipelines.models.specs import required
 from pipelines.quality.gate import QualityChecks
 from pipelines.quality.suites import ExpectationOutcome
 
@@ -27,3 +29,13 @@ def champion_or_skip(checks: QualityChecks, key: str, registered_name: str, requ
         0.0)
     checks.ctx.progress(f"{key}: no champion yet, skipped tonight")
     return None
+
+
+def affinity_champion(ctx: RunContext, checks: QualityChecks, key: str) -> tuple[str, ModelVersion, dict] | None:
+    """An affinity model's registered name, champion and logged parameters; None when it has
+    no champion (skipped, as `champion_or_skip`)."""
+    name = str(ctx.cfg.get(f"models.{key}.registered_name"))
+    champion = champion_or_skip(checks, key, name, required(ctx.cfg, key))
+    if champion is None:
+        return None
+    return name, champion, artifacts.affinity_parameters(champion.run_id)

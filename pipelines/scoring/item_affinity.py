@@ -10,23 +10,20 @@ from pyspark.sql import DataFrame
 
 from pipelines.core import lakehouse
 from pipelines.core.context import RunContext
-from pipelines.models import artifacts
 from pipelines.models.affinity import dimension_of, strengths_as_of
 from pipelines.models.item_affinity import exclusions_as_of, groups_as_of, recommend
-from pipelines.models.specs import required
 from pipelines.quality.gate import QualityChecks
 from pipelines.scoring.affinity import ranked_rows_view
-from pipelines.scoring.champions import champion_or_skip
+from pipelines.scoring.champions import affinity_champion
 from pipelines.scoring.scores import with_provenance
 
 
 def score(ctx: RunContext, checks: QualityChecks, features: DataFrame, key: str) -> dict:
     cfg, spark = ctx.cfg, ctx.spark
-    name = str(cfg.get(f"models.{key}.registered_name"))
-    champion = champion_or_skip(checks, key, name, required(cfg, key))
-    if champion is None:
+    found = affinity_champion(ctx, checks, key)
+    if found is None:
         return {}
-    parameters = artifacts.affinity_parameters(champion.run_id)
+    name, champion, parameters = found
     k, item = int(parameters["top_k"]), parameters["item"]
     events = lakehouse.read(spark, cfg.table("silver_events"), "ingest")
     # The champion's own dimension (its section field: the conf may have changed since).

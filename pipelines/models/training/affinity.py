@@ -66,7 +66,20 @@ def fixed_parameters(ctx: RunContext) -> dict:
             "top_k": int(model_cfg["top_k"])}
 
 
-class AffinityTrainer(ConfiguredTrainer):
+class PrecisionGate:
+    """The affinity models' promotion: holdout precision@k above popularity's by the conf's
+    lift, and no lower than the champion's on the same holdout by more than its drop."""
+
+    model_cfg: dict
+
+    def promotion(self, metrics: dict[str, float], champion: float | None, note: str) -> Decision:
+        gate = self.model_cfg["promotion"]
+        return affinity_promotion(metrics["holdout_precision_at_k"], metrics["holdout_popularity_precision_at_k"],
+                                  champion, float(gate["min_lift_over_popularity"]),
+                                  float(gate["max_precision_drop"]), note)
+
+
+class AffinityTrainer(PrecisionGate, ConfiguredTrainer):
     key = AFFINITY
     ledger_metrics = ("holdout_precision_at_k", "holdout_hit_rate_top1", "holdout_popularity_precision_at_k",
                       "holdout_als_precision_at_k", "holdout_people", "model_version", "promoted", "reused")
@@ -151,12 +164,6 @@ class AffinityTrainer(ConfiguredTrainer):
         top = top_affinities(strengths_as_of(self.events.frame, parameters, self.holdout),
                              float(parameters["prior_strength"]), self.k)
         return precision_at_k(top, self.future, self.k)["precision_at_k"], f"champion v{champion.version}"
-
-    def promotion(self, metrics: dict[str, float], champion: float | None, note: str) -> Decision:
-        gate = self.model_cfg["promotion"]
-        return affinity_promotion(metrics["holdout_precision_at_k"], metrics["holdout_popularity_precision_at_k"],
-                                  champion, float(gate["min_lift_over_popularity"]),
-                                  float(gate["max_precision_drop"]), note)
 
     def release(self) -> None:
         for frame in (self.strengths, self.future):

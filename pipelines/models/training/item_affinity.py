@@ -30,9 +30,10 @@ from pipelines.models.affinity import (Dimension, dimension_of, future_categorie
                                        strengths_as_of)
 from pipelines.models.item_affinity import CANDIDATES, exclusions_as_of, groups_as_of, ranking_metrics, recommend
 from pipelines.models.specs import PRODUCT_AFFINITY, dimension
+from pipelines.models.training.affinity import PrecisionGate
 from pipelines.models.training.lifecycle import Candidate, ConfiguredTrainer
 from pipelines.models.training.snapshots import PinnedEvents
-from pipelines.quality.model_gates import Decision, affinity_promotion
+from pipelines.quality.model_gates import Decision
 
 
 class ItemAffinityModel(mlflow.pyfunc.PythonModel):
@@ -76,7 +77,7 @@ def fixed_parameters(ctx: RunContext, key: str) -> dict:
             **({"section_field": str(model_cfg["section_field"])} if "section_field" in model_cfg else {})}
 
 
-class ItemAffinityTrainer(ConfiguredTrainer):
+class ItemAffinityTrainer(PrecisionGate, ConfiguredTrainer):
     ledger_metrics = ("holdout_precision_at_k", "holdout_recall_at_k", "holdout_ndcg_at_k", "holdout_coverage",
                       "holdout_popularity_precision_at_k", "holdout_people", "model_version", "promoted", "reused")
 
@@ -220,12 +221,6 @@ class ItemAffinityTrainer(ConfiguredTrainer):
                         groups_as_of(self.events.frame, parameters, self.holdout))
         return ranking_metrics(top, future, self.k, self.item, self.catalogue)["precision_at_k"], \
             f"champion v{champion.version}"
-
-    def promotion(self, metrics: dict[str, float], champion: float | None, note: str) -> Decision:
-        gate = self.model_cfg["promotion"]
-        return affinity_promotion(metrics["holdout_precision_at_k"], metrics["holdout_popularity_precision_at_k"],
-                                  champion, float(gate["min_lift_over_popularity"]),
-                                  float(gate["max_precision_drop"]), note)
 
     def release(self) -> None:
         for frame in self.cached:
