@@ -51,7 +51,8 @@ def test_export_writes_one_valid_xdm_record_per_profile(spark, nightly, tmp_path
     assert insights["ltv"]["currency"] == "USD" and insights["scoreDate"] == row["score_date"].isoformat()
     # Custom models have their own groups; a logistic regression gives no factors.
     assert insights["outdoor"]["probability"] == row["outdoor_probability"]
-    assert insights["bigSpender"]["factors"] == [] and 0 <= insights["bigSpender"]["score"] <= 100
+    assert [f["feature"] for f in insights["bigSpender"]["factors"]] == \
+        [f["feature"] for f in row["big_spender_factors"]] and 0 <= insights["bigSpender"]["score"] <= 100
     assert set(schema["definitions"]["insights"]["properties"]["_acme"]["properties"]["insights"]["properties"]) \
         >= {"outdoor", "bigSpender", "spend", "convert", "churn"}
 

@@ -239,13 +239,18 @@ def test_every_active_person_gets_one_named_segment(spark, nightly):
 
 def test_each_model_comes_close_to_the_oracle_on_its_holdout(spark, nightly):
     ratios = oracle_ratios(spark, nightly.cfg, str(nightly.root / "landing" / "ground_truth"))
-    assert set(ratios) == {"convert_propensity", "churn_propensity", "lifetime_value", "affinity"}
+    assert set(ratios) == {"convert_propensity", "churn_propensity", "lifetime_value", "affinity", "product_affinity",
+                           "content_affinity"}
     assert all(r["people"] > 100 for r in ratios.values()), ratios
     # The oracle knows each person's latent rates; a model only sees their events.
     assert ratios["convert_propensity"]["ratio"] > 0.85, ratios
     assert ratios["churn_propensity"]["ratio"] > 0.85, ratios
     assert ratios["lifetime_value"]["ratio"] > 0.4, ratios
     assert ratios["affinity"]["ratio"] > 0.8, ratios
+    # Products: 300 of them, a few dozen interactions a person; popularity is the floor.
+    assert ratios["product_affinity"]["ratio"] > 0.55, ratios
+    assert ratios["product_affinity"]["model"] > 2 * ratios["product_affinity"]["popularity"], ratios
+    assert ratios["content_affinity"]["ratio"] > 0.75, ratios
 
 
 def _comparable(df):
@@ -281,14 +286,16 @@ def test_every_layer_was_checked_and_the_results_are_recorded_and_rendered(spark
     results = lakehouse.read(spark, nightly.cfg.table("dq_results"))
     suites = {r["suite"] for r in results.select("suite").distinct().collect()}
     assert suites == {"bronze_events", "bronze_profiles", "features", "training_set", "model_gates", "scores",
-                      "predictions", "lifetime_value", "affinity", "segments", "drift", "profile_enrichment"}
+                      "predictions", "lifetime_value", "affinity", "product_affinity", "content_affinity", "segments",
+                      "drift", "profile_enrichment"}
     blocking = results.where(~F.col("success") & (F.col("severity") == "error")).count()
     assert blocking == 0, "a run that finished has no failed error-level check"
     gates = {(r["check"], r["expectation"].split(":")[0]): r["success"]
              for r in results.where(F.col("suite") == "model_gates").collect()}
     assert gates == {(f"{check}", f"{check}({model})"): True for check in ("data_sufficiency", "promotion")
                      for model in ("convert_propensity", "churn_propensity", "lifetime_value", "category_affinity",
-                                   "customer_segments", "outdoor_buyer", "big_spender", "future_spend")}
+                                   "product_affinity", "content_affinity", "customer_segments", "outdoor_buyer",
+                                   "big_spender", "future_spend")}
     docs = nightly.root / "reports" / "data_docs"
     index = (docs / "index.html").read_text()
     for suite in ("bronze_events", "features", "scores", "profile_enrichment"):
