@@ -1,6 +1,6 @@
 """Affinity: which categories (or products, or content sections) a person leans to, as
 shares of their interest. Written for categories; a `Dimension` names what else is ranked
-the same way (products: pipelines/models/product_affinity.py; content sections).
+the same way (products and content sections: pipelines/models/item_affinity.py).
 
 Interaction strength of a person for a category: product views, cart adds and purchases
 of its items, weighted by kind and halved every `half_life_days`:
@@ -121,8 +121,7 @@ def most_popular(shares: DataFrame, k: int, item: str = "category") -> DataFrame
                                                f"rank int, {item} string")
 
 
-def top_affinities(strengths: DataFrame, prior_strength: float, k: int, item: str = "category",
-                   small_catalogue: bool = True) -> DataFrame:
+def top_affinities(strengths: DataFrame, prior_strength: float, k: int, item: str = "category") -> DataFrame:
     """(person_id, <item>, strength) -> (person_id, rank, <item>, affinity), the `k`
     items of highest affinity per person. An item the person never touched scores by
     popularity alone, so only the `k` most popular can reach a top k: those are the
@@ -138,8 +137,7 @@ def top_affinities(strengths: DataFrame, prior_strength: float, k: int, item: st
                                .withColumn("strength", F.lit(0.0)))
                   .groupBy("person_id", item).agg(F.sum("strength").alias("strength")))
     prior = F.lit(float(prior_strength))
-    # A catalogue of products may be too large to broadcast; categories and sections are not.
-    scored = (candidates.join(F.broadcast(shares) if small_catalogue else shares, item).join(people, "person_id")
+    scored = (candidates.join(F.broadcast(shares), item).join(people, "person_id")
               .withColumn("affinity", (F.col("strength") + prior * F.col("popularity")) / (F.col("total") + prior)))
     by_affinity = Window.partitionBy("person_id").orderBy(F.desc("affinity"), item)
     return (scored.withColumn("rank", F.row_number().over(by_affinity)).where(F.col("rank") <= k)
