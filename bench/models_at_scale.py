@@ -3,7 +3,8 @@
     .venv/bin/python bench/models_at_scale.py --profiles 100000 1000000
     .venv/bin/python bench/models_at_scale.py --profiles 1000000 --add --conf bench/heap-16g.yaml  # keeps the rest
 
-For each size: generate that many people over `--days`, run ingest, validate and
+For each size: generate that many people over `--days`, buying from a catalogue of
+`--products` products (10,000 by default), run ingest, validate and
 features (not timed), then, each timed from the command's start to its end:
 `enrich train --model NAME` for every model on its own (MLflow logging included);
 `enrich score` and `enrich publish` for the run date (the first MERGE: every person
@@ -17,8 +18,11 @@ size, say); each size records the files it ran with.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import shutil
+import sys
 import time
 from datetime import date, timedelta
 from pathlib import Path
@@ -34,21 +38,22 @@ HERE = Path(__file__).resolve().parent
 RUN_DATE = date(2026, 6, 1)
 
 
-def _one_size(profiles: int, days: int, work: Path, conf_files: list[str]) -> dict:
+def _one_size(profiles: int, days: int, products: int, work: Path, conf_files: list[str]) -> dict:
     root = work / f"people-{profiles}" / "lakehouse"
     shutil.rmtree(root.parent, ignore_errors=True)
     conf_args = [arg for file in conf_files for arg in ("--conf", file)]
     common = ["--run-date", RUN_DATE.isoformat(), *conf_args, "--set", f"lakehouse.root={root}"]
-    assert enrich(["generate", "--profiles", str(profiles), "--days", str(days), "--seed", "7", *common]) == 0
+    assert enrich(["generate", "--profiles", str(profiles), "--days", str(days), "--products", str(products),
+                   "--seed", "7", *common]) == 0
     for step in ("ingest", "validate", "features"):
         assert enrich([step, *common]) == 0, step
     cfg = load_config("local", files=conf_files, overrides=[f"lakehouse.root={root}"])
     spark = build_session(cfg)
     events = lakehouse.read(spark, cfg.table("silver_events")).count()
     active = lakehouse.read(spark, cfg.table("features")).count()
-    seconds = {}
+    seconds, results = {}, {}
     for name in model_names(cfg):
-        seconds[f"train {name}"] = _timed(["train", "--model", name, *common])
+        seconds[f"train {name}"], results[name] = _timed(["train", "--model", name, *common], keep="model: ")
     seconds["score (first night)"] = _timed(["score", *common])
     seconds["publish (first MERGE)"] = _timed(["publish", *common])
     next_day = ["--run-date", (RUN_DATE + timedelta(days=1)).isoformat(), *common[2:]]
@@ -57,14 +62,25 @@ def _one_size(profiles: int, days: int, work: Path, conf_files: list[str]) -> di
     seconds["publish (next MERGE)"] = _timed(["publish", *next_day])
     profiles_published = lakehouse.read(spark, cfg.table("profile_enrichment")).count()
     return {"profiles": profiles, "events": events, "people_with_features": active,
-            "profiles_published": profiles_published, "seconds": seconds, "measured": measured_stamp(),
-            "conf_files": [Path(file).name for file in conf_files]}
+            "profiles_published": profiles_published, "seconds": seconds, "holdout": results,
+            "measured": measured_stamp(),
+            "products": products, "conf_files": [Path(file).name for file in conf_files]}
 
 
-def _timed(argv: list[str]) -> float:
+def _timed(argv: list[str], keep: str | None = None):
+    """Wall seconds of one command; with `keep`, also its printed line that starts so
+    (the model's holdout summary, without its MLflow run id)."""
     started = time.monotonic()
-    assert enrich(argv) == 0, argv
-    return round(time.monotonic() - started, 1)
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        code = enrich(argv)
+    sys.stdout.write(printed.getvalue())
+    assert code == 0, argv
+    seconds = round(time.monotonic() - started, 1)
+    if keep is None:
+        return seconds
+    lines = [line.split(", mlflow run")[0] for line in printed.getvalue().splitlines() if line.startswith(keep)]
+    return seconds, lines[0] if lines else ""
 
 
 def _write(results: dict) -> str:
@@ -72,15 +88,21 @@ def _write(results: dict) -> str:
     out.mkdir(exist_ok=True)
     (out / "models_at_scale.json").write_text(json.dumps(results, indent=2) + "\n")
     sizes = results["sizes"]
-    steps = list(sizes[0]["seconds"])
+    steps = list(dict.fromkeys(step for s in sizes for step in s["seconds"]))   # a newer size may train more
     lines = ["# Training, scoring and MERGE time against the number of people", "",
              f"{results['machine']}; people over {results['days']} days; wall seconds per command.", "",
              "| command | " + " | ".join(f"{s['profiles']:,} people ({s['events']:,} events)" for s in sizes) + " |",
              "|---|" + "---:|" * len(sizes)]
-    lines += [f"| `{step}` | " + " | ".join(str(s["seconds"][step]) for s in sizes) + " |" for step in steps]
+    lines += [f"| `{step}` | " + " | ".join(str(s["seconds"].get(step, "not built")) for s in sizes) + " |"
+              for step in steps]
     lines += ["", "| people with features | " + " | ".join(f"{s['people_with_features']:,}" for s in sizes) + " |",
               "| profiles published | " + " | ".join(f"{s['profiles_published']:,}" for s in sizes) + " |", ""]
-    lines += [f"Measured: {s['profiles']:,} people {measured_when(s)}{_conf_note(s)}." for s in sizes]
+    lines += [f"Measured: {s['profiles']:,} people {measured_when(s)}{_conf_note(s)}"
+              + (f", a catalogue of {s['products']:,} products" if "products" in s else "") + "." for s in sizes]
+    for s in sizes:
+        if s.get("holdout"):
+            lines += ["", f"Holdout results at {s['profiles']:,} people:", "",
+                      *[f"- {line}" for line in s["holdout"].values() if line]]
     text = "\n".join(lines) + "\n"
     (out / "models_at_scale.md").write_text(text)
     return text
@@ -95,6 +117,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profiles", type=int, nargs="+", default=[100000, 1000000])
     parser.add_argument("--days", type=int, default=240)
+    parser.add_argument("--products", type=int, default=10000, help="catalogue size")
     parser.add_argument("--add", action="store_true",
                         help="keep the other sizes of bench/results/models_at_scale.json (same machine and days)")
     parser.add_argument("--work", default=str(HERE / "work" / "models_at_scale"))
@@ -114,7 +137,7 @@ def main() -> None:
     measured = []
     # Written after every size, so a long large size never costs the smaller ones' figures.
     for profiles in args.profiles:
-        measured.append(_one_size(profiles, args.days, Path(args.work), args.conf))
+        measured.append(_one_size(profiles, args.days, args.products, Path(args.work), args.conf))
         results["sizes"] = sorted(kept + measured, key=lambda s: s["profiles"])
         text = _write(results)
     print(text)

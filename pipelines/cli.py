@@ -86,6 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--profiles", type=_positive_int, default=None, help="people to simulate")
     gen.add_argument("--days", type=_positive_int, default=None, help="days of history before the run date")
     gen.add_argument("--seed", type=int, default=None, help="random seed; same seed, same bytes")
+    gen.add_argument("--products", type=_positive_int, default=None,
+                     help="catalogue size, spread evenly over the 12 categories (default 300)")
     helps = {
         "ingest": "landing XDM files -> bronze tables and quarantine -> silver identity graph and events",
         "validate": "Great Expectations suites on the events and profiles ingested for the run date",
@@ -188,6 +190,7 @@ def _generate(args, cfg) -> int:
             days=args.days or int(cfg.get("generate.days")),
             seed=args.seed if args.seed is not None else int(cfg.get("generate.seed")),
             files=int(cfg.get("generate.files")),
+            **({"products": args.products} if args.products else {}),
         )
     except ValueError as err:
         raise BadInputError(str(err)) from err

@@ -36,6 +36,7 @@ CATEGORIES = [
     ("C05", "Swimwear"), ("C06", "Footwear"), ("C07", "Accessories"), ("C08", "Electronics"),
     ("C09", "Home"), ("C10", "Kids"), ("C11", "Fitness"), ("C12", "Travel"),
 ]
+# The catalogue's default size: 12 categories x 25 products (`--products` scales it).
 PRODUCTS_PER_CATEGORY = 25
 # Products have a style; people lean to some styles across categories, which is what lets
 # a recommender learn from similar people. A product's weight within its category is its
@@ -67,8 +68,15 @@ class GenerateOptions:
     duplicate_rate: float = 0.002
     bad_record_rate: float = 0.0005
     oracle_horizon_days: int = 30
+    products: int = len(CATEGORIES) * PRODUCTS_PER_CATEGORY   # catalogue size, spread over the categories
+
+    @property
+    def products_per_category(self) -> int:
+        return -(-self.products // len(CATEGORIES))
 
     def __post_init__(self) -> None:
+        if self.products < len(CATEGORIES):
+            raise ValueError(f"products must be at least {len(CATEGORIES)} (one per category), got {self.products}")
         for name in ("profiles", "days", "files"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -123,16 +131,14 @@ def _identity(namespace: str, value: str, primary: bool, authenticated: bool) ->
                          "authenticatedState": "authenticated" if authenticated else "ambiguous"}]}
 
 
-def _catalogue() -> tuple[np.ndarray, np.ndarray]:
-    """Each product's popularity (Zipf-like within its category) and style: fixed, not seeded,
-    so every generated lakehouse sells the same catalogue."""
-    rank = np.arange(1, PRODUCTS_PER_CATEGORY + 1, dtype=float)
+@functools.lru_cache(maxsize=4)
+def catalogue(per_category: int = PRODUCTS_PER_CATEGORY) -> tuple[np.ndarray, np.ndarray]:
+    """Each product's popularity (Zipf-like within its category) and style (categories x
+    products): fixed, not seeded, so every lakehouse of one catalogue size sells the same."""
+    rank = np.arange(1, per_category + 1, dtype=float)
     popularity = np.tile(rank ** -0.8, (len(CATEGORIES), 1))
-    styles = (np.arange(len(CATEGORIES))[:, None] * 3 + np.arange(PRODUCTS_PER_CATEGORY)[None, :]) % STYLES
+    styles = (np.arange(len(CATEGORIES))[:, None] * 3 + np.arange(per_category)[None, :]) % STYLES
     return popularity, styles
-
-
-PRODUCT_POPULARITY, PRODUCT_STYLES = _catalogue()
 
 
 def sku(category: int, item: int) -> str:
@@ -161,7 +167,8 @@ class _Person:
         self.category_prefs = rng.dirichlet(np.full(len(CATEGORIES), 0.3))
         self.category_cdf = np.cumsum(self.category_prefs)
         self.style_prefs = rng.dirichlet(np.full(STYLES, 0.4))
-        weights = PRODUCT_POPULARITY * self.style_prefs[PRODUCT_STYLES]
+        popularity, styles = catalogue(opts.products_per_category)
+        weights = popularity * self.style_prefs[styles]
         self.product_cdfs = np.cumsum(weights / weights.sum(axis=1, keepdims=True), axis=1)
         self.content_prefs = rng.dirichlet(np.full(len(SECTIONS), 0.3))
         self.content_cdf = np.cumsum(self.content_prefs)
@@ -213,7 +220,8 @@ class _EventWriter:
     def _product(self) -> dict:
         cat = min(int(np.searchsorted(self.p.category_cdf, self.rng.random())), len(CATEGORIES) - 1)
         code, name = CATEGORIES[cat]
-        item = min(int(np.searchsorted(self.p.product_cdfs[cat], self.rng.random())), PRODUCTS_PER_CATEGORY - 1)
+        cdf = self.p.product_cdfs[cat]
+        item = min(int(np.searchsorted(cdf, self.rng.random())), len(cdf) - 1)
         price = round(float(self.rng.gamma(6.0, self.p.spend_level / 12.0)) + 1.0, 2)
         return {"SKU": sku(cat, item), "name": f"{name} item {item}", "priceTotal": price,
                 "currencyCode": CURRENCY, "productCategories": [{"categoryID": code, "categoryName": name}]}
@@ -317,8 +325,12 @@ PREFERRED_PRODUCTS = 30
 
 def _top_products(chances: np.ndarray) -> dict[str, float]:
     flat = chances.ravel()
-    best = np.argsort(-flat, kind="stable")[:PREFERRED_PRODUCTS]
-    return {sku(*divmod(int(i), PRODUCTS_PER_CATEGORY)): round(float(flat[i]), 6) for i in best}
+    if flat.size > 4 * PREFERRED_PRODUCTS:   # a large catalogue: sort only the leaders
+        leaders = np.argpartition(-flat, PREFERRED_PRODUCTS)[:PREFERRED_PRODUCTS]
+        best = leaders[np.lexsort((leaders, -flat[leaders]))]
+    else:
+        best = np.argsort(-flat, kind="stable")[:PREFERRED_PRODUCTS]
+    return {sku(*divmod(int(i), chances.shape[1])): round(float(flat[i]), 6) for i in best}
 
 
 def _mangle(record: dict, kind: int) -> str:

@@ -11,7 +11,7 @@ RUN = date(2026, 6, 1)
 
 
 def _run(root, **kw):
-    opts = GenerateOptions(run_date=RUN, profiles=60, days=90, seed=3, files=2, **kw)
+    opts = GenerateOptions(run_date=RUN, **{"profiles": 60, "days": 90, "seed": 3, "files": 2, **kw})
     return generate(str(root / "events"), str(root / "profiles"), str(root / "truth"), opts)
 
 
@@ -55,3 +55,22 @@ def test_ground_truth_has_one_row_per_person_with_an_oracle_probability(tmp_path
 def test_bad_options_name_the_option():
     with pytest.raises(ValueError, match="profiles"):
         GenerateOptions(run_date=RUN, profiles=0)
+    with pytest.raises(ValueError, match="products must be at least 12"):
+        GenerateOptions(run_date=RUN, products=5)
+
+
+def test_a_larger_catalogue_sells_every_category_and_the_truth_names_its_products(tmp_path):
+    _run(tmp_path, products=1200, profiles=200, bad_record_rate=0.0)
+    skus = {item["SKU"] for f in sorted((tmp_path / "events").iterdir()) for line in gzip.open(f, "rt")
+            for item in json.loads(line).get("productListItems", [])}
+    per_category = {}
+    for name in skus:
+        code, number = name.split("-")
+        per_category.setdefault(code, set()).add(int(number))
+    assert len(per_category) == 12 and max(max(n) for n in per_category.values()) < 100
+    assert max(max(n) for n in per_category.values()) >= 25   # past the default catalogue's 25
+    truth = [json.loads(line) for f in sorted((tmp_path / "truth").iterdir()) for line in gzip.open(f, "rt")]
+    for person in truth:
+        chances = list(person["product_preferences"].values())
+        assert len(chances) == 30 and chances == sorted(chances, reverse=True)
+        assert set(person["product_preferences"]) <= {f"{c}-{i:03d}" for c in per_category for i in range(100)}
