@@ -24,7 +24,8 @@ from pipelines.core import lakehouse
 from pipelines.core.config import Config
 from pipelines.features.build import person_features
 from pipelines.models import artifacts, registry
-from pipelines.models.affinity import dimension_of, future_categories, precision_at_k, strengths_as_of
+from pipelines.models.affinity import (dimension_of, future_categories, judged_weights, precision_at_k,
+                                       strengths_as_of)
 from pipelines.models.item_affinity import ranking_metrics
 from pipelines.models.propensity import positive_probability
 from pipelines.models.specs import AFFINITY, ITEM_AFFINITIES, LIFETIME_VALUE, ModelSpec, enabled, propensity_specs
@@ -121,7 +122,7 @@ def item_affinity_ratio(spark: SparkSession, cfg: Config, key: str, truth: DataF
     k, item, ranked = int(parameters["top_k"]), parameters["item"], dimension_of(parameters)
     people = strengths_as_of(events, parameters, holdout, ranked).select("person_id").distinct()
     preferences = "product_preferences" if item == "sku" else "content_preferences"
-    future = events.transform(future_categories(holdout, run_date, parameters["interaction_weights"], ranked))
+    future = events.transform(future_categories(holdout, run_date, judged_weights(parameters), ranked))
     oracle = ranking_metrics(_truth_top(people, truth, preferences, item, k), future, k, item,
                              int(params["catalogue_size"]))
     model = float(champion.tags["holdout_precision_at_k"])
@@ -142,7 +143,7 @@ def affinity_ratio(spark: SparkSession, cfg: Config, truth: DataFrame, events: D
     run_date = date.fromisoformat(params["run_date"])
     people = strengths_as_of(events, parameters, holdout).select("person_id").distinct()
     ranked = _truth_top(people, truth, "category_preferences", "category", k)
-    future = events.transform(future_categories(holdout, run_date, parameters["interaction_weights"]))
+    future = events.transform(future_categories(holdout, run_date, judged_weights(parameters)))
     oracle = precision_at_k(ranked, future, k)
     model = float(champion.tags["holdout_precision_at_k"])
     return {"metric": f"precision@{k}", "model": model, "oracle": oracle["precision_at_k"],

@@ -121,35 +121,65 @@ def most_popular(shares: DataFrame, k: int, item: str = "category") -> DataFrame
                                                f"rank int, {item} string")
 
 
+def ranked(scores: DataFrame, k: int, item: str, exclusions: DataFrame | None = None) -> DataFrame:
+    """(person_id, <item>, score) -> (person_id, rank, <item>, score), the best `k` per
+    person after the exclusions; ties go to the item's name, so ranks are reproducible."""
+    if exclusions is not None:
+        scores = scores.join(exclusions, ["person_id", item], "left_anti")
+    best = Window.partitionBy("person_id").orderBy(F.desc("score"), item)
+    return (scores.withColumn("rank", F.row_number().over(best)).where(F.col("rank") <= k)
+            .select("person_id", "rank", item, "score"))
+
+
+def _popular(shares: DataFrame, n: int, item: str) -> DataFrame:
+    return most_popular(shares, n, item).select(item)
+
+
+def popularity_scores(strengths: DataFrame, n: int, item: str) -> DataFrame:
+    """Every person with strengths x the `n` most popular items, scored by popularity."""
+    shares = popularity(strengths, item)
+    return (strengths.select("person_id").distinct().crossJoin(F.broadcast(_popular(shares, n, item)))
+            .join(shares, item).select("person_id", item, F.col("popularity").alias("score")))
+
+
+def shrunk_scores(strengths: DataFrame, prior_strength: float, n: int, item: str,
+                  spread: DataFrame | None = None) -> DataFrame:
+    """Each person's strengths (plus `spread`, strength borrowed from similar items) over
+    the items they touched and the `n` most popular, shrunk towards popularity by
+    `prior_strength`: the `history` score, and `co_occurrence`'s with `spread`."""
+    if prior_strength < 0:
+        raise ValueError(f"prior_strength must be >= 0, got {prior_strength}")
+    shares = popularity(strengths, item)
+    people = strengths.groupBy("person_id").agg(exact_sum("strength").alias("total"))
+    parts = [strengths.select("person_id", item, "strength"),
+             people.select("person_id").crossJoin(F.broadcast(_popular(shares, n, item)))
+             .withColumn("strength", F.lit(0.0))]
+    if spread is not None:
+        parts.append(spread.select("person_id", item, "strength"))
+    # Strength, borrowed strength and zeros: summed in a fixed order, so the sum is exact.
+    union = parts[0]
+    for part in parts[1:]:
+        union = union.unionByName(part)
+    candidates = union.groupBy("person_id", item).agg(exact_sum("strength").alias("strength"))
+    prior = F.lit(float(prior_strength))
+    return (candidates.join(shares, item).join(people, "person_id")
+            .select("person_id", item, ((F.col("strength") + prior * F.col("popularity"))
+                                        / (F.col("total") + prior)).alias("score")))
+
+
 def top_affinities(strengths: DataFrame, prior_strength: float, k: int, item: str = "category") -> DataFrame:
     """(person_id, <item>, strength) -> (person_id, rank, <item>, affinity), the `k`
     items of highest affinity per person. An item the person never touched scores by
     popularity alone, so only the `k` most popular can reach a top k: those are the
     candidates beside the person's own."""
-    if prior_strength < 0 or k < 1:
-        raise ValueError(f"affinity needs prior_strength >= 0 and k >= 1, got {prior_strength}, {k}")
-    shares = popularity(strengths, item).cache()
-    popular = most_popular(shares, k, item).select(item)
-    people = strengths.groupBy("person_id").agg(exact_sum("strength").alias("total"))
-    # One strength and zeros per (person, item): the plain sum is exact.
-    candidates = (strengths.select("person_id", item, "strength")
-                  .unionByName(people.select("person_id").crossJoin(F.broadcast(popular))
-                               .withColumn("strength", F.lit(0.0)))
-                  .groupBy("person_id", item).agg(F.sum("strength").alias("strength")))
-    prior = F.lit(float(prior_strength))
-    scored = (candidates.join(F.broadcast(shares), item).join(people, "person_id")
-              .withColumn("affinity", (F.col("strength") + prior * F.col("popularity")) / (F.col("total") + prior)))
-    by_affinity = Window.partitionBy("person_id").orderBy(F.desc("affinity"), item)
-    return (scored.withColumn("rank", F.row_number().over(by_affinity)).where(F.col("rank") <= k)
-            .select("person_id", "rank", item, "affinity"))
+    if k < 1:
+        raise ValueError(f"affinity needs k >= 1, got {k}")
+    return ranked(shrunk_scores(strengths, prior_strength, k, item), k, item).withColumnRenamed("score", "affinity")
 
 
 def popularity_top(strengths: DataFrame, k: int, item: str = "category") -> DataFrame:
     """The baseline a model must beat: everyone gets the `k` most popular items."""
-    shares = popularity(strengths, item)
-    return (strengths.select("person_id").distinct().crossJoin(F.broadcast(most_popular(shares, k, item)))
-            .join(F.broadcast(shares), item).withColumnRenamed("popularity", "affinity")
-            .select("person_id", "rank", item, "affinity"))
+    return ranked(popularity_scores(strengths, k, item), k, item).withColumnRenamed("score", "affinity")
 
 
 def future_categories(start: date, end: date, weights: Mapping[str, float],
@@ -206,6 +236,12 @@ def als_top_categories(strengths: DataFrame, k: int, rank: int, reg_param: float
                            F.col("_r.rating").alias("affinity")))
     return (recommended.join(people, "user").join(items, "item")
             .select("person_id", "rank", item, "affinity"))
+
+
+def judged_weights(parameters: Mapping) -> Mapping[str, float]:
+    """The interactions a version's holdout counted: the conf's first weights (a version
+    logged before weights could be chosen has only its own)."""
+    return parameters.get("judged_weights", parameters["interaction_weights"])
 
 
 def strengths_as_of(events: DataFrame, parameters: Mapping, as_of: date,

@@ -31,7 +31,8 @@ import pyspark.sql.functions as F
 from pyspark.sql import DataFrame, Window
 
 from pipelines.core.reproducible import exact_sum
-from pipelines.models.affinity import als_top_categories, most_popular, popularity
+from pipelines.models.affinity import (als_top_categories, dimension_of, popularity, popularity_scores, ranked,
+                                       shrunk_scores)
 
 CANDIDATES = ("popularity", "history", "co_occurrence", "als")
 # Candidate items per person beyond k, for those a person's exclusions remove: at most this
@@ -66,56 +67,14 @@ def candidate_depth(k: int, exclusions: DataFrame | None) -> int:
     return k + min(int(most), MAX_EXCLUDED_PER_K * k)
 
 
-def ranked(scores: DataFrame, k: int, item: str, exclusions: DataFrame | None = None) -> DataFrame:
-    """(person_id, <item>, score) -> (person_id, rank, <item>, score), the best `k` per
-    person after the exclusions; ties go to the item's name, so ranks are reproducible."""
-    if exclusions is not None:
-        scores = scores.join(exclusions, ["person_id", item], "left_anti")
-    best = Window.partitionBy("person_id").orderBy(F.desc("score"), item)
-    return (scores.withColumn("rank", F.row_number().over(best)).where(F.col("rank") <= k)
-            .select("person_id", "rank", item, "score"))
-
-
-def _popular(shares: DataFrame, n: int, item: str) -> DataFrame:
-    return most_popular(shares, n, item).select(item)
-
-
-def popularity_scores(strengths: DataFrame, n: int, item: str) -> DataFrame:
-    """Every person with strengths x the `n` most popular items, scored by popularity."""
-    shares = popularity(strengths, item)
-    return (strengths.select("person_id").distinct().crossJoin(F.broadcast(_popular(shares, n, item)))
-            .join(shares, item).select("person_id", item, F.col("popularity").alias("score")))
-
-
-def shrunk_scores(strengths: DataFrame, prior_strength: float, n: int, item: str,
-                  spread: DataFrame | None = None) -> DataFrame:
-    """Each person's strengths (plus `spread`, strength borrowed from similar items) over
-    the items they touched and the `n` most popular, shrunk towards popularity by
-    `prior_strength`: the `history` score, and `co_occurrence`'s with `spread`."""
-    if prior_strength < 0:
-        raise ValueError(f"prior_strength must be >= 0, got {prior_strength}")
-    shares = popularity(strengths, item)
-    people = strengths.groupBy("person_id").agg(exact_sum("strength").alias("total"))
-    parts = [strengths.select("person_id", item, "strength"),
-             people.select("person_id").crossJoin(F.broadcast(_popular(shares, n, item)))
-             .withColumn("strength", F.lit(0.0))]
-    if spread is not None:
-        parts.append(spread.select("person_id", item, "strength"))
-    # Strength, borrowed strength and zeros: summed in a fixed order, so the sum is exact.
-    union = parts[0]
-    for part in parts[1:]:
-        union = union.unionByName(part)
-    candidates = union.groupBy("person_id", item).agg(exact_sum("strength").alias("strength"))
-    prior = F.lit(float(prior_strength))
-    return (candidates.join(shares, item).join(people, "person_id")
-            .select("person_id", item, ((F.col("strength") + prior * F.col("popularity"))
-                                        / (F.col("total") + prior)).alias("score")))
-
-
-def product_categories(events: DataFrame, as_of: date) -> DataFrame:
-    """(sku, category): each product's category, as the events before `as_of` that name one
-    product and one category say most often (ties to the first name). A catalogue's size."""
-    pairs = (events.where((F.col("event_date") < F.lit(as_of)) & (F.size("skus") == 1) & (F.size("categories") == 1))
+def product_categories(events: DataFrame, as_of: date, lookback_days: int | None = None) -> DataFrame:
+    """(sku, category): each product's category, as the events before `as_of` (in the
+    `lookback_days` before it, when given) that name one product and one category say most
+    often (ties to the first name). A catalogue's size."""
+    before = F.col("event_date") < F.lit(as_of)
+    if lookback_days is not None:
+        before = before & (F.col("event_date") >= F.lit(as_of - timedelta(days=lookback_days)))
+    pairs = (events.where(before & (F.size("skus") == 1) & (F.size("categories") == 1))
              .select(F.col("skus")[0].alias("sku"), F.col("categories")[0].alias("category"))
              .groupBy("sku", "category").agg(F.count(F.lit(1)).alias("_events")))
     most = Window.partitionBy("sku").orderBy(F.desc("_events"), "category")
@@ -237,10 +196,24 @@ def recommend(strengths: DataFrame, parameters: Mapping, k: int, item: str,
 
 
 def groups_as_of(events: DataFrame, parameters: Mapping, as_of: date) -> DataFrame | None:
-    """The products' categories a version shrinks towards (None: popularity overall)."""
+    """The products' categories a version shrinks towards (None: popularity overall), from
+    the same window as its strengths."""
     if parameters["item"] != "sku" or not parameters.get("within_categories"):
         return None
-    return product_categories(events, as_of)
+    return product_categories(events, as_of, int(parameters["lookback_days"]))
+
+
+def events_window(events: DataFrame, parameters: Mapping, as_of: date) -> DataFrame:
+    """The silver events a ranking as of `as_of` reads, and only their columns it reads:
+    the lookback window before it, for strengths, exclusions and products' categories
+    alike (to be read once and cached)."""
+    ranked_dimension = dimension_of(parameters)
+    columns = ["person_id", "event_id", "event_date", ranked_dimension.source, *ranked_dimension.interactions.values()]
+    if parameters["item"] == "sku":
+        columns += ["is_purchase", "categories"]
+    first = as_of - timedelta(days=int(parameters["lookback_days"]))
+    return (events.where((F.col("event_date") < F.lit(as_of)) & (F.col("event_date") >= F.lit(first)))
+            .select(*dict.fromkeys(columns)))
 
 
 def ranking_metrics(top: DataFrame, future: DataFrame, k: int, item: str, catalogue: int) -> dict:

@@ -11,7 +11,7 @@ from pyspark.sql import DataFrame
 from pipelines.core import lakehouse
 from pipelines.core.context import RunContext
 from pipelines.models.affinity import dimension_of, strengths_as_of
-from pipelines.models.item_affinity import exclusions_as_of, groups_as_of, recommend
+from pipelines.models.item_affinity import events_window, exclusions_as_of, groups_as_of, recommend
 from pipelines.quality.gate import QualityChecks
 from pipelines.scoring.affinity import ranked_rows_view
 from pipelines.scoring.champions import affinity_champion
@@ -25,18 +25,24 @@ def score(ctx: RunContext, checks: QualityChecks, features: DataFrame, key: str)
         return {}
     name, champion, parameters = found
     k, item = int(parameters["top_k"]), parameters["item"]
-    events = lakehouse.read(spark, cfg.table("silver_events"), "ingest")
+    # Strengths, exclusions and categories read the same window: silver is read once.
+    events = events_window(lakehouse.read(spark, cfg.table("silver_events"), "ingest"), parameters,
+                           ctx.run_date).persist(StorageLevel.MEMORY_AND_DISK)
     # The champion's own dimension (its section field: the conf may have changed since).
     strengths = strengths_as_of(events, parameters, ctx.run_date,
                                 dimension_of(parameters)).persist(StorageLevel.MEMORY_AND_DISK)
     excluded = exclusions_as_of(events, parameters, ctx.run_date)
+    if excluded is not None:
+        excluded = excluded.persist(StorageLevel.MEMORY_AND_DISK)   # counted, then joined
     active = features.select("person_id")
     groups = groups_as_of(events, parameters, ctx.run_date)
     rows = (recommend(strengths, parameters, k, item, excluded, groups).join(active, "person_id")
             .transform(with_provenance(ctx.run_date, name, champion, ctx.clock, ctx.run_id)))
     path = cfg.table(key)
     lakehouse.replace_where(rows, path, f"score_date = '{ctx.run_date.isoformat()}'", partition_by=["score_date"])
-    strengths.unpersist()
+    for frame in (strengths, excluded, events):
+        if frame is not None:
+            frame.unpersist()
     stored = lakehouse.read(spark, path).where(F.col("score_date") == F.lit(ctx.run_date))
     people = stored.select("person_id").distinct().count()
     ctx.progress(f"{people} people's top {k} {item}s with {name} v{champion.version} ({parameters['method']})")

@@ -6,8 +6,10 @@ from datetime import date
 
 import pytest
 
+from pipelines.core.errors import BadInputError
 from pipelines.models.affinity import PRODUCTS, content, future_categories, interaction_strengths
 from pipelines.models.item_affinity import one_off_purchases, product_categories, ranking_metrics, recommend
+from pipelines.models.training.affinity import half_life_choices
 
 STRENGTHS = "person_id string, sku string, strength double"
 EVENTS = ("person_id string, event_id string, event_date date, product_views double, cart_adds double, "
@@ -152,3 +154,11 @@ def test_products_take_the_category_their_single_product_events_name_most(spark)
         ("d", "e5", date(2026, 6, 5), 1.0, 0.0, 0.0, False, 0.0, ["Y"], None, ["Bikes"]),        # after as_of
     ], EVENTS + ", categories array<string>")
     assert [tuple(r) for r in product_categories(events, date(2026, 6, 1)).collect()] == [("X", "Tents")]
+
+
+def test_half_life_is_one_number_or_a_list_to_choose_from():
+    assert half_life_choices({"half_life_days": 60}, "affinity") == [60.0]
+    assert half_life_choices({"half_life_days": [30, 365]}, "content_affinity") == [30.0, 365.0]
+    for bad in ([], [30, 0], "long", [-1]):
+        with pytest.raises(BadInputError, match=r"models\.content_affinity\.half_life_days must be a number > 0"):
+            half_life_choices({"half_life_days": bad}, "content_affinity")

@@ -1,7 +1,8 @@
 """The category-affinity model (pipelines/models/affinity.py), in time order:
 
-    validation = run_date - 2 * horizon   choose the prior strength: strengths before it,
-                                          judged on the interactions of the next horizon
+    validation = run_date - 2 * horizon   choose the half-life and the prior strength:
+                                          strengths before it, judged on the interactions
+                                          of the next horizon
     holdout    = run_date - horizon       judge the chosen one (and the popularity baseline,
                                           the ALS challenger, the champion) on the last horizon
 
@@ -12,6 +13,7 @@ at k above the popularity baseline's, and no worse than the champion's on the sa
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import timedelta
 
 import mlflow.pyfunc
@@ -22,8 +24,9 @@ from mlflow.entities.model_registry import ModelVersion
 from pipelines.core.context import RunContext
 from pipelines.core.errors import BadInputError
 from pipelines.models import artifacts, registry
-from pipelines.models.affinity import (als_top_categories, future_categories, interaction_strengths,
-                                       popularity_top, precision_at_k, strengths_as_of, top_affinities)
+from pipelines.models.affinity import (CATEGORIES, Dimension, als_top_categories, future_categories,
+                                       interaction_strengths, popularity_top, precision_at_k, strengths_as_of,
+                                       top_affinities)
 from pipelines.models.specs import AFFINITY
 from pipelines.models.training.lifecycle import Candidate, ConfiguredTrainer
 from pipelines.models.training.snapshots import PinnedEvents
@@ -52,16 +55,55 @@ class AffinityModel(mlflow.pyfunc.PythonModel):
         return pd.DataFrame(rows, columns=["person_id", "rank", "category", "affinity"])
 
 
-def fixed_parameters(ctx: RunContext) -> dict:
-    """The conf's fixed parameters (the prior strength is chosen in training); bad ones: exit code 2."""
-    model_cfg = ctx.cfg.get(f"models.{AFFINITY}")
+def half_life_choices(model_cfg: Mapping, key: str) -> list[float]:
+    """`half_life_days`: one number, or several for training to choose from on the validation
+    window (the first wins a tie); bad ones: exit code 2."""
+    value = model_cfg["half_life_days"]
+    choices = [value] if isinstance(value, (int, float)) else list(value)
+    if not choices or any(not isinstance(v, (int, float)) or v <= 0 for v in choices):
+        raise BadInputError(f"models.{key}.half_life_days must be a number > 0 or a list of them, got {value!r}")
+    return [float(v) for v in choices]
+
+
+def weight_choices(model_cfg: Mapping, key: str) -> list[dict[str, float]]:
+    """`interaction_weights`: one mapping of interaction kind to weight, or several for
+    training to choose from; the first also says which interactions the holdout counts."""
+    value = model_cfg["interaction_weights"]
+    choices = [value] if isinstance(value, Mapping) else list(value)
+    if not choices or any(not isinstance(c, Mapping) or not c for c in choices):
+        raise BadInputError(f"models.{key}.interaction_weights must map interaction kinds to weights, or be a "
+                            f"list of such mappings; got {value!r}")
+    return [{kind: float(w) for kind, w in dict(c).items()} for c in choices]
+
+
+def strength_choices(ctx: RunContext, key: str, dimension: Dimension = CATEGORIES) -> list[dict]:
+    """Every (half_life_days, interaction_weights) the conf lets training choose from,
+    weights first; bad ones: exit code 2."""
+    model_cfg = ctx.cfg.get(f"models.{key}")
+    choices = [{"half_life_days": half_life, "interaction_weights": weights}
+               for weights in weight_choices(model_cfg, key) for half_life in half_life_choices(model_cfg, key)]
     try:
-        interaction_strengths(ctx.run_date, dict(model_cfg["interaction_weights"]), float(model_cfg["half_life_days"]),
-                              1)
+        for choice in choices:
+            interaction_strengths(ctx.run_date, choice["interaction_weights"], choice["half_life_days"], 1,
+                                  dimension=dimension)
     except ValueError as err:
-        raise BadInputError(f"models.{AFFINITY}: {err}") from err
-    return {"half_life_days": float(model_cfg["half_life_days"]),
-            "interaction_weights": {k: float(v) for k, v in dict(model_cfg["interaction_weights"]).items()},
+        raise BadInputError(f"models.{key}: {err}") from err
+    return choices
+
+
+def strength_text(parameters: Mapping) -> str:
+    """The chosen half-life and weights, for a progress line."""
+    weights = ", ".join(f"{kind} {weight:g}" for kind, weight in parameters["interaction_weights"].items())
+    return f"half-life {parameters['half_life_days']:g} days, weights {weights}"
+
+
+def fixed_parameters(ctx: RunContext) -> dict:
+    """The conf's fixed parameters, with its first half-life and weights (training chooses
+    among the conf's, and the prior strength); `judged_weights`: the interactions the
+    holdout counts. Bad ones: exit code 2."""
+    model_cfg = ctx.cfg.get(f"models.{AFFINITY}")
+    first = strength_choices(ctx, AFFINITY)[0]
+    return {**first, "judged_weights": first["interaction_weights"],
             "lookback_days": int(ctx.cfg.get("features.eligibility_lookback_days")),
             "top_k": int(model_cfg["top_k"])}
 
@@ -94,13 +136,16 @@ class AffinityTrainer(PrecisionGate, ConfiguredTrainer):
         self.strengths = self.future = None
 
     def prepare(self) -> Decision:
-        """Choose the prior strength on the validation window, then judge it on the holdout:
-        enough people must have interactions both before the holdout and in it."""
+        """Choose the half-life and the prior strength on the validation window, then judge
+        them on the holdout: enough people must have interactions both before the holdout
+        and in it."""
         ctx, frame = self.ctx, self.events.frame
         base = fixed_parameters(ctx)
-        self.k, self.weights = base["top_k"], base["interaction_weights"]
+        self.k, self.weights = base["top_k"], base["judged_weights"]
         candidates = [float(v) for v in self.model_cfg["prior_strength"]]
-        ctx.progress(f"choosing the prior strength of {candidates} on the {self.horizon} days from {self.validation}")
+        settings = strength_choices(ctx, AFFINITY)
+        ctx.progress(f"choosing among {len(settings)} half-life and weight setting(s) and the prior strength of "
+                     f"{candidates} on the {self.horizon} days from {self.validation}")
         categories = frame.select(F.explode("categories").alias("category")).distinct().limit(2).count()
         if categories < 2:
             # One category (a single-category store) is everyone's affinity: nothing to rank.
@@ -108,16 +153,20 @@ class AffinityTrainer(PrecisionGate, ConfiguredTrainer):
                             observed=f"{categories} distinct categor{'y' if categories == 1 else 'ies'} in the events",
                             reason=f"the events name {categories} categor{'y' if categories == 1 else 'ies'}; "
                                    "affinity ranks several")
-        before_validation = strengths_as_of(frame, base, self.validation).cache()
         validation_future = frame.transform(future_categories(self.validation, self.holdout, self.weights)).cache()
-        self.search = [{"prior_strength": prior,
-                        **precision_at_k(top_affinities(before_validation, prior, self.k), validation_future, self.k)}
-                       for prior in candidates]
-        before_validation.unpersist()
+        self.search = []
+        for setting in settings:
+            before_validation = strengths_as_of(frame, {**base, **setting}, self.validation).cache()
+            self.search += [{**setting, "prior_strength": prior,
+                             **precision_at_k(top_affinities(before_validation, prior, self.k), validation_future,
+                                              self.k)}
+                            for prior in candidates]
+            before_validation.unpersist()
         validation_future.unpersist()
         best = max(self.search, key=lambda r: r["precision_at_k"])
-        self.parameters = {**base, "prior_strength": best["prior_strength"]}
-        self.strengths = strengths_as_of(frame, base, self.holdout).cache()
+        self.parameters = {**base, **{key: best[key] for key in ("half_life_days", "interaction_weights",
+                                                                 "prior_strength")}}
+        self.strengths = strengths_as_of(frame, self.parameters, self.holdout).cache()
         self.future = frame.transform(future_categories(self.holdout, ctx.run_date, self.weights)).cache()
         self.judged = precision_at_k(top_affinities(self.strengths, self.parameters["prior_strength"], self.k),
                                      self.future, self.k)
@@ -139,7 +188,8 @@ class AffinityTrainer(PrecisionGate, ConfiguredTrainer):
             metrics["holdout_als_precision_at_k"] = precision_at_k(als_top_categories(
                 self.strengths, k, int(als["rank"]), float(als["reg_param"]), float(als["alpha"]),
                 int(als["seed"])), self.future, k)["precision_at_k"]
-        ctx.progress(f"affinity: prior strength {parameters['prior_strength']}, holdout precision@{k} "
+        ctx.progress(f"affinity: {strength_text(parameters)}, prior strength {parameters['prior_strength']}, "
+                     f"holdout precision@{k} "
                      f"{metrics['holdout_precision_at_k']:.3f} over {self.judged['people']:.0f} people (popularity "
                      f"{metrics['holdout_popularity_precision_at_k']:.3f}"
                      + (f", ALS {metrics['holdout_als_precision_at_k']:.3f}" if als else "") + ")")
@@ -148,7 +198,7 @@ class AffinityTrainer(PrecisionGate, ConfiguredTrainer):
                   "silver_events_path": self.events.path, "silver_events_version": self.events.version,
                   "top_k": k, "half_life_days": parameters["half_life_days"],
                   "prior_strength": parameters["prior_strength"], "lookback_days": parameters["lookback_days"],
-                  **{f"weight_{kind}": w for kind, w in self.weights.items()},
+                  **{f"weight_{kind}": w for kind, w in parameters["interaction_weights"].items()},
                   **({f"als_{key}": value for key, value in als.items()} if als else {})}
         return Candidate(
             metrics=metrics, params=params, log_model=lambda name: _log_model(name, parameters),

@@ -1,9 +1,10 @@
 """Product affinity and content affinity (pipelines/models/item_affinity.py), trained the
 same way, in time order:
 
-    validation = run_date - 2 * horizon   choose each candidate's parameters (the prior
-                                          strength; co-occurrence's neighbour weight) on
-                                          the interactions of the next horizon
+    validation = run_date - 2 * horizon   choose each candidate's parameters (the half-life
+                                          and prior strength with history; co-occurrence's
+                                          neighbour weight) on the interactions of the
+                                          next horizon
     holdout    = run_date - horizon       judge every candidate, popularity included, on
                                           the last horizon; the best precision@k is registered
 
@@ -26,11 +27,10 @@ from pipelines.core.context import RunContext
 from pipelines.core.errors import BadInputError
 from pipelines.core.plots import precision_figure
 from pipelines.models import artifacts, registry
-from pipelines.models.affinity import (Dimension, dimension_of, future_categories, interaction_strengths,
-                                       strengths_as_of)
+from pipelines.models.affinity import Dimension, dimension_of, future_categories, strengths_as_of
 from pipelines.models.item_affinity import CANDIDATES, exclusions_as_of, groups_as_of, ranking_metrics, recommend
 from pipelines.models.specs import PRODUCT_AFFINITY, dimension
-from pipelines.models.training.affinity import PrecisionGate
+from pipelines.models.training.affinity import PrecisionGate, strength_choices, strength_text
 from pipelines.models.training.lifecycle import Candidate, ConfiguredTrainer
 from pipelines.models.training.snapshots import PinnedEvents
 from pipelines.quality.model_gates import Decision
@@ -58,19 +58,19 @@ class ItemAffinityModel(mlflow.pyfunc.PythonModel):
 
 
 def fixed_parameters(ctx: RunContext, key: str) -> dict:
-    """The conf's fixed parameters of `models.<key>`; bad ones: exit code 2."""
+    """The conf's fixed parameters of `models.<key>`, with its first half-life and weights
+    (history chooses among the conf's); `judged_weights`: the interactions the holdout
+    counts. Bad ones: exit code 2."""
     model_cfg = ctx.cfg.get(f"models.{key}")
     try:
         ranked = dimension(ctx.cfg, key)
-        interaction_strengths(ctx.run_date, dict(model_cfg["interaction_weights"]),
-                              float(model_cfg["half_life_days"]), 1, dimension=ranked)
     except ValueError as err:
         raise BadInputError(f"models.{key}: {err}") from err
+    first = strength_choices(ctx, key, ranked)[0]
     unknown = [c for c in model_cfg["candidates"] if c not in CANDIDATES]
     if unknown:
         raise BadInputError(f"models.{key}.candidates names {unknown}; known: {', '.join(CANDIDATES)}")
-    return {"item": ranked.item, "half_life_days": float(model_cfg["half_life_days"]),
-            "interaction_weights": {k: float(v) for k, v in dict(model_cfg["interaction_weights"]).items()},
+    return {"item": ranked.item, **first, "judged_weights": first["interaction_weights"],
             "lookback_days": int(ctx.cfg.get("features.eligibility_lookback_days")),
             "top_k": int(model_cfg["top_k"]), "consumable": bool(model_cfg.get("consumable", True)),
             "within_categories": bool(model_cfg.get("within_categories", False)),
@@ -99,27 +99,30 @@ class ItemAffinityTrainer(PrecisionGate, ConfiguredTrainer):
         self.cached.append(frame.cache())
         return frame
 
+    def _strengths(self, as_of, setting: dict):
+        return self._cache(strengths_as_of(self.events.frame, {**self.base, **setting}, as_of, self.dimension))
+
     def _window(self, as_of, end):
-        """Strengths before `as_of`, the interactions of [as_of, end), the exclusions and the
-        products' categories."""
+        """What judging on [as_of, end) needs beside the strengths: the interactions in it,
+        the exclusions and the products' categories."""
         frame, base = self.events.frame, self.base
-        strengths = self._cache(strengths_as_of(frame, base, as_of, self.dimension))
-        future = self._cache(frame.transform(future_categories(as_of, end, base["interaction_weights"],
-                                                               self.dimension)))
+        future = self._cache(frame.transform(future_categories(as_of, end, base["judged_weights"], self.dimension)))
         excluded, groups = exclusions_as_of(frame, base, as_of), groups_as_of(frame, base, as_of)
-        return (strengths, future, None if excluded is None else self._cache(excluded),
+        return (future, None if excluded is None else self._cache(excluded),
                 None if groups is None else self._cache(groups))
 
-    def _judge(self, parameters: dict, window) -> dict:
-        strengths, future, excluded, groups = window
+    def _judge(self, parameters: dict, strengths, window) -> dict:
+        future, excluded, groups = window
         top = recommend(strengths, parameters, self.k, self.item, excluded, groups)
         return ranking_metrics(top, future, self.k, self.item, self.catalogue)
 
     def _choices(self, method: str) -> list[dict]:
-        """The parameters to try of one candidate (several only where the conf lists several)."""
+        """The parameters to try of one candidate (several only where the conf lists several).
+        History's half-life and weights, once chosen, are every later candidate's."""
         cfg, base = self.model_cfg, {**self.base, "method": method}
         if method == "history":
-            return [{**base, "prior_strength": float(p)} for p in cfg["prior_strength"]]
+            return [{**base, **setting, "prior_strength": float(p)}
+                    for setting in strength_choices(self.ctx, self.key, self.dimension) for p in cfg["prior_strength"]]
         if method == "co_occurrence":
             settings = cfg["co_occurrence"]
             return [{**base, "prior_strength": self.prior, "neighbour_weight": float(w),
@@ -156,22 +159,35 @@ class ItemAffinityTrainer(PrecisionGate, ConfiguredTrainer):
                      f"{self.horizon} days from {self.validation}, over {self.catalogue} {self.item}s")
         validation = self._window(self.validation, self.holdout)
         self.search, self.prior = [], float(self.model_cfg["prior_strength"][0])
-        self.chosen = {}
+        # Validation strengths by (half-life, weights): each setting is computed once.
+        self.chosen, before = {}, {}
         for method in methods:
             options = self._choices(method)
             if len(options) > 1:
-                tried = [(self._judge(option, validation)["precision_at_k"], -i, option)
-                         for i, option in enumerate(options)]
+                tried = []
+                for i, option in enumerate(options):
+                    setting = _setting(option)
+                    if setting not in before:
+                        before[setting] = self._strengths(self.validation, option)
+                    tried.append((self._judge(option, before[setting], validation)["precision_at_k"], -i, option))
+                    ctx.progress(f"{self.key}: {method} setting {i + 1}/{len(options)}, validation precision@"
+                                 f"{self.k} {tried[-1][0]:.3f}")
                 self.search += [{**option, "precision_at_k": p} for p, _, option in tried]
                 self.chosen[method] = max(tried, key=lambda t: t[:2])[2]
             else:
                 self.chosen[method] = options[0]
             if method == "history":
                 self.prior = float(self.chosen[method]["prior_strength"])
+                strength = {key: self.chosen[method][key] for key in ("half_life_days", "interaction_weights")}
+                self.base.update(strength)
+                self.chosen["popularity"].update(strength)
+                for setting in [s for s in before if s != _setting(self.base)]:
+                    before.pop(setting).unpersist()
         self.holdout_window = self._window(self.holdout, ctx.run_date)
-        strengths, future = self.holdout_window[:2]
-        people = (strengths.select("person_id").distinct().join(future.select("person_id").distinct(), "person_id")
-                  .count())
+        self.holdout_strengths = self._strengths(self.holdout, self.base)
+        future = self.holdout_window[0]
+        people = (self.holdout_strengths.select("person_id").distinct()
+                  .join(future.select("person_id").distinct(), "person_id").count())
         needed = int(ctx.cfg.get("quality.sufficiency.min_labels_per_class"))
         return Decision(allowed=people >= needed, check="data_sufficiency", rule=f"min_labels_per_class={needed}",
                         observed=f"{people} people with interactions before and in the holdout",
@@ -182,7 +198,7 @@ class ItemAffinityTrainer(PrecisionGate, ConfiguredTrainer):
         judged = {}
         for method, parameters in self.chosen.items():
             ctx.progress(f"{self.key}: judging {method} on the holdout")
-            judged[method] = self._judge(parameters, self.holdout_window)
+            judged[method] = self._judge(parameters, self.holdout_strengths, self.holdout_window)
         # The best precision@k; a tie goes to the simpler candidate (the order of CANDIDATES).
         best = max(judged, key=lambda m: (judged[m]["precision_at_k"], -CANDIDATES.index(m)))
         chosen, parameters = judged[best], self.chosen[best]
@@ -192,7 +208,8 @@ class ItemAffinityTrainer(PrecisionGate, ConfiguredTrainer):
                    **{f"holdout_{m}_precision_at_k": judged[m]["precision_at_k"] for m in judged}}
         ctx.progress(f"{self.key}: {best} chosen, holdout precision@{k} {chosen['precision_at_k']:.3f} over "
                      f"{chosen['people']:.0f} people ("
-                     + ", ".join(f"{m} {judged[m]['precision_at_k']:.3f}" for m in judged) + ")")
+                     + ", ".join(f"{m} {judged[m]['precision_at_k']:.3f}" for m in judged)
+                     + f"); {strength_text(self.base)}")
         params = {"model": self.key, "run_date": ctx.run_date.isoformat(), "horizon_days": self.horizon,
                   "holdout_as_of": self.holdout.isoformat(), "validation_as_of": self.validation.isoformat(),
                   "silver_events_path": self.events.path, "silver_events_version": self.events.version,
@@ -215,7 +232,7 @@ class ItemAffinityTrainer(PrecisionGate, ConfiguredTrainer):
         parameters = artifacts.affinity_parameters(champion.run_id)
         if int(parameters["top_k"]) != self.k or parameters.get("item") != self.item:
             return None, f"champion v{champion.version} ranked a different top k; not compared"
-        future, excluded = self.holdout_window[1:3]
+        future, excluded = self.holdout_window[:2]
         before = strengths_as_of(self.events.frame, parameters, self.holdout, dimension_of(parameters))
         top = recommend(before, parameters, self.k, self.item, excluded,
                         groups_as_of(self.events.frame, parameters, self.holdout))
@@ -226,6 +243,11 @@ class ItemAffinityTrainer(PrecisionGate, ConfiguredTrainer):
         for frame in self.cached:
             frame.unpersist()
         self.cached = []
+
+
+def _setting(parameters: dict) -> tuple:
+    """The strengths' settings, as a key: half-life and weights."""
+    return parameters["half_life_days"], tuple(sorted(parameters["interaction_weights"].items()))
 
 
 def _log_model(name: str, parameters: dict):
