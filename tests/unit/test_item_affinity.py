@@ -7,8 +7,9 @@ from datetime import date
 import pytest
 
 from pipelines.core.errors import BadInputError
-from pipelines.models.affinity import PRODUCTS, content, future_categories, interaction_strengths
-from pipelines.models.item_affinity import one_off_purchases, product_categories, ranking_metrics, recommend
+from pipelines.models.affinity import PRODUCTS, content, future_categories, interaction_strengths, strengths_as_of
+from pipelines.models.item_affinity import (events_window, exclusions_as_of, groups_as_of, one_off_purchases,
+                                            product_categories, ranking_metrics, recommend)
 from pipelines.models.training.affinity import half_life_choices
 
 STRENGTHS = "person_id string, sku string, strength double"
@@ -154,6 +155,32 @@ def test_products_take_the_category_their_single_product_events_name_most(spark)
         ("d", "e5", date(2026, 6, 5), 1.0, 0.0, 0.0, False, 0.0, ["Y"], None, ["Bikes"]),        # after as_of
     ], EVENTS + ", categories array<string>")
     assert [tuple(r) for r in product_categories(events, date(2026, 6, 1)).collect()] == [("X", "Tents")]
+
+
+
+def test_scoring_reads_one_window_of_events_and_ranks_as_from_all_of_them(spark):
+    events = spark.createDataFrame([
+        ("a", "e1", date(2025, 1, 5), 1.0, 0.0, 0.0, False, 0.0, ["Z"], None, ["Bikes"]),   # before the lookback
+        ("a", "e2", date(2026, 5, 1), 1.0, 0.0, 0.0, False, 0.0, ["X"], None, ["Tents"]),
+        ("a", "o1", date(2026, 5, 2), 0.0, 0.0, 0.0, True, 0.0, ["X"], None, ["Tents"]),
+        ("b", "e3", date(2026, 5, 3), 1.0, 0.0, 0.0, False, 0.0, ["Y"], None, ["Tents"]),
+        ("b", "e4", date(2026, 6, 2), 1.0, 0.0, 0.0, False, 0.0, ["Z"], None, ["Bikes"]),   # after as_of
+    ], EVENTS + ", categories array<string>")
+    parameters = {"item": "sku", "method": "history", "prior_strength": 1.0, "half_life_days": 30.0,
+                  "interaction_weights": {"product_views": 1.0, "purchases": 5.0}, "lookback_days": 365,
+                  "consumable": False, "within_categories": True}
+    as_of = date(2026, 6, 1)
+    window = events_window(events, parameters, as_of)
+    assert sorted(r["event_id"] for r in window.collect()) == ["e2", "e3", "o1"]
+    assert "site_section" not in window.columns and "page_views" not in window.columns
+
+    def top(frame):
+        strengths = strengths_as_of(frame, parameters, as_of, PRODUCTS)
+        return _top(recommend(strengths, parameters, 2, "sku", exclusions_as_of(frame, parameters, as_of),
+                              groups_as_of(frame, parameters, as_of)))
+    # a bought X and no one bought it again: a is not shown it; b is, above the one product
+    # b looked at once, since X is much the most popular in their category.
+    assert top(window) == top(events) == {"a": ["Y"], "b": ["X", "Y"]}
 
 
 def test_half_life_is_one_number_or_a_list_to_choose_from():
