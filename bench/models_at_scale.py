@@ -10,7 +10,8 @@ features (not timed), then, each timed from the command's start to its end:
 `enrich score` and `enrich publish` for the run date (the first MERGE: every person
 inserted); then, after the next day's features (not timed), `score` and `publish` for
 that day (a MERGE that updates every person in a full table), as a nightly does.
-Writes bench/results/models_at_scale.{json,md} after every size. `--conf FILE` layers a
+Writes bench/results/models_at_scale.{json,md} after every size (`--models` trains only
+those, `--name` names the results instead). `--conf FILE` layers a
 configuration file over conf/local.yaml for every command (a larger heap for the largest
 size, say); each size records the files it ran with.
 """
@@ -38,7 +39,8 @@ HERE = Path(__file__).resolve().parent
 RUN_DATE = date(2026, 6, 1)
 
 
-def _one_size(profiles: int, days: int, products: int, work: Path, conf_files: list[str]) -> dict:
+def _one_size(profiles: int, days: int, products: int, work: Path, conf_files: list[str],
+              models: list[str] | None) -> dict:
     root = work / f"people-{profiles}" / "lakehouse"
     shutil.rmtree(root.parent, ignore_errors=True)
     conf_args = [arg for file in conf_files for arg in ("--conf", file)]
@@ -52,7 +54,7 @@ def _one_size(profiles: int, days: int, products: int, work: Path, conf_files: l
     events = lakehouse.read(spark, cfg.table("silver_events")).count()
     active = lakehouse.read(spark, cfg.table("features")).count()
     seconds, results = {}, {}
-    for name in model_names(cfg):
+    for name in models or model_names(cfg):
         seconds[f"train {name}"], results[name] = _timed(["train", "--model", name, *common], keep="model: ")
     seconds["score (first night)"] = _timed(["score", *common])
     seconds["publish (first MERGE)"] = _timed(["publish", *common])
@@ -83,10 +85,10 @@ def _timed(argv: list[str], keep: str | None = None):
     return seconds, lines[0] if lines else ""
 
 
-def _write(results: dict) -> str:
+def _write(results: dict, name: str) -> str:
     out = HERE / "results"
     out.mkdir(exist_ok=True)
-    (out / "models_at_scale.json").write_text(json.dumps(results, indent=2) + "\n")
+    (out / f"{name}.json").write_text(json.dumps(results, indent=2) + "\n")
     sizes = results["sizes"]
     steps = list(dict.fromkeys(step for s in sizes for step in s["seconds"]))   # a newer size may train more
     lines = ["# Training, scoring and MERGE time against the number of people", "",
@@ -104,7 +106,7 @@ def _write(results: dict) -> str:
             lines += ["", f"Holdout results at {s['profiles']:,} people:", "",
                       *[f"- {line}" for line in s["holdout"].values() if line]]
     text = "\n".join(lines) + "\n"
-    (out / "models_at_scale.md").write_text(text)
+    (out / f"{name}.md").write_text(text)
     return text
 
 
@@ -118,8 +120,10 @@ def main() -> None:
     parser.add_argument("--profiles", type=int, nargs="+", default=[100000, 1000000])
     parser.add_argument("--days", type=int, default=240)
     parser.add_argument("--products", type=int, default=10000, help="catalogue size")
+    parser.add_argument("--models", nargs="+", metavar="NAME", help="train only these (default: every model)")
+    parser.add_argument("--name", default="models_at_scale", help="results file name under bench/results/")
     parser.add_argument("--add", action="store_true",
-                        help="keep the other sizes of bench/results/models_at_scale.json (same machine and days)")
+                        help="keep the other sizes of the results file (same machine and days)")
     parser.add_argument("--work", default=str(HERE / "work" / "models_at_scale"))
     parser.add_argument("--conf", action="append", default=[], metavar="FILE",
                         help="a configuration file layered over conf/local.yaml for every command")
@@ -127,7 +131,7 @@ def main() -> None:
     results = {"machine": machine(),
                "days": args.days, "sizes": []}
     kept = []
-    earlier_file = HERE / "results" / "models_at_scale.json"
+    earlier_file = HERE / "results" / f"{args.name}.json"
     if args.add and earlier_file.exists():
         earlier = json.loads(earlier_file.read_text())
         if (earlier["machine"], earlier["days"]) != (results["machine"], results["days"]):
@@ -137,9 +141,9 @@ def main() -> None:
     measured = []
     # Written after every size, so a long large size never costs the smaller ones' figures.
     for profiles in args.profiles:
-        measured.append(_one_size(profiles, args.days, args.products, Path(args.work), args.conf))
+        measured.append(_one_size(profiles, args.days, args.products, Path(args.work), args.conf, args.models))
         results["sizes"] = sorted(kept + measured, key=lambda s: s["profiles"])
-        text = _write(results)
+        text = _write(results, args.name)
     print(text)
 
 
