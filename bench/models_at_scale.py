@@ -102,7 +102,7 @@ def _write(results: dict, name: str) -> str:
     lines += [f"Measured: {s['profiles']:,} people {measured_when(s)}{_conf_note(s)}"
               + (f", a catalogue of {s['products']:,} products" if "products" in s else "") + "." for s in sizes]
     for s in sizes:
-        if s.get("holdout"):
+        if any(s.get("holdout", {}).values()):
             lines += ["", f"Holdout results at {s['profiles']:,} people:", "",
                       *[f"- {line}" for line in s["holdout"].values() if line]]
     text = "\n".join(lines) + "\n"
