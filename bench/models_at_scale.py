@@ -19,11 +19,8 @@ size, say); each size records the files it ran with.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import json
 import shutil
-import sys
 import time
 from datetime import date, timedelta
 from pathlib import Path
@@ -53,9 +50,9 @@ def _one_size(profiles: int, days: int, products: int, work: Path, conf_files: l
     spark = build_session(cfg)
     events = lakehouse.read(spark, cfg.table("silver_events")).count()
     active = lakehouse.read(spark, cfg.table("features")).count()
-    seconds, results = {}, {}
+    seconds = {}
     for name in models or model_names(cfg):
-        seconds[f"train {name}"], results[name] = _timed(["train", "--model", name, *common], keep="model: ")
+        seconds[f"train {name}"] = _timed(["train", "--model", name, *common])
     seconds["score (first night)"] = _timed(["score", *common])
     seconds["publish (first MERGE)"] = _timed(["publish", *common])
     next_day = ["--run-date", (RUN_DATE + timedelta(days=1)).isoformat(), *common[2:]]
@@ -64,25 +61,14 @@ def _one_size(profiles: int, days: int, products: int, work: Path, conf_files: l
     seconds["publish (next MERGE)"] = _timed(["publish", *next_day])
     profiles_published = lakehouse.read(spark, cfg.table("profile_enrichment")).count()
     return {"profiles": profiles, "events": events, "people_with_features": active,
-            "profiles_published": profiles_published, "seconds": seconds, "holdout": results,
-            "measured": measured_stamp(),
+            "profiles_published": profiles_published, "seconds": seconds, "measured": measured_stamp(),
             "products": products, "conf_files": [Path(file).name for file in conf_files]}
 
 
-def _timed(argv: list[str], keep: str | None = None):
-    """Wall seconds of one command; with `keep`, also its printed line that starts so
-    (the model's holdout summary, without its MLflow run id)."""
+def _timed(argv: list[str]) -> float:
     started = time.monotonic()
-    printed = io.StringIO()
-    with contextlib.redirect_stdout(printed):
-        code = enrich(argv)
-    sys.stdout.write(printed.getvalue())
-    assert code == 0, argv
-    seconds = round(time.monotonic() - started, 1)
-    if keep is None:
-        return seconds
-    lines = [line.split(", mlflow run")[0] for line in printed.getvalue().splitlines() if line.startswith(keep)]
-    return seconds, lines[0] if lines else ""
+    assert enrich(argv) == 0, argv
+    return round(time.monotonic() - started, 1)
 
 
 def _write(results: dict, name: str) -> str:
@@ -101,10 +87,6 @@ def _write(results: dict, name: str) -> str:
               "| profiles published | " + " | ".join(f"{s['profiles_published']:,}" for s in sizes) + " |", ""]
     lines += [f"Measured: {s['profiles']:,} people {measured_when(s)}{_conf_note(s)}"
               + (f", a catalogue of {s['products']:,} products" if "products" in s else "") + "." for s in sizes]
-    for s in sizes:
-        if any(s.get("holdout", {}).values()):
-            lines += ["", f"Holdout results at {s['profiles']:,} people:", "",
-                      *[f"- {line}" for line in s["holdout"].values() if line]]
     text = "\n".join(lines) + "\n"
     (out / f"{name}.md").write_text(text)
     return text
