@@ -35,7 +35,8 @@ jars: $(JARS_STAMP)
 
 $(JARS_STAMP): deps/pom.xml
 	mvn --batch-mode --quiet -f deps/pom.xml dependency:copy-dependencies \
-	    -DincludeGroupIds=io.delta -DoutputDirectory=$(abspath $(JARS_DIR))
+	    -DincludeGroupIds=io.delta,org.apache.hadoop,software.amazon.awssdk,org.reactivestreams \
+	    -DincludeScope=runtime -DexcludeArtifactIds=apache5-client -DoutputDirectory=$(abspath $(JARS_DIR))
 	touch $@
 
 # The XDM record normaliser runs in the JVM, once per record; it compiles against the

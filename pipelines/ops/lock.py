@@ -16,9 +16,11 @@ unreadable (its writer is between creating and writing it) is held, with the fil
 modification time as its heartbeat. A holder on this host whose process is gone is stale
 at once: a crashed run's restart need not wait for the heartbeat to age.
 
-Exclusive creation is `O_EXCL` on a local disk and Hadoop's create-without-overwrite
-elsewhere, which is atomic on HDFS, ABFS and GCS. On S3 through S3A it is a check then a
-put, not atomic: two hosts starting within the same moment could both take the lock.
+Exclusive creation is `O_EXCL` on a local disk, a conditional put (`If-None-Match: *`) on
+S3 (`s3a://`, `s3://`), and Hadoop's create-without-overwrite elsewhere, which is atomic on
+HDFS, ABFS and GCS. S3 is reached with boto3, set up from the session's S3A settings
+(`fs.s3a.endpoint`, keys, region; per bucket first) or, without a session, from the
+environment (`AWS_ENDPOINT_URL`, the usual credential chain).
 
     with NightlyLock(spark, cfg, {"command": "nightly", "run_date": "2026-11-29", "token": token}):
         ...
@@ -258,13 +260,83 @@ class _HadoopStore:
         self._fs.delete(self._path(name), False)
 
 
+class _S3Store:
+    """The same on S3, whose conditional put lets exactly one of two writers create a key."""
+
+    def __init__(self, spark: SparkSession | None, folder: str):
+        self.folder = folder
+        self._bucket, _, prefix = folder.split("://", 1)[1].partition("/")
+        self._prefix = prefix.strip("/") + "/"
+        self._s3 = _s3_client(spark, self._bucket)
+
+    def numbers(self) -> list[int]:
+        names = []
+        for page in self._s3.get_paginator("list_objects_v2").paginate(Bucket=self._bucket, Prefix=self._prefix,
+                                                                       Delimiter="/"):
+            names += [item["Key"][len(self._prefix):] for item in page.get("Contents", [])]
+        return sorted(int(n[:-5]) for n in names if n.endswith(".json") and n[:-5].isdigit())
+
+    def exists(self, name: str) -> bool:
+        return self.read(name)[0] is not None
+
+    def create(self, name: str, text: str) -> bool:
+        try:
+            self._s3.put_object(Bucket=self._bucket, Key=self._prefix + name, Body=text.encode("utf-8"),
+                                IfNoneMatch="*")
+        except self._s3.exceptions.ClientError as err:
+            # 412: the key exists; 409: another conditional put of it is in flight.
+            if err.response.get("ResponseMetadata", {}).get("HTTPStatusCode") in (409, 412):
+                return False
+            raise
+        return True
+
+    def overwrite(self, name: str, text: str) -> None:
+        self._s3.put_object(Bucket=self._bucket, Key=self._prefix + name, Body=text.encode("utf-8"))
+
+    def read(self, name: str) -> tuple[str | None, datetime | None]:
+        try:
+            found = self._s3.get_object(Bucket=self._bucket, Key=self._prefix + name)
+        except self._s3.exceptions.NoSuchKey:
+            return None, None
+        return found["Body"].read().decode("utf-8", errors="replace"), _utc(found["LastModified"].timestamp())
+
+    def delete(self, name: str) -> None:
+        self._s3.delete_object(Bucket=self._bucket, Key=self._prefix + name)
+
+
+def _s3_client(spark: SparkSession | None, bucket: str):
+    """boto3's S3 client for `bucket`, with the session's S3A settings where it has them."""
+    import boto3
+    from botocore.config import Config as BotoConfig
+
+    conf = spark.sparkContext._jsc.hadoopConfiguration() if spark is not None else None
+
+    def setting(key: str) -> str | None:
+        if conf is None:
+            return None
+        return conf.get(f"fs.s3a.bucket.{bucket}.{key}") or conf.get(f"fs.s3a.{key}")
+
+    endpoint = setting("endpoint")
+    if endpoint and "://" not in endpoint:
+        endpoint = ("http://" if setting("connection.ssl.enabled") == "false" else "https://") + endpoint
+    options = {"endpoint_url": endpoint, "region_name": setting("endpoint.region"),
+               "aws_access_key_id": setting("access.key"), "aws_secret_access_key": setting("secret.key"),
+               "aws_session_token": setting("session.token")}
+    path_style = setting("path.style.access") == "true"
+    return boto3.client("s3", **{k: v for k, v in options.items() if v},
+                        config=BotoConfig(s3={"addressing_style": "path"}) if path_style else None)
+
+
 def _utc(seconds: float) -> datetime:
     return datetime.fromtimestamp(seconds, timezone.utc).replace(tzinfo=None)
 
 
 def _store(spark: SparkSession | None, folder: str):
-    local = "://" not in folder or folder.startswith("file:")
-    return _LocalStore(folder) if local else _HadoopStore(spark, folder)
+    if "://" not in folder or folder.startswith("file:"):
+        return _LocalStore(folder)
+    if folder.startswith(("s3a://", "s3://")):
+        return _S3Store(spark, folder)
+    return _HadoopStore(spark, folder)
 
 
 def _process_alive(pid: int) -> bool:
