@@ -77,7 +77,7 @@ test: setup
 check: setup lint $(AIRFLOW_STAMP)
 	$(MAKE) dag-check
 	HYPOTHESIS_PROFILE=thorough $(BIN)/python -m pytest -q -p no:cacheprovider --durations=10 \
-	    tests/unit tests/component tests/e2e tests/matrix tests/faults
+	    tests/unit tests/component tests/e2e tests/object_store tests/matrix tests/faults
 
 # Built afresh when the pins change, so the venv holds exactly deps/airflow-requirements.txt.
 $(AIRFLOW_STAMP): deps/airflow-requirements.txt

@@ -144,8 +144,14 @@ class Config:
             raise BadInputError("mlflow.tracking_uri must be set when lakehouse.root is a URI")
         return f"sqlite:///{self.root}/mlflow/mlflow.db"
 
-    def mlflow_artifact_location(self) -> str:
-        return self.get("mlflow.artifact_location", None) or _join(self.root, "mlflow/artifacts")
+    def mlflow_artifact_location(self) -> str | None:
+        """Where new experiments keep artifacts: as set; else beside a local lakehouse; else
+        (a lakehouse on object storage) where the tracking server puts them, which MLflow's
+        own clients can reach: they do not speak Hadoop's `s3a://`."""
+        configured = self.get("mlflow.artifact_location", None)
+        if configured or "://" in self.root:
+            return configured
+        return _join(self.root, "mlflow/artifacts")
 
 
 def load_config(env: str = "local", files: Iterable[str] = (), overrides: Iterable[str] = ()) -> Config:

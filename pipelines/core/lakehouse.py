@@ -6,6 +6,7 @@ Each write is one Delta transaction, so a failed step leaves no partial table be
 from __future__ import annotations
 
 import json
+import os
 from typing import Mapping, Sequence
 
 from delta.tables import DeltaTable
@@ -153,15 +154,65 @@ def folder_exists(spark: SparkSession, path: str) -> bool:
     return bool(fs.exists(hadoop_path))
 
 
-def write_text(spark: SparkSession, path: str, text: str, overwrite: bool = True) -> None:
-    """One small text file through Hadoop's file system, so object-store paths work too.
-    Without `overwrite`, an existing file raises (the JVM's FileAlreadyExistsException)."""
+def write_bytes(spark: SparkSession, path: str, data: bytes, overwrite: bool = True) -> None:
+    """One small file through Hadoop's file system, so object-store paths work too; its
+    folders are made as needed. Without `overwrite`, an existing file raises (the JVM's
+    FileAlreadyExistsException; FileExistsError for a local path)."""
+    if "://" not in path:
+        # Hadoop's local file system would leave a checksum file beside each one.
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with open(path, "wb" if overwrite else "xb") as handle:
+            handle.write(data)
+        return
     fs, target = file_system(spark, path)
     stream = fs.create(target, overwrite)
     try:
-        stream.write(bytearray(text.encode("utf-8")))
+        stream.write(bytearray(data))
     finally:
         stream.close()
+
+
+def write_text(spark: SparkSession, path: str, text: str, overwrite: bool = True) -> None:
+    """`write_bytes` of `text` in UTF-8."""
+    write_bytes(spark, path, text.encode("utf-8"), overwrite)
+
+
+def file_size(spark: SparkSession, path: str) -> int | None:
+    """A file's length in bytes; None when there is no file there."""
+    fs, target = file_system(spark, path)
+    if not fs.exists(target):
+        return None
+    status = fs.getFileStatus(target)
+    return int(status.getLen()) if status.isFile() else None
+
+
+def files_under(spark: SparkSession, path: str) -> list[str]:
+    """The paths, relative to `path`, of the files anywhere under a folder ([] when it does
+    not exist). For folders of reports and documents, not of data: the list is the driver's."""
+    fs, folder = file_system(spark, path)
+    if not fs.exists(folder):
+        return []
+    base = fs.makeQualified(folder).toUri().getPath().rstrip("/") + "/"
+    listing, found = fs.listFiles(folder, True), []
+    while listing.hasNext():
+        found.append(listing.next().getPath().toUri().getPath()[len(base):])
+    return found
+
+
+def delete_file(spark: SparkSession, path: str) -> bool:
+    """Delete one file; whether there was one."""
+    fs, target = file_system(spark, path)
+    return bool(fs.delete(target, False))
+
+
+def move_file(spark: SparkSession, source: str, target: str) -> bool:
+    """Rename one file (its new folder is made as needed); whether it existed."""
+    fs, source_path = file_system(spark, source)
+    if not fs.exists(source_path):
+        return False
+    _, target_path = file_system(spark, target)
+    fs.mkdirs(target_path.getParent())
+    return bool(fs.rename(source_path, target_path))
 
 
 def folder_entries(spark: SparkSession, path: str) -> list[str] | None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import html
-import os
 
 import pyspark.sql.functions as F
 
@@ -84,8 +83,7 @@ def _rows_table(rows: dict) -> str:
 
 
 def write_report(ctx: RunContext, outputs: dict[str, dict], counts: dict) -> str:
-    folder = os.path.join(ctx.cfg.reports_dir(), ctx.run_date.isoformat())
-    os.makedirs(folder, exist_ok=True)
+    folder = f"{ctx.cfg.reports_dir().rstrip('/')}/{ctx.run_date.isoformat()}"
     trained = outputs.get("train", {}).get("models", {})
     sections = [f"<h1>Nightly enrichment, {ctx.run_date}</h1>",
                 f"<p>run {html.escape(ctx.run_id)}</p>",
@@ -133,7 +131,6 @@ def write_report(ctx: RunContext, outputs: dict[str, dict], counts: dict) -> str
              "table{border-collapse:collapse}td{border:1px solid #ccc;padding:2px 8px}td.n{text-align:right}")
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>Enrichment {ctx.run_date}</title>"
             f"<style>{style}</style></head><body>{''.join(sections)}</body></html>")
-    path = os.path.join(folder, "index.html")
-    with open(path, "w", encoding="utf-8") as handle:
-        handle.write(page)
+    path = f"{folder}/index.html"
+    lakehouse.write_text(ctx.spark, path, page)
     return path

@@ -14,7 +14,6 @@ a Delta commit costs about a second, and a step runs up to a dozen checks.
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import replace
 
@@ -44,12 +43,12 @@ DQ_SCHEMA = T.StructType([
 
 
 def data_docs_dir(ctx: RunContext) -> str:
-    return os.path.join(ctx.cfg.reports_dir(), "data_docs")
+    return f"{ctx.cfg.reports_dir().rstrip('/')}/data_docs"
 
 
 def validation_results_dir(ctx: RunContext) -> str:
     """GX's JSON validation results, which the Data Docs index is built from."""
-    return os.path.join(ctx.cfg.reports_dir(), "gx_validation_results")
+    return f"{ctx.cfg.reports_dir().rstrip('/')}/gx_validation_results"
 
 
 class QualityChecks:

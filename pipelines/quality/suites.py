@@ -26,6 +26,7 @@ from jinja2 import BytecodeCache
 from pyspark.sql import DataFrame
 
 from pipelines.core.errors import BadInputError
+from pipelines.quality.stores import store_backend
 
 SEVERITIES = {"error": "critical", "warning": "warning"}   # conf word -> GX FailureSeverity
 DOCS_SITE = "enrich"
@@ -167,15 +168,14 @@ def _context(docs_dir: str | None, results_dir: str | None, index_limit: int | N
     index finds the `index_limit` most recent results of earlier suites and nights (all when None)."""
     defaults = InMemoryStoreBackendDefaults(init_temp_docs_sites=False)
     if docs_dir:
-        defaults.stores[defaults.validation_results_store_name]["store_backend"] = {
-            "class_name": "TupleFilesystemStoreBackend", "base_directory": results_dir}
+        defaults.stores[defaults.validation_results_store_name]["store_backend"] = store_backend(results_dir)
         defaults.data_docs_sites = {DOCS_SITE: {
             "class_name": "SiteBuilder",
             "site_index_builder": {"module_name": __name__, "class_name": KeepingSiteIndexBuilder.__name__,
                                    "validation_results_limit": index_limit, **_view(CompiledOnceIndexPageView)},
             "site_section_builders": {"expectations": _view(CompiledOncePageView),
                                       "validations": _view(CompiledOncePageView)},
-            "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": docs_dir},
+            "store_backend": store_backend(docs_dir),
         }}
     config = DataContextConfig(store_backend_defaults=defaults, progress_bars=ProgressBarsConfig(globally=False))
     return gx.get_context(mode="ephemeral", project_config=config)

@@ -54,12 +54,14 @@ def test_a_check_on_a_missing_column_is_reported_not_passed(spark, tmp_path):
         validate(spark.createDataFrame([(1,)], "y int"), suite, {}, sample_size=3)
 
 
-def test_the_data_docs_index_lists_only_the_most_recent_results_and_keeps_every_page(spark, tmp_path):
+@pytest.mark.parametrize("as_uri", [False, True], ids=["local path", "URI through Hadoop"])
+def test_the_data_docs_index_lists_only_the_most_recent_results_and_keeps_every_page(spark, tmp_path, as_uri):
     suite = load_suite(_write_suite(tmp_path, [NOT_NULL]), {}, "error")
     docs, results = tmp_path / "docs", tmp_path / "results"
+    named = (lambda path: path.as_uri()) if as_uri else str
     for night in ("night-a", "night-b", "night-c"):
-        validate(spark.createDataFrame([(1,)], "x int"), suite, {}, sample_size=3, docs_dir=str(docs),
-                 results_dir=str(results), run_name=night, index_limit=2)
+        validate(spark.createDataFrame([(1,)], "x int"), suite, {}, sample_size=3, docs_dir=named(docs),
+                 results_dir=named(results), run_name=night, index_limit=2)
     index = (docs / "index.html").read_text()
     assert "night-b" in index and "night-c" in index and "night-a" not in index
     assert {page.relative_to(docs / "validations").parts[1] for page in (docs / "validations").rglob("*.html")} == {
