@@ -20,7 +20,7 @@ JARS_STAMP  := $(JARS_DIR)/.fetched
 XDM_JAR     := $(JARS_DIR)/enrich-xdm.jar
 XDM_SOURCES := $(shell find pipelines/xdm/jvm -name '*.java')
 
-.PHONY: setup jars demo cluster-demo test check dag-check fault-test lint dist bench model-quality clean-lakehouse notebook
+.PHONY: setup jars demo cluster-demo object-store-demo test check dag-check fault-test lint dist bench model-quality clean-lakehouse notebook
 
 setup: $(SETUP_STAMP) $(JARS_STAMP) $(XDM_JAR)
 
@@ -134,6 +134,13 @@ CLUSTER_ROOT ?= lakehouse-cluster
 cluster-demo: dist
 	$(BIN)/python -m tools.standalone_cluster --root $(CLUSTER_ROOT) --profiles 1500 --days 240 \
 	    --run-date $(RUN_DATE) --kill-executors
+
+# The nightly with its lakehouse on a local S3 server and its models on a local MLflow
+# server (artifacts on the same S3), two nightlies racing for the lock, and the change feed
+# read with delta-rs; one line per check at the end.
+OBJECT_STORE_PROFILES ?= 10000
+object-store-demo: setup
+	$(BIN)/python -m tools.object_store_demo --profiles $(OBJECT_STORE_PROFILES) --run-date $(RUN_DATE)
 
 clean-lakehouse:
 	rm -rf $(DEMO_ROOT)
