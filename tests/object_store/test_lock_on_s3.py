@@ -5,8 +5,6 @@ empty lock is held."""
 from __future__ import annotations
 
 import json
-import multiprocessing
-import time
 from datetime import datetime, timedelta, timezone
 
 import boto3
@@ -15,14 +13,11 @@ import pytest
 from pipelines.core.config import load_config
 from pipelines.core.errors import BadInputError
 from pipelines.ops.lock import FOLDER, NightlyLock
+from tests.lock_races import holder, run_racers
 
 
 def _config(root: str):
     return load_config("local", overrides=[f"lakehouse.root={root}", "mlflow.tracking_uri=sqlite:///unused.db"])
-
-
-def _holder(token: str) -> dict:
-    return {"command": "nightly", "run_date": "2026-11-28", "token": token}
 
 
 def _now() -> datetime:
@@ -56,27 +51,8 @@ def _state(heartbeat: datetime, since: datetime, token: str = "other") -> str:
                        "heartbeat": heartbeat.isoformat(timespec="seconds")})
 
 
-def _race(root: str, token: str, start, results) -> None:
-    cfg = _config(root)
-    start.wait()
-    try:
-        with NightlyLock(None, cfg, _holder(token)):
-            results.put((token, "held"))
-            time.sleep(2)
-    except BadInputError as err:
-        results.put((token, f"refused: {err}"))
-
-
-def _run_racers(root: str, racers: int = 3) -> list[tuple[str, str]]:
-    context = multiprocessing.get_context("spawn")   # the children inherit the server's environment
-    start, results = context.Barrier(racers), context.Queue()
-    processes = [context.Process(target=_race, args=(root, f"racer{k}", start, results)) for k in range(racers)]
-    for process in processes:
-        process.start()
-    outcomes = [results.get(timeout=120) for _ in processes]
-    for process in processes:
-        process.join(timeout=60)
-    return outcomes
+def _run_racers(root: str) -> list[tuple[str, str]]:
+    return run_racers([f"lakehouse.root={root}", "mlflow.tracking_uri=sqlite:///unused.db"])
 
 
 def test_of_processes_racing_for_a_free_lock_on_s3_exactly_one_holds_it(lake):
@@ -102,13 +78,13 @@ def test_of_processes_racing_to_take_over_a_stale_lock_on_s3_exactly_one_holds_i
 def test_a_live_lock_on_s3_is_held_whatever_its_age_and_an_empty_one_too(lake, held):
     lake.leave(3, held)
     with pytest.raises(BadInputError, match="another run holds s3a://"):
-        with NightlyLock(None, _config(lake.root), _holder("new")):
+        with NightlyLock(None, _config(lake.root), holder("new")):
             pass
     assert list(lake.generations()) == [3]
 
 
 def test_a_run_takes_and_releases_the_lock_through_the_sessions_s3a_settings(s3_spark, lake, monkeypatch):
     monkeypatch.delenv("AWS_ENDPOINT_URL")   # only the session's fs.s3a.endpoint leads to the server
-    with NightlyLock(s3_spark, _config(lake.root), _holder("with-session")):
+    with NightlyLock(s3_spark, _config(lake.root), holder("with-session")):
         assert lake.generations()[1]["token"] == "with-session"
     assert lake.generations()[1]["released"] is True

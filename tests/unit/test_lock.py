@@ -4,7 +4,6 @@ over only when stale, and raced for by real processes."""
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
 import socket
 import time
@@ -16,16 +15,13 @@ import pytest
 from pipelines.core.config import load_config
 from pipelines.core.errors import BadInputError
 from pipelines.ops.lock import FOLDER, NightlyLock
+from tests.lock_races import holder, run_racers
 
 
 def _config(root: Path, stale_minutes: float = 10, beat_seconds: float = 30):
     return load_config("local", overrides=[f"lakehouse.root={root}",
                                            f"orchestration.lock_stale_after_minutes={stale_minutes}",
                                            f"orchestration.lock_heartbeat_seconds={beat_seconds}"])
-
-
-def _holder(token: str) -> dict:
-    return {"command": "nightly", "run_date": "2026-11-28", "token": token}
 
 
 def _now() -> datetime:
@@ -66,26 +62,26 @@ def root(tmp_path) -> Path:
 
 
 def test_a_second_run_is_refused_while_the_first_holds_the_lock_and_may_run_after(root):
-    with NightlyLock(None, _config(root), _holder("first")):
+    with NightlyLock(None, _config(root), holder("first")):
         assert _generations(root)[1]["token"] == "first"
         with pytest.raises(BadInputError, match=r"another run holds .*nightly of 2026-11-28 \(pid \d+"):
-            with NightlyLock(None, _config(root), _holder("second")):
+            with NightlyLock(None, _config(root), holder("second")):
                 pass
     assert _generations(root)[1]["released"] is True
-    with NightlyLock(None, _config(root), _holder("third")):
+    with NightlyLock(None, _config(root), holder("third")):
         assert _generations(root)[2]["token"] == "third"
     assert list(_generations(root)) == [1, 2], "older generations are cleaned up, the latest two kept"
 
 
 def test_a_failing_run_releases_the_lock(root):
     with pytest.raises(RuntimeError):
-        with NightlyLock(None, _config(root), _holder("first")):
+        with NightlyLock(None, _config(root), holder("first")):
             raise RuntimeError("step failed")
     assert _generations(root)[1]["released"] is True
 
 
 def test_the_holder_renews_its_heartbeat(root):
-    with NightlyLock(None, _config(root, stale_minutes=0.1, beat_seconds=1), _holder("first")):
+    with NightlyLock(None, _config(root, stale_minutes=0.1, beat_seconds=1), holder("first")):
         first = _generations(root)[1]["heartbeat"]
         time.sleep(2.5)
         assert _generations(root)[1]["heartbeat"] > first
@@ -98,7 +94,7 @@ def test_the_holder_renews_its_heartbeat(root):
 ])
 def test_a_lock_left_by_a_crashed_run_is_taken_over(root, left_behind):
     _leave(root, 7, left_behind, modified=_now() - timedelta(minutes=11))
-    with NightlyLock(None, _config(root), _holder("new")):
+    with NightlyLock(None, _config(root), holder("new")):
         assert _generations(root)[8]["token"] == "new"
 
 
@@ -110,7 +106,7 @@ def test_a_lock_left_by_a_crashed_run_is_taken_over(root, left_behind):
 def test_a_live_lock_is_held_whatever_its_age_and_an_empty_or_unreadable_one_too(root, held):
     _leave(root, 3, held)
     with pytest.raises(BadInputError, match="another run holds"):
-        with NightlyLock(None, _config(root), _holder("new")):
+        with NightlyLock(None, _config(root), holder("new")):
             pass
     assert list(_generations(root)) == [3]
 
@@ -119,36 +115,18 @@ def test_a_lock_of_an_earlier_release_is_respected(root):
     (root / "ops").mkdir(parents=True)
     (root / "ops" / "nightly.lock").write_text(json.dumps({"token": "old"}))
     with pytest.raises(BadInputError, match="a lock of an earlier release is at .*nightly.lock"):
-        with NightlyLock(None, _config(root), _holder("new")):
+        with NightlyLock(None, _config(root), holder("new")):
             pass
 
 
 def test_the_heartbeat_must_be_well_inside_the_stale_limit(root):
     with pytest.raises(BadInputError, match="lock_heartbeat_seconds must be positive and at most a third"):
-        NightlyLock(None, _config(root, stale_minutes=1, beat_seconds=30), _holder("x"))
+        NightlyLock(None, _config(root, stale_minutes=1, beat_seconds=30), holder("x"))
 
 
-def _race(root: str, token: str, start, results) -> None:
-    cfg = _config(Path(root))
-    start.wait()
-    try:
-        with NightlyLock(None, cfg, _holder(token)):
-            results.put((token, "held"))
-            time.sleep(2)
-    except BadInputError as err:
-        results.put((token, f"refused: {err}"))
-
-
-def _run_racers(root: Path, racers: int = 3) -> list[tuple[str, str]]:
-    context = multiprocessing.get_context("spawn")
-    start, results = context.Barrier(racers), context.Queue()
-    processes = [context.Process(target=_race, args=(str(root), f"racer{k}", start, results)) for k in range(racers)]
-    for process in processes:
-        process.start()
-    outcomes = [results.get(timeout=120) for _ in processes]
-    for process in processes:
-        process.join(timeout=60)
-    return outcomes
+def _run_racers(root: Path) -> list[tuple[str, str]]:
+    return run_racers([f"lakehouse.root={root}", "orchestration.lock_stale_after_minutes=10",
+                       "orchestration.lock_heartbeat_seconds=30"])
 
 
 def test_of_processes_racing_for_a_free_lock_exactly_one_holds_it(root):
@@ -168,6 +146,6 @@ def test_of_processes_racing_to_take_over_a_stale_lock_exactly_one_holds_it(root
 def test_a_lock_folder_removed_by_hand_while_held_ends_the_run_without_error(root):
     import shutil
 
-    with NightlyLock(None, _config(root), _holder("first")):
+    with NightlyLock(None, _config(root), holder("first")):
         shutil.rmtree(root / FOLDER)
     assert not (root / FOLDER).exists() or _generations(root) == {}
