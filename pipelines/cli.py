@@ -145,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-NOISY_LOGGERS = ("py4j", "mlflow", "great_expectations", "alembic", "urllib3")
+NOISY_LOGGERS = ("py4j", "mlflow", "great_expectations", "alembic", "urllib3", "botocore", "boto3")
 
 
 def _configure_logging(verbose: bool) -> None:

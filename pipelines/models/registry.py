@@ -12,6 +12,7 @@ from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature, infer_signature
+from pyspark.sql import SparkSession
 
 from pipelines.core.config import Config
 from pipelines.core.errors import BadInputError
@@ -33,6 +34,28 @@ def connect(cfg: Config) -> str:
         return experiment.experiment_id
     return mlflow.create_experiment(name, artifact_location=cfg.mlflow_artifact_location())
 
+
+
+# Where MLflow's artifacts are not a file system Hadoop knows (a tracking server's proxied
+# `mlflow-artifacts:`), mlflow.spark first tries to save the model there with Spark; the
+# attempt fails as expected and MLflow uploads the model itself, but Spark logs the
+# failure as an ERROR with its stack trace, night after night.
+_NOT_HADOOP = ("mlflow-artifacts", "http", "https")
+_SPARK_ML_FAILURES = "org.apache.spark.ml.util.Instrumentation"
+
+
+def log_spark_model(model, artifact_path: str, **options):
+    """mlflow.spark.log_model, without the expected failure's ERROR in the log."""
+    if mlflow.get_artifact_uri().split(":", 1)[0] not in _NOT_HADOOP:
+        return mlflow.spark.log_model(model, artifact_path, **options)
+    jvm = SparkSession.getActiveSession()._jvm
+    log4j = jvm.org.apache.logging.log4j
+    before = log4j.LogManager.getLogger(_SPARK_ML_FAILURES).getLevel()
+    log4j.core.config.Configurator.setLevel(_SPARK_ML_FAILURES, log4j.Level.OFF)
+    try:
+        return mlflow.spark.log_model(model, artifact_path, **options)
+    finally:
+        log4j.core.config.Configurator.setLevel(_SPARK_ML_FAILURES, before)
 
 def version_trained_for(model_name: str, run_date: str) -> ModelVersion | None:
     """The registered version trained for `run_date`, if any (keeps train idempotent)."""

@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import json
 from contextlib import redirect_stdout
-from datetime import datetime, timezone
 from pathlib import Path
 
 import jsonschema
@@ -15,6 +14,8 @@ import pytest
 
 from pipelines.core import lakehouse
 from pipelines.cli import main
+
+from tests.engines import change_feeds_read_by_both, rows_read_by_both
 
 from .conftest import CUSTOM_MODELS
 
@@ -97,43 +98,15 @@ def test_an_export_since_the_latest_version_is_empty_and_the_change_feed_agrees(
     assert {c["change"] for c in changes} == {"insert"}
 
 
-def _comparable(value):
-    """A cell as plain Python, whichever engine read it (Spark Rows, Arrow lists of dicts)."""
-    if hasattr(value, "asDict"):
-        value = value.asDict(recursive=True)
-    if isinstance(value, dict):
-        return {k: _comparable(v) for k, v in sorted(value.items())}
-    if isinstance(value, (list, tuple)):
-        return [_comparable(v) for v in value]
-    if isinstance(value, datetime) and value.tzinfo is not None:
-        return value.astimezone(timezone.utc).replace(tzinfo=None)
-    return value
-
-
 def test_delta_rs_reads_the_profile_table_and_its_change_feed_as_spark_does(spark, nightly):
-    import pyarrow as pa
     from deltalake import DeltaTable
 
     path = nightly.cfg.table("profile_enrichment")
-    ours = {r["person_id"]: {k: _comparable(v) for k, v in r.asDict().items()}
-            for r in lakehouse.read(spark, path).collect()}
-    theirs = {r["person_id"]: {k: _comparable(v) for k, v in r.items()}
-              for r in DeltaTable(path).to_pyarrow_table().to_pylist()}
-    assert theirs == ours
-    feed = (spark.read.format("delta").option("readChangeFeed", "true").option("startingVersion", 0).load(path)
-            .select("person_id", "_change_type", "_commit_version", "affinity_top_categories", "convert_factors"))
-    spark_feed = sorted((r["person_id"], r["_change_type"], r["_commit_version"],
-                         _comparable(r["affinity_top_categories"]), _comparable(r["convert_factors"]))
-                        for r in feed.collect())
-    # Versions whose MERGE rewrote files without changing a row (a rerun of the night) have no
-    # change data files: Spark's feed shows nothing for them, delta-rs infers every copied row
-    # as deleted and inserted. The versions that changed rows must read the same.
-    changed = {version for _, _, version, _, _ in spark_feed}
-    rs_feed = sorted((r["person_id"], r["_change_type"], r["_commit_version"],
-                      _comparable(r["affinity_top_categories"]), _comparable(r["convert_factors"]))
-                     for r in pa.table(DeltaTable(path).load_cdf(starting_version=0).read_all()).to_pylist()
-                     if r["_commit_version"] in changed)
-    assert rs_feed == spark_feed and len(rs_feed) >= len(ours)
+    profiles, theirs = rows_read_by_both(spark, path, DeltaTable(path))
+    assert theirs == profiles
+    ours, theirs = change_feeds_read_by_both(spark, path, DeltaTable(path),
+                                             ("person_id", "affinity_top_categories", "convert_factors"))
+    assert theirs == ours and len(ours) >= len(profiles) > 0
 
 
 def test_show_finds_a_person_by_an_identity_that_is_not_their_primary_one(spark, nightly):

@@ -71,11 +71,13 @@ def test_of_processes_racing_to_take_over_a_stale_lock_on_s3_exactly_one_holds_i
     assert lake.generations()[6]["token"] == winners[0]
 
 
+# Made when the test runs, not at collection, or the heartbeat would be as old as the tiers before.
 @pytest.mark.parametrize("held", [
-    _state(heartbeat=_now(), since=_now() - timedelta(days=2)),   # running for two days, heartbeat fresh
-    "",                                                           # being written just now
-])
+    lambda: _state(heartbeat=_now(), since=_now() - timedelta(days=2)),   # running for two days, heartbeat fresh
+    lambda: "",                                                           # being written just now
+], ids=["running for days", "empty"])
 def test_a_live_lock_on_s3_is_held_whatever_its_age_and_an_empty_one_too(lake, held):
+    held = held()
     lake.leave(3, held)
     with pytest.raises(BadInputError, match="another run holds s3a://"):
         with NightlyLock(None, _config(lake.root), holder("new")):

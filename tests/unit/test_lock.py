@@ -87,23 +87,27 @@ def test_the_holder_renews_its_heartbeat(root):
         assert _generations(root)[1]["heartbeat"] > first
 
 
+# States are made when the test runs: made at collection, a fresh heartbeat would be as old
+# as the tiers that run before the test.
 @pytest.mark.parametrize("left_behind", [
-    _state(socket.gethostname(), 999_999_999, _now()),                          # this host, its process gone
-    _state("elsewhere", os.getpid(), _now() - timedelta(minutes=11)),           # no heartbeat for 11 minutes
-    "",                                                                          # empty, and old
-])
+    lambda: _state(socket.gethostname(), 999_999_999, _now()),                  # this host, its process gone
+    lambda: _state("elsewhere", os.getpid(), _now() - timedelta(minutes=11)),   # no heartbeat for 11 minutes
+    lambda: "",                                                                  # empty, and old
+], ids=["process gone", "heartbeat old", "empty and old"])
 def test_a_lock_left_by_a_crashed_run_is_taken_over(root, left_behind):
+    left_behind = left_behind()
     _leave(root, 7, left_behind, modified=_now() - timedelta(minutes=11))
     with NightlyLock(None, _config(root), holder("new")):
         assert _generations(root)[8]["token"] == "new"
 
 
 @pytest.mark.parametrize("held", [
-    _state("elsewhere", 4242, heartbeat=_now(), since=_now() - timedelta(days=2)),   # running for days, alive
-    "",                                                                               # being written just now
-    "{not json",                                                                      # unreadable, recent
-])
+    lambda: _state("elsewhere", 4242, heartbeat=_now(), since=_now() - timedelta(days=2)),   # running for days
+    lambda: "",                                                                               # being written now
+    lambda: "{not json",                                                                      # unreadable, recent
+], ids=["running for days", "empty", "unreadable"])
 def test_a_live_lock_is_held_whatever_its_age_and_an_empty_or_unreadable_one_too(root, held):
+    held = held()
     _leave(root, 3, held)
     with pytest.raises(BadInputError, match="another run holds"):
         with NightlyLock(None, _config(root), holder("new")):

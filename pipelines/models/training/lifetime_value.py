@@ -23,7 +23,6 @@ from datetime import timedelta
 
 import mlflow
 import mlflow.pyfunc
-import mlflow.spark
 import pandas as pd
 import pyspark.sql.functions as F
 from mlflow.entities.model_registry import ModelVersion
@@ -217,10 +216,10 @@ def _log_model(name: str, method: str, parameters: dict, horizon: int, regressor
     if method == REGRESSOR:
         signature = registry.signature(sample, [0.0] * len(sample))
         requirements = [f"pyspark=={spark_version}"]
-        judged = mlflow.spark.log_model(judged_regressor, artifacts.JUDGED_REGRESSOR, signature=signature,
+        judged = registry.log_spark_model(judged_regressor, artifacts.JUDGED_REGRESSOR, signature=signature,
                                         pip_requirements=requirements)
         mlflow.set_tag(artifacts.JUDGED_REGRESSOR, judged.model_uri)
-        return mlflow.spark.log_model(regressor, "model", registered_model_name=name, signature=signature,
+        return registry.log_spark_model(regressor, "model", registered_model_name=name, signature=signature,
                                       pip_requirements=requirements)
     example = pd.DataFrame({"x": [0.0, 2.0], "t_x": [0.0, 30.0], "T": [40.0, 90.0], "mean_spend": [None, 55.0]})
     model = LifetimeValueModel(parameters, horizon)

@@ -7,7 +7,6 @@ least `min_silhouette`, no worse than the champion's on the same people.
 
 from __future__ import annotations
 
-import mlflow.spark
 import pyspark.sql.functions as F
 from mlflow.entities.model_registry import ModelVersion
 
@@ -66,7 +65,7 @@ class SegmentsTrainer(ConfiguredTrainer):
         spark_version = ctx.spark.version
 
         def log_model(name: str):
-            return mlflow.spark.log_model(model, "model", registered_model_name=name,
+            return registry.log_spark_model(model, "model", registered_model_name=name,
                                           signature=registry.signature(sample, [1] * len(sample)),
                                           pip_requirements=[f"pyspark=={spark_version}"])
 

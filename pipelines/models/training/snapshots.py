@@ -19,7 +19,6 @@ from functools import cached_property, reduce
 from typing import Callable
 
 import pyspark.sql.functions as F
-import mlflow.spark
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.models import infer_signature
 from pyspark import StorageLevel
@@ -203,7 +202,7 @@ class SnapshotTrainer(Trainer):
         sample = self.holdout.select(*self.inputs).limit(5).toPandas()
         signature = infer_signature(sample, [output_example] * len(sample))
         requirements = [f"pyspark=={self.ctx.spark.version}"]
-        return lambda name: mlflow.spark.log_model(model, "model", registered_model_name=name, signature=signature,
+        return lambda name: registry.log_spark_model(model, "model", registered_model_name=name, signature=signature,
                                                    pip_requirements=requirements)
 
     def fit_chosen(self, train: DataFrame) -> tuple[PipelineModel, dict, list[dict]]:
