@@ -35,7 +35,6 @@ def connect(cfg: Config) -> str:
     return mlflow.create_experiment(name, artifact_location=cfg.mlflow_artifact_location())
 
 
-
 # Where MLflow's artifacts are not a file system Hadoop knows (a tracking server's proxied
 # `mlflow-artifacts:`), mlflow.spark first tries to save the model there with Spark; the
 # attempt fails as expected and MLflow uploads the model itself, but Spark logs the
@@ -56,6 +55,7 @@ def log_spark_model(model, artifact_path: str, **options):
         return mlflow.spark.log_model(model, artifact_path, **options)
     finally:
         log4j.core.config.Configurator.setLevel(_SPARK_ML_FAILURES, before)
+
 
 def version_trained_for(model_name: str, run_date: str) -> ModelVersion | None:
     """The registered version trained for `run_date`, if any (keeps train idempotent)."""

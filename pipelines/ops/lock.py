@@ -170,6 +170,11 @@ def _name(number: int) -> str:
     return f"{number:012d}.json"
 
 
+def _numbers(names: list[str]) -> list[int]:
+    """The generations among a folder's names, in order."""
+    return sorted(int(n[:-5]) for n in names if n.endswith(".json") and n[:-5].isdigit())
+
+
 class _LocalStore:
     def __init__(self, folder: str):
         self.folder = folder.removeprefix("file://").removeprefix("file:")
@@ -182,7 +187,7 @@ class _LocalStore:
             names = os.listdir(self.folder)
         except FileNotFoundError:
             return []
-        return sorted(int(n[:-5]) for n in names if n.endswith(".json") and n[:-5].isdigit())
+        return _numbers(names)
 
     def exists(self, name: str) -> bool:
         return os.path.exists(self._path(name))
@@ -232,7 +237,7 @@ class _HadoopStore:
 
     def numbers(self) -> list[int]:
         names = lakehouse.folder_entries(self._spark, self.folder) or []
-        return sorted(int(n[:-5]) for n in names if n.endswith(".json") and n[:-5].isdigit())
+        return _numbers(names)
 
     def exists(self, name: str) -> bool:
         return bool(self._fs.exists(self._path(name)))
@@ -274,7 +279,7 @@ class _S3Store:
         for page in self._s3.get_paginator("list_objects_v2").paginate(Bucket=self._bucket, Prefix=self._prefix,
                                                                        Delimiter="/"):
             names += [item["Key"][len(self._prefix):] for item in page.get("Contents", [])]
-        return sorted(int(n[:-5]) for n in names if n.endswith(".json") and n[:-5].isdigit())
+        return _numbers(names)
 
     def exists(self, name: str) -> bool:
         return self.read(name)[0] is not None

@@ -217,10 +217,10 @@ def _log_model(name: str, method: str, parameters: dict, horizon: int, regressor
         signature = registry.signature(sample, [0.0] * len(sample))
         requirements = [f"pyspark=={spark_version}"]
         judged = registry.log_spark_model(judged_regressor, artifacts.JUDGED_REGRESSOR, signature=signature,
-                                        pip_requirements=requirements)
+                                          pip_requirements=requirements)
         mlflow.set_tag(artifacts.JUDGED_REGRESSOR, judged.model_uri)
         return registry.log_spark_model(regressor, "model", registered_model_name=name, signature=signature,
-                                      pip_requirements=requirements)
+                                        pip_requirements=requirements)
     example = pd.DataFrame({"x": [0.0, 2.0], "t_x": [0.0, 30.0], "T": [40.0, 90.0], "mean_spend": [None, 55.0]})
     model = LifetimeValueModel(parameters, horizon)
     return mlflow.pyfunc.log_model(name="model", python_model=model, registered_model_name=name,

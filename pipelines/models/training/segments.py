@@ -66,8 +66,8 @@ class SegmentsTrainer(ConfiguredTrainer):
 
         def log_model(name: str):
             return registry.log_spark_model(model, "model", registered_model_name=name,
-                                          signature=registry.signature(sample, [1] * len(sample)),
-                                          pip_requirements=[f"pyspark=={spark_version}"])
+                                            signature=registry.signature(sample, [1] * len(sample)),
+                                            pip_requirements=[f"pyspark=={spark_version}"])
 
         return Candidate(
             metrics={"silhouette": score, "k": float(k), "people": float(self.people)},

@@ -202,8 +202,8 @@ class SnapshotTrainer(Trainer):
         sample = self.holdout.select(*self.inputs).limit(5).toPandas()
         signature = infer_signature(sample, [output_example] * len(sample))
         requirements = [f"pyspark=={self.ctx.spark.version}"]
-        return lambda name: registry.log_spark_model(model, "model", registered_model_name=name, signature=signature,
-                                                   pip_requirements=requirements)
+        return lambda name: registry.log_spark_model(model, "model", registered_model_name=name,
+                                                     signature=signature, pip_requirements=requirements)
 
     def fit_chosen(self, train: DataFrame) -> tuple[PipelineModel, dict, list[dict]]:
         """The model fitted on `train` with conf's settings or the search's best: (model,
