@@ -13,19 +13,25 @@ from dataclasses import dataclass
 import mlflow.spark
 
 from pipelines.models import registry
-from pipelines.models.lifetime_value import BgNbd, GammaGamma, parameters_from_dict
+from pipelines.models.counting_models import CountingModel, parameters_from_dict
+from pipelines.models.lifetime_value import GammaGamma
 
 AFFINITY_PARAMETERS = "affinity_parameters.json"       # prior strength, weights, half-life, top k
-LIFETIME_VALUE_PARAMETERS = "lifetime_value_parameters.json"   # BG/NBD, Gamma-Gamma, the value method
+LIFETIME_VALUE_PARAMETERS = "lifetime_value_parameters.json"   # counting model, Gamma-Gamma, the value method
 SEGMENTS = "segments.json"                             # each segment's id, name and typical member
 PRECISION_CURVES = "holdout_precision_curves.json"     # product/content affinity: precision@1..k per candidate
 SEARCH = "hyperparameter_search.json"                  # every candidate of a training and its measure
 DECILES = "holdout_deciles.json"                       # a regressor's predicted and actual per decile
 JUDGED_REGRESSOR = "judged_model"    # lifetime value: the run tag naming the regressor its holdout judged
 
-# The two ways to value a buyer; the one with the lower holdout MAE is registered.
+# The ways to value a buyer: a counting model with Gamma-Gamma ("<counting model>_gamma_gamma",
+# BG/NBD's below), or the regressor; the one with the lowest holdout MAE is registered.
 PROBABILISTIC = "bgnbd_gamma_gamma"
 REGRESSOR = "gbt_regressor"
+
+
+def probabilistic_method(counting_model: str) -> str:
+    return f"{counting_model}_gamma_gamma"
 
 
 def affinity_parameters(run_id: str) -> dict:
@@ -34,21 +40,22 @@ def affinity_parameters(run_id: str) -> dict:
 
 @dataclass(frozen=True)
 class ValueModel:
-    """A lifetime-value version: its BG/NBD and Gamma-Gamma fits, which always give P(alive)
-    and the expected purchases, and the way it values a buyer's spend."""
-    bgnbd: BgNbd
+    """A lifetime-value version: its counting model (BG/NBD or another) and Gamma-Gamma
+    fits, which always give P(alive) and the expected purchases, and the way it values a
+    buyer's spend."""
+    counts: CountingModel
     spend: GammaGamma
     horizon_days: int
-    method: str     # PROBABILISTIC, or REGRESSOR: the version's Spark ML pipeline gives the value
+    method: str     # probabilistic_method(counts.name), or REGRESSOR: its Spark ML pipeline gives the value
 
 
 def lifetime_value_model(run_id: str, judged: bool = False) -> ValueModel:
     """The version's parameters for tonight's values (refitted up to its run date), or with
     `judged` the ones its holdout judged (versions logged before the refit have only those)."""
     logged = registry.load_dict(run_id, LIFETIME_VALUE_PARAMETERS)
-    bgnbd, spend = parameters_from_dict(logged.get("judged", logged) if judged else logged)
+    counts, spend = parameters_from_dict(logged.get("judged", logged) if judged else logged)
     # Versions logged before the regressor existed are probabilistic.
-    return ValueModel(bgnbd, spend, int(logged["horizon_days"]), logged.get("value_method", PROBABILISTIC))
+    return ValueModel(counts, spend, int(logged["horizon_days"]), logged.get("value_method", PROBABILISTIC))
 
 
 def judged_regressor(run_id: str, model_name: str, version: str):

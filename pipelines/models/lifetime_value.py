@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date
-from typing import Callable, Sequence
+from typing import Callable, ClassVar, Sequence
 
 import numpy as np
 import pyspark.sql.functions as F
@@ -45,6 +45,16 @@ class BgNbd:
     alpha: float
     a: float
     b: float
+    name: ClassVar[str] = "bgnbd"
+
+    def log_likelihood(self, x: np.ndarray, t_x: np.ndarray, T: np.ndarray) -> np.ndarray:
+        return bgnbd_log_likelihood(self, x, t_x, T)
+
+    def p_alive(self, x: np.ndarray, t_x: np.ndarray, T: np.ndarray) -> np.ndarray:
+        return probability_alive(self, x, t_x, T)
+
+    def expected_purchases(self, horizon: float, x: np.ndarray, t_x: np.ndarray, T: np.ndarray) -> np.ndarray:
+        return expected_purchases(self, horizon, x, t_x, T)
 
 
 @dataclass(frozen=True)
@@ -290,16 +300,18 @@ def expected_spend(params: GammaGamma, x: np.ndarray, mean_spend: np.ndarray) ->
     return (1 - weight_own) * population_mean + weight_own * own
 
 
-def with_lifetime_value(bgnbd: BgNbd, spend: GammaGamma, horizon: float) -> Callable[[DataFrame], DataFrame]:
+def with_lifetime_value(counts, spend: GammaGamma, horizon: float) -> Callable[[DataFrame], DataFrame]:
     """Per-person summaries -> the same rows plus `p_alive`, `expected_purchases` over
     `horizon` (the summaries' time unit) and `expected_value` (purchases x spend per
-    purchase). Computed in the executors, batch by batch, with the fitted parameters."""
+    purchase). `counts`: BG/NBD or another counting model (pipelines/models/
+    counting_models.py). Computed in the executors, batch by batch, with the fitted
+    parameters."""
     def _predict(batches):
         for batch in batches:
             x, t_x, T = batch["x"].to_numpy(), batch["t_x"].to_numpy(), batch["T"].to_numpy()
-            purchases = expected_purchases(bgnbd, horizon, x, t_x, T)
+            purchases = counts.expected_purchases(horizon, x, t_x, T)
             per_purchase = expected_spend(spend, x, batch["mean_spend"].to_numpy(dtype=float, na_value=np.nan))
-            yield batch.assign(p_alive=probability_alive(bgnbd, x, t_x, T), expected_purchases=purchases,
+            yield batch.assign(p_alive=counts.p_alive(x, t_x, T), expected_purchases=purchases,
                                expected_value=purchases * per_purchase)
 
     def _apply(summary: DataFrame) -> DataFrame:
@@ -343,12 +355,3 @@ def holdout_errors(predicted: DataFrame, actual: DataFrame) -> dict[str, float]:
             "holdout_total_ratio": float(row["predicted"] or 0.0) / actual_total if actual_total else float("inf"),
             "holdout_purchases_predicted": float(row["predicted_purchases"] or 0.0),
             "holdout_purchases_actual": float(row["actual_purchases"] or 0.0)}
-
-
-def parameters_dict(bgnbd: BgNbd, spend: GammaGamma) -> dict[str, dict[str, float]]:
-    return {"bgnbd": {k: float(v) for k, v in vars(bgnbd).items()},
-            "gamma_gamma": {k: float(v) for k, v in vars(spend).items()}}
-
-
-def parameters_from_dict(data: dict) -> tuple[BgNbd, GammaGamma]:
-    return BgNbd(**data["bgnbd"]), GammaGamma(**data["gamma_gamma"])

@@ -107,21 +107,25 @@ def value_sufficiency(buyers: int, repeat_buyers: int, min_repeat_buyers: int) -
     return Decision(allowed=not reason, check="data_sufficiency", rule=rule, observed=observed, reason=reason)
 
 
-def value_refit(parameters: dict[str, dict[str, float]]) -> Decision:
+def value_refit(parameters: dict) -> Decision:
     """Accept a lifetime-value refit on the latest purchases when every parameter is a
-    finite positive number away from the degenerate edges of these likelihoods (below
-    1e4), the Gamma-Gamma mean spend exists (q > 1) and the mean purchase rate r / alpha is
-    at most one purchase day per day."""
-    bgnbd, spend = parameters["bgnbd"], parameters["gamma_gamma"]
-    values = {**{f"bgnbd.{k}": v for k, v in bgnbd.items()}, **{f"gamma_gamma.{k}": v for k, v in spend.items()}}
+    finite positive number, the shapes away from the degenerate edges of these likelihoods
+    (below 1e4; the scales alpha, beta and gamma carry the units and are not bounded), the
+    Gamma-Gamma mean spend exists (q > 1) and the mean purchase rate r / alpha is at most
+    one purchase day per day. `parameters`: the counting model's (named by
+    "counting_model", BG/NBD when absent) and "gamma_gamma"."""
+    counting = parameters.get("counting_model", "bgnbd")
+    counts, spend = parameters[counting], parameters["gamma_gamma"]
+    values = {**{f"{counting}.{k}": v for k, v in counts.items()}, **{f"gamma_gamma.{k}": v for k, v in spend.items()}}
+    scales = (".alpha", ".beta", ".gamma")
     problems = [f"{name} = {value:.4g} is not a positive number below 1e4" for name, value in values.items()
-                if not (math.isfinite(value) and 0 < value < 1e4) and not name.endswith((".alpha", ".gamma"))]
+                if not (math.isfinite(value) and 0 < value < 1e4) and not name.endswith(scales)]
     problems += [f"{name} = {value:.4g} is not a finite positive number" for name, value in values.items()
-                 if name.endswith((".alpha", ".gamma")) and not (math.isfinite(value) and value > 0)]
+                 if name.endswith(scales) and not (math.isfinite(value) and value > 0)]
     if not problems and spend["q"] <= 1:
         problems.append(f"gamma_gamma.q = {spend['q']:.4g}: the mean spend does not exist (q <= 1)")
-    if not problems and bgnbd["r"] / bgnbd["alpha"] > 1:
-        problems.append(f"the mean purchase rate r / alpha = {bgnbd['r'] / bgnbd['alpha']:.4g} exceeds one a day")
+    if not problems and counts["r"] / counts["alpha"] > 1:
+        problems.append(f"the mean purchase rate r / alpha = {counts['r'] / counts['alpha']:.4g} exceeds one a day")
     observed = ", ".join(f"{name}={value:.4g}" for name, value in values.items())
     return Decision(allowed=not problems, check="refit_plausible", rule="0 < shapes < 1e4, q > 1, r / alpha <= 1",
                     observed=observed, reason="; ".join(problems))

@@ -1,4 +1,4 @@
-"""Lifetime value of the run date: the champion's BG/NBD and Gamma-Gamma parameters applied
+"""Lifetime value of the run date: the champion's counting model and Gamma-Gamma parameters applied
 to every active buyer's purchase summary (in the executors), the value from the regressor
 when that way won the champion's holdout -> gold/lifetime_value."""
 
@@ -33,9 +33,9 @@ def score(ctx: RunContext, checks: QualityChecks, features: DataFrame) -> dict:
     active = features.select("person_id")
     summary = (lakehouse.read(spark, cfg.table("silver_events"), "ingest")
                .transform(purchase_summary(ctx.run_date)).join(active, "person_id"))
-    valued = summary.transform(with_lifetime_value(value.bgnbd, value.spend, float(value.horizon_days)))
+    valued = summary.transform(with_lifetime_value(value.counts, value.spend, float(value.horizon_days)))
     if value.method == REGRESSOR:
-        # The regressor won on the holdout: it gives the value; BG/NBD still gives P(alive) and purchases.
+        # The regressor won on the holdout: it gives the value; the counting model P(alive) and purchases.
         regressor = registry.load_spark_model(name, champion.version)
         predicted = (regressor.transform(features.join(summary.select("person_id"), "person_id"))
                      .select("person_id", non_negative_value().alias("_regressor_value")))

@@ -16,8 +16,8 @@ from pipelines.models.lifetime_value import (BgNbd, GammaGamma, actual_value, co
                                              compress_for_gamma_gamma, expected_purchases, expected_spend, fit_bgnbd,
                                              bgnbd_log_likelihood, bgnbd_objective, fit_gamma_gamma,
                                              gamma_gamma_log_likelihood, gamma_gamma_objective, holdout_errors,
-                                             parameters_dict, parameters_from_dict, probability_alive, purchase_summary,
-                                             with_lifetime_value)
+                                             probability_alive, purchase_summary, with_lifetime_value)
+from pipelines.models.counting_models import parameters_dict, parameters_from_dict
 
 
 def _significant(value: float, digits: int = 3) -> float:

@@ -142,6 +142,12 @@ CDNOW_FIT = {"bgnbd": {"r": 0.243, "alpha": 4.414, "a": 0.793, "b": 2.426},
     ({"bgnbd": {"r": 2e4, "alpha": 4.414, "a": 0.793, "b": 2.426}}, "bgnbd.r = 2e+04 is not a positive number"),
     ({"bgnbd": {"r": 0.243, "alpha": 0.1, "a": 0.793, "b": 2.426}}, "exceeds one a day"),
     ({"bgnbd": {"r": float("nan"), "alpha": 4.414, "a": 0.793, "b": 2.426}}, "bgnbd.r = nan"),
+    # Pareto/NBD on CDNOW (Fader, Hardie and Lee 2005, the note), then with a degenerate lifetime shape.
+    ({"counting_model": "pareto_nbd", "pareto_nbd": {"r": 0.553, "alpha": 10.58, "s": 0.606, "beta": 11.66}}, ""),
+    ({"counting_model": "pareto_nbd", "pareto_nbd": {"r": 0.553, "alpha": 10.58, "s": 3e4, "beta": 11.66}},
+     "pareto_nbd.s = 3e+04 is not a positive number below 1e4"),
+    ({"counting_model": "pareto_nbd", "pareto_nbd": {"r": 0.553, "alpha": 10.58, "s": 0.606, "beta": -1.0}},
+     "pareto_nbd.beta = -1 is not a finite positive number"),
 ])
 def test_a_lifetime_value_refit_is_used_only_with_plausible_parameters(change, reason):
     decision = model_gates.value_refit({**CDNOW_FIT, **change})
