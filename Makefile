@@ -116,6 +116,7 @@ bench: setup $(BENCH_STAMP)
 # Each champion of the demo lakehouse against the generator's oracle (after `make demo`).
 model-quality: setup
 	$(BIN)/python bench/model_quality.py --root $(DEMO_ROOT)
+	$(BIN)/python bench/oracle_gap.py --root $(DEMO_ROOT)
 	$(BIN)/python bench/cdnow_vs_lifetimes.py
 
 lint: setup
