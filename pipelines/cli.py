@@ -311,9 +311,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "models":
             return _models(args, cfg)
         if getattr(args, "model", None) is not None or args.command in MODEL_USERS:
-            from pipelines.models.specs import propensity_specs
+            from pipelines.models.specs import counting_models, propensity_specs
             # A wrong name or a bad model definition fails before Spark starts.
             propensity_specs(cfg, getattr(args, "model", None))
+            counting_models(cfg)
         if args.command in READERS:
             return _read_profiles(args, cfg)
         if args.command in PRIVACY:

@@ -25,6 +25,8 @@ from pipelines.core.errors import BadInputError
 from pipelines.features.build import feature_columns, with_labels
 from pipelines.models import custom
 from pipelines.models.affinity import PRODUCTS, Dimension, content
+from pipelines.models.counting_models import COUNTING_MODELS
+from pipelines.models.lifetime_value import BgNbd
 
 TARGETS = ("purchase", "churn")
 CUSTOM = "custom"
@@ -139,6 +141,18 @@ def model_names(cfg: Config) -> list[str]:
     """Every model `enrich train` trains, in order."""
     return (list(cfg.get("models.propensity") or []) + [key for key in OTHER_MODELS if enabled(cfg, key)]
             + custom_keys(cfg))
+
+
+def counting_models(cfg: Config) -> list[str]:
+    """The counting models lifetime value judges (`models.lifetime_value.counting_models`),
+    BG/NBD first: it is always fitted, as the customer-base features rest on it. An unknown
+    name: exit code 2."""
+    names = [str(name) for name in (cfg.get(f"models.{LIFETIME_VALUE}.counting_models", None) or [])]
+    unknown = [name for name in names if name not in COUNTING_MODELS]
+    if unknown:
+        raise BadInputError(f"models.{LIFETIME_VALUE}.counting_models: unknown {', '.join(map(repr, unknown))}; "
+                            f"known: {', '.join(COUNTING_MODELS)}")
+    return [BgNbd.name, *(name for name in COUNTING_MODELS if name in names and name != BgNbd.name)]
 
 
 def propensity_specs(cfg: Config, only: str | None = None) -> list[ModelSpec]:

@@ -34,6 +34,8 @@ def _error_lines(text: str) -> list[str]:
     (["train", "--model", "ltv"],
      "--model 'ltv' is not a model; known: convert_propensity, churn_propensity, lifetime_value"),
     (["score", "--model", "churn_propensity"], "unrecognized arguments: --model"),
+    (["train", "--set", "models.lifetime_value.counting_models=[bgnbd, pareto]"],
+     "models.lifetime_value.counting_models: unknown 'pareto'; known: bgnbd, mbgnbd, pareto_nbd"),
 ])
 def test_a_bad_option_exits_2_with_one_line(argv, fragment):
     done = subprocess.run([ENRICH, *argv], capture_output=True, text=True, timeout=120)

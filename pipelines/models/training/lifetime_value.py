@@ -33,7 +33,6 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame
 
 from pipelines.core.context import RunContext
-from pipelines.core.errors import BadInputError
 from pipelines.core.reproducible import in_canonical_order
 from pipelines.features.build import feature_columns
 from pipelines.models import artifacts, registry
@@ -43,7 +42,7 @@ from pipelines.models.counting_models import (COUNTING_MODELS, fit_counting_mode
 from pipelines.models.lifetime_value import (BgNbd, collect_weighted, compress_for_bgnbd, compress_for_gamma_gamma,
                                              expected_spend, fit_gamma_gamma, holdout_errors, purchase_summary,
                                              with_lifetime_value)
-from pipelines.models.specs import LIFETIME_VALUE
+from pipelines.models.specs import LIFETIME_VALUE, counting_models
 from pipelines.models.training.lifecycle import Candidate, ConfiguredTrainer, Refusal
 from pipelines.models.training.snapshots import PinnedEvents
 from pipelines.models.value_regressor import labelled_buyers, non_negative_value, regressor_pipeline
@@ -80,7 +79,7 @@ class LifetimeValueTrainer(ConfiguredTrainer):
         self.events = events
         self.horizon = int(self.model_cfg["horizon_days"])
         self.holdout = ctx.run_date - timedelta(days=self.horizon)
-        self.counting_names = self._counting_model_names()
+        self.counting_names = counting_models(ctx.cfg)
         self._cached: list[DataFrame] = []
 
     @property
@@ -101,16 +100,6 @@ class LifetimeValueTrainer(ConfiguredTrainer):
                                   F.sum(F.when(F.col("x") > 0, 1).otherwise(0)).alias("repeat")).first()
         return value_sufficiency(int(counts["buyers"]), int(counts["repeat"] or 0),
                                  int(self.ctx.cfg.get("quality.sufficiency.min_labels_per_class")))
-
-    def _counting_model_names(self) -> list[str]:
-        """The counting models conf names, BG/NBD first: it is always fitted (the
-        customer-base features rest on it, and it is the floor the others must beat)."""
-        names = [str(n) for n in (self.model_cfg.get("counting_models") or [])]
-        unknown = [n for n in names if n not in COUNTING_MODELS]
-        if unknown:
-            raise BadInputError(f"models.{self.key}.counting_models: unknown {', '.join(unknown)}; "
-                             f"known: {', '.join(COUNTING_MODELS)}")
-        return [BgNbd.name, *(n for n in COUNTING_MODELS if n in names and n != BgNbd.name)]
 
     def fit(self) -> Candidate:
         ctx, events, horizon, holdout = self.ctx, self.events, self.horizon, self.holdout
