@@ -56,6 +56,16 @@ def _datasets() -> Path:
     return Path(lifetimes.__file__).parent / "datasets"
 
 
+def cdnow_summary() -> dict:
+    """The per-customer CDNOW summary in weeks that Fader, Hardie and Lee fitted (2,357
+    customers): x, t_x, T and the mean repeat spend, as numpy arrays."""
+    import numpy as np
+
+    table = np.genfromtxt(_datasets() / "cdnow_customers_summary_with_transactions.csv", delimiter=",", names=True)
+    assert len(table) == 2357
+    return {"x": table["x"], "t_x": table["t_x"], "T": table["T"], "mean_spend": table["zbar"]}
+
+
 def cdnow_master() -> list[Purchase]:
     """Every CDNOW purchase: customer, date, number of CDs, dollars."""
     purchases = []

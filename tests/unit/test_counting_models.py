@@ -3,8 +3,6 @@ parameters they were drawn with on simulated buyers, and the shapes of their ans
 
 from __future__ import annotations
 
-import importlib.util
-import os
 
 import numpy as np
 import pandas as pd
@@ -13,17 +11,13 @@ import pytest
 from pipelines.models.counting_models import (COUNTING_MODELS, MbgNbd, ParetoNbd, _mean_negative,
                                               fit_counting_model, parameters_dict, parameters_from_dict)
 from pipelines.models.lifetime_value import BgNbd, GammaGamma
+from tests.real_data import cdnow_summary
 
 
 @pytest.fixture(scope="module")
 def cdnow() -> dict[str, np.ndarray]:
     """CDNOW summary in weeks as shipped by the `lifetimes` package."""
-    spec = importlib.util.find_spec("lifetimes")
-    assert spec is not None, "the test extra installs lifetimes for its CDNOW data"
-    path = os.path.join(spec.submodule_search_locations[0], "datasets",
-                        "cdnow_customers_summary_with_transactions.csv")
-    table = np.genfromtxt(path, delimiter=",", names=True)
-    return {"x": table["x"], "t_x": table["t_x"], "T": table["T"]}
+    return cdnow_summary()
 
 
 def _significant(value: float, digits: int = 3) -> float:

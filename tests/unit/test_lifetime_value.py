@@ -3,8 +3,6 @@ CDNOW sample (2,357 customers, weeks), and the per-person summaries Spark comput
 
 from __future__ import annotations
 
-import importlib.util
-import os
 from datetime import date
 
 import numpy as np
@@ -18,6 +16,7 @@ from pipelines.models.lifetime_value import (BgNbd, GammaGamma, actual_value, co
                                              gamma_gamma_log_likelihood, gamma_gamma_objective, holdout_errors,
                                              probability_alive, purchase_summary, with_lifetime_value)
 from pipelines.models.counting_models import parameters_dict, parameters_from_dict
+from tests.real_data import cdnow_summary
 
 
 def _significant(value: float, digits: int = 3) -> float:
@@ -27,13 +26,7 @@ def _significant(value: float, digits: int = 3) -> float:
 @pytest.fixture(scope="module")
 def cdnow() -> dict[str, np.ndarray]:
     """CDNOW summary as shipped by the `lifetimes` package (read as data; its code is not used)."""
-    spec = importlib.util.find_spec("lifetimes")
-    assert spec is not None, "the test extra installs lifetimes for its CDNOW data"
-    path = os.path.join(spec.submodule_search_locations[0], "datasets",
-                        "cdnow_customers_summary_with_transactions.csv")
-    table = np.genfromtxt(path, delimiter=",", names=True)
-    assert len(table) == 2357
-    return {"x": table["x"], "t_x": table["t_x"], "T": table["T"], "mean_spend": table["zbar"]}
+    return cdnow_summary()
 
 
 def test_bgnbd_fit_matches_the_published_cdnow_estimates(cdnow):
