@@ -4,8 +4,8 @@ predicting what a buyer spends in the horizon after the as-of date.
     train on buyers as of holdout - horizon, labelled with their spend in the next horizon
     judge on buyers as of holdout, labelled with their spend in [holdout, run_date)
 
-It is compared with BG/NBD + Gamma-Gamma on the same buyers (pipelines/models/
-lifetime_value_train.py); the one with the lower MAE is registered.
+It is compared with each counting model + Gamma-Gamma on the same buyers
+(pipelines/models/training/lifetime_value.py); the way with the lowest MAE is registered.
 """
 
 from __future__ import annotations

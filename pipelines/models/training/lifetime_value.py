@@ -37,7 +37,7 @@ from pipelines.core.reproducible import in_canonical_order
 from pipelines.features.build import feature_columns
 from pipelines.models import artifacts, registry
 from pipelines.models.artifacts import REGRESSOR, probabilistic_method
-from pipelines.models.counting_models import (COUNTING_MODELS, fit_counting_model, parameters_dict,
+from pipelines.models.counting_models import (COUNTING_MODELS, CountingModel, fit_counting_model, parameters_dict,
                                               parameters_from_dict)
 from pipelines.models.lifetime_value import (BgNbd, collect_weighted, compress_for_bgnbd, compress_for_gamma_gamma,
                                              expected_spend, fit_gamma_gamma, holdout_errors, purchase_summary,
@@ -107,7 +107,7 @@ class LifetimeValueTrainer(ConfiguredTrainer):
         decimals = int(model_cfg["spend_decimals"])
         bgnbd_data = collect_weighted(compress_for_bgnbd(self.summary), ["x", "t_x", "T"])
         spend_data = collect_weighted(compress_for_gamma_gamma(self.summary, decimals), ["x", "mean_spend"])
-        counting: dict[str, object] = {}
+        counting: dict[str, CountingModel] = {}
         skipped: dict[str, str] = {}
         for name in self.counting_names:
             ctx.progress(f"fitting {name} on purchases before {holdout}")
