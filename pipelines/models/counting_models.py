@@ -176,8 +176,9 @@ def _fit_numerically(objective: Callable[[np.ndarray], float], starts: Sequence[
 
 def fit_counting_model(name: str, data: dict[str, np.ndarray]) -> CountingModel:
     """Maximum likelihood over weighted (x, t_x, T) tuples: BG/NBD with its gradient, the
-    others by a simplex from rates and lifetimes at the data's time scale, then from unit
-    values. Raises ValueError when the fit does not converge or there is nothing to fit."""
+    others by `_fit_numerically` from rates and lifetimes at the data's time scale, then
+    from unit values. Raises ValueError when the fit does not converge or there is nothing
+    to fit."""
     if name == BgNbd.name:
         return fit_bgnbd(data)
     kind = COUNTING_MODELS.get(name)
