@@ -143,23 +143,19 @@ def popularity_scores(strengths: DataFrame, n: int, item: str) -> DataFrame:
 
 
 def shrunk_scores(strengths: DataFrame, prior_strength: float, n: int, item: str,
-                  spread: DataFrame | None = None) -> DataFrame:
-    """Each person's strengths (plus `spread`, strength borrowed from similar items) over
-    the items they touched and the `n` most popular, shrunk towards popularity by
-    `prior_strength`: the `history` score, and `co_occurrence`'s with `spread`."""
+                  borrowed: DataFrame | None = None) -> DataFrame:
+    """Each person's strengths (or `borrowed`: their own plus what similar items lend,
+    pipelines/models/item_affinity.py) over the items they touched and the `n` most
+    popular, shrunk towards popularity by `prior_strength`: the `history` score, and
+    `co_occurrence`'s with `borrowed`."""
     if prior_strength < 0:
         raise ValueError(f"prior_strength must be >= 0, got {prior_strength}")
     shares = popularity(strengths, item)
     people = strengths.groupBy("person_id").agg(exact_sum("strength").alias("total"))
-    parts = [strengths.select("person_id", item, "strength"),
-             people.select("person_id").crossJoin(F.broadcast(_popular(shares, n, item)))
-             .withColumn("strength", F.lit(0.0))]
-    if spread is not None:
-        parts.append(spread.select("person_id", item, "strength"))
-    # Strength, borrowed strength and zeros: summed in a fixed order, so the sum is exact.
-    union = parts[0]
-    for part in parts[1:]:
-        union = union.unionByName(part)
+    own = strengths if borrowed is None else borrowed
+    # Strengths and the popular items' zeros: summed in a fixed order, so the sum is exact.
+    union = own.select("person_id", item, "strength").unionByName(
+        people.select("person_id").crossJoin(F.broadcast(_popular(shares, n, item))).withColumn("strength", F.lit(0.0)))
     candidates = union.groupBy("person_id", item).agg(exact_sum("strength").alias("strength"))
     prior = F.lit(float(prior_strength))
     return (candidates.join(shares, item).join(people, "person_id")

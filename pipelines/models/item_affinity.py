@@ -28,9 +28,9 @@ from datetime import date, timedelta
 from typing import Mapping
 
 import pyspark.sql.functions as F
-from pyspark.sql import DataFrame, Window
+from pyspark.sql import Column, DataFrame, Window
 
-from pipelines.core.reproducible import exact_sum
+from pipelines.core.reproducible import EXACT, exact_sum
 from pipelines.models.affinity import (als_top_categories, dimension_of, popularity, popularity_scores, ranked,
                                        shrunk_scores)
 
@@ -86,7 +86,7 @@ POPULAR_GROUPS = 3
 
 
 def grouped_scores(strengths: DataFrame, prior_strength: float, n: int, item: str, groups: DataFrame,
-                   spread: DataFrame | None = None) -> DataFrame:
+                   borrowed: DataFrame | None = None) -> DataFrame:
     """`shrunk_scores` with a prior that knows each item's group (a product's category):
     an item the person never touched scores by how much they lean to its group and how
     popular it is within it, not by its popularity overall.
@@ -95,8 +95,14 @@ def grouped_scores(strengths: DataFrame, prior_strength: float, n: int, item: st
         A(p, g)     = (s(p, g) + prior * pop(g)) / (S(p) + prior)   the person's share of the group
         w(j)        = pop(j) / pop(g(j))                              the item's share of its group
 
-    Candidates: the person's items, and the `n` most popular items of each of their groups
-    and of the POPULAR_GROUPS most popular. An item with no group is a group of its own."""
+    with s(p, j) the person's strength, or with `borrowed` (`borrowed_strengths`) their own
+    plus what their items lend to it. Candidates: the person's items, and the `n` most
+    popular items of each of their groups and of the POPULAR_GROUPS most popular; the `n`
+    best per person are returned. An item with no group is a group of its own.
+
+    Each person's candidates are scored and sorted inside one row (their groups, their items,
+    the groups' leading items from a small broadcast map): after one aggregation by person
+    nothing is shuffled, where a row per candidate would shuffle people x groups x n rows."""
     if prior_strength < 0:
         raise ValueError(f"prior_strength must be >= 0, got {prior_strength}")
     prior = F.lit(float(prior_strength))
@@ -104,31 +110,60 @@ def grouped_scores(strengths: DataFrame, prior_strength: float, n: int, item: st
               .withColumn("_group", F.coalesce("_group", item)))
     group_shares = shares.groupBy("_group").agg(exact_sum("popularity").alias("_group_popularity"))
     items = (shares.join(group_shares, "_group")
-             .select(item, "_group", (F.col("popularity") / F.col("_group_popularity")).alias("_within")))
+             .select(item, "_group", "_group_popularity",
+                     (F.col("popularity") / F.col("_group_popularity")).alias("_within")))
+    # A catalogue's size: group -> its `n` leading items, best first; and the most popular groups.
     by_share = Window.partitionBy("_group").orderBy(F.desc("_within"), item)
-    leading = items.withColumn("_n", F.row_number().over(by_share)).where(F.col("_n") <= n).drop("_n")
-    own = strengths.select("person_id", item, "strength")
-    if spread is not None:
-        own = (own.unionByName(spread.select("person_id", item, "strength"))
-               .groupBy("person_id", item).agg(exact_sum("strength").alias("strength")))
-    people = strengths.groupBy("person_id").agg(exact_sum("strength").alias("_total"))
-    per_group = (strengths.join(items.select(item, "_group"), item)
-                 .groupBy("person_id", "_group").agg(exact_sum("strength").alias("_group_strength")))
-    popular = group_shares.orderBy(F.desc("_group_popularity"), "_group").limit(POPULAR_GROUPS).select("_group")
-    their_groups = (own.join(items.select(item, "_group"), item).select("person_id", "_group")
-                    .unionByName(people.select("person_id").crossJoin(F.broadcast(popular))).distinct())
-    leaning = (their_groups.join(per_group, ["person_id", "_group"], "left").join(people, "person_id")
-               .join(group_shares, "_group")
-               .select("person_id", "_group",
-                       ((F.coalesce("_group_strength", F.lit(0.0)) + prior * F.col("_group_popularity"))
-                        / (F.col("_total") + prior)).alias("_leaning")))
-    candidates = (own.select("person_id", item)
-                  .unionByName(leaning.join(leading, "_group").select("person_id", item)).distinct())
-    return (candidates.join(own, ["person_id", item], "left").join(items, item)
-            .join(leaning, ["person_id", "_group"]).join(people, "person_id")
-            .select("person_id", item,
-                    ((F.coalesce("strength", F.lit(0.0)) + prior * F.col("_leaning") * F.col("_within"))
-                     / (F.col("_total") + prior)).alias("score")))
+    leading = (items.withColumn("_n", F.row_number().over(by_share)).where(F.col("_n") <= n)
+               .groupBy("_group")
+               .agg(F.sort_array(F.collect_list(F.struct("_n", F.col(item).alias("item"), "_within"))).alias("_list"))
+               .agg(F.map_from_entries(F.collect_list(F.struct("_group", "_list"))).alias("_leading")))
+    popular = (group_shares.orderBy(F.desc("_group_popularity"), "_group").limit(POPULAR_GROUPS)
+               .agg(F.collect_list(F.struct(F.col("_group").alias("group"), F.lit(0.0).cast(EXACT).alias("strength"),
+                                            F.col("_group_popularity").alias("popularity"))).alias("_popular")))
+    own = (borrowed if borrowed is not None
+           else strengths.select("person_id", item, "strength", F.col("strength").alias("own")))
+    # Totals stay decimal until the person's: the same sums as adding every strength at once.
+    per_group = (own.join(F.broadcast(items), item)
+                 .groupBy("person_id", "_group")
+                 .agg(F.sum(F.col("own").cast(EXACT)).alias("_group_strength"),
+                      F.first("_group_popularity").alias("_group_popularity"),
+                      F.collect_list(F.struct(F.col(item).alias("item"), "strength", "_within")).alias("_items")))
+    people = (per_group.groupBy("person_id")
+              .agg(F.sum("_group_strength").cast("double").alias("_total"),
+                   F.collect_list(F.struct(F.col("_group").alias("group"), F.col("_group_strength").alias("strength"),
+                                           F.col("_group_popularity").alias("popularity"), "_items")).alias("_groups"))
+              .crossJoin(F.broadcast(leading)).crossJoin(F.broadcast(popular)))
+    denominator = F.col("_total") + prior
+
+    def leaning(group: Column) -> Column:
+        return (group["strength"].cast("double") + prior * group["popularity"]) / denominator
+
+    # Candidates as (item, -score): the person's items, and their groups' leading items
+    # scored as untouched. Sorted by item, an item both touched and leading comes first with
+    # its own (higher) score; the later copy is dropped by comparing neighbours, not by
+    # searching a list per candidate.
+    def own_score(g: Column, o: Column) -> Column:
+        return -(o["strength"] + prior * leaning(g) * o["_within"]) / denominator
+
+    owned = F.flatten(F.transform("_groups", lambda g: F.transform(
+        g["_items"], lambda o: F.struct(o["item"].alias("item"), own_score(g, o).alias("s")))))
+    their_groups = F.concat(
+        F.transform("_groups", lambda g: F.struct(g["group"].alias("group"), g["strength"].alias("strength"),
+                                                  g["popularity"].alias("popularity"))),
+        F.filter("_popular", lambda p: ~F.exists("_groups", lambda g: g["group"] == p["group"])))
+    # Every group is in the map (both come from the same strengths): no lookup is null.
+    leading_items = F.flatten(F.transform(their_groups, lambda g: F.transform(
+        F.element_at("_leading", g["group"]),
+        lambda c: F.struct(c["item"].alias("item"), (-prior * leaning(g) * c["_within"] / denominator).alias("s")))))
+    first_of_each = F.filter("_by_item", lambda c, i: F.coalesce(F.get("_by_item", i - 1)["item"] != c["item"],
+                                                                  F.lit(True)))
+    best = F.slice(F.sort_array(F.transform(first_of_each, lambda c: F.struct(c["s"], c["item"]))), 1, n)
+    return (people.select("person_id", "_total", "_groups", "_leading", "_popular")
+            .withColumn("_by_item", F.sort_array(F.concat(owned, leading_items)))
+            .select("person_id", F.explode(best).alias("_c"))
+            .select("person_id", F.col("_c.item").alias(item), (-F.col("_c.s")).alias("score")))
+
 
 def item_similarities(strengths: DataFrame, item: str, neighbours: int, max_history: int) -> DataFrame:
     """(<item>, neighbour, similarity): for each item its `neighbours` most similar, by
@@ -152,14 +187,25 @@ def item_similarities(strengths: DataFrame, item: str, neighbours: int, max_hist
             .drop("_n"))
 
 
-def spread_strengths(strengths: DataFrame, similarities: DataFrame, neighbour_weight: float,
-                     item: str) -> DataFrame:
-    """(person_id, <item>, strength) borrowed from each person's items by their neighbours:
-    `neighbour_weight` x sum over the person's items i of s(p, i) x sim(i, item)."""
-    return (strengths.join(similarities, item)
-            .select("person_id", F.col("neighbour").alias(item),
-                    (F.lit(float(neighbour_weight)) * F.col("strength") * F.col("similarity")).alias("strength"))
-            .groupBy("person_id", item).agg(exact_sum("strength").alias("strength")))
+def borrowed_strengths(strengths: DataFrame, similarities: DataFrame, neighbour_weight: float,
+                       item: str) -> DataFrame:
+    """(person_id, <item>, strength, own): each person's own strength of an item (`own`, 0
+    for one they never touched) plus what their items lend it through `similarities`:
+
+        strength(p, j) = s(p, j) + neighbour_weight * sum over p's items i of s(p, i) * sim(i, j)
+
+    One broadcast join with the similarities (and every item with itself) and one sum per
+    person and item, on strengths partitioned by person: the borrowed rows, many per
+    strength, are never shuffled."""
+    lent = F.lit(float(neighbour_weight)) * F.col("similarity")
+    lends = similarities.select(item, "neighbour", lent.alias("_lent"), F.lit(0.0).alias("_kept"))
+    keeps = (strengths.select(item).distinct()
+             .select(item, F.col(item).alias("neighbour"), F.lit(1.0).alias("_lent"), F.lit(1.0).alias("_kept")))
+    return (strengths.repartition("person_id").join(F.broadcast(lends.unionByName(keeps)), item)
+            .groupBy("person_id", "neighbour")
+            .agg(exact_sum(F.col("strength") * F.col("_lent")).alias("strength"),
+                 exact_sum(F.col("strength") * F.col("_kept")).alias("own"))
+            .withColumnRenamed("neighbour", item))
 
 
 def candidate_scores(strengths: DataFrame, parameters: Mapping, n: int, item: str,
@@ -172,15 +218,15 @@ def candidate_scores(strengths: DataFrame, parameters: Mapping, n: int, item: st
     if method == "popularity":
         return popularity_scores(strengths, n, item)
     if method in ("history", "co_occurrence"):
-        spread = None
+        borrowed = None
         if method == "co_occurrence":
             similarities = item_similarities(strengths, item, int(parameters["neighbours"]),
                                              int(parameters["max_history"]))
-            spread = spread_strengths(strengths, similarities, float(parameters["neighbour_weight"]), item)
+            borrowed = borrowed_strengths(strengths, similarities, float(parameters["neighbour_weight"]), item)
         prior = float(parameters["prior_strength"])
         if groups is not None:
-            return grouped_scores(strengths, prior, n, item, groups, spread)
-        return shrunk_scores(strengths, prior, n, item, spread)
+            return grouped_scores(strengths, prior, n, item, groups, borrowed)
+        return shrunk_scores(strengths, prior, n, item, borrowed)
     if method == "als":
         return (als_top_categories(strengths, n, int(parameters["rank"]), float(parameters["reg_param"]),
                                    float(parameters["alpha"]), int(parameters["seed"]), item)
@@ -225,7 +271,7 @@ def ranking_metrics(top: DataFrame, future: DataFrame, k: int, item: str, catalo
     wanted = truth.groupBy("person_id").agg(F.count(F.lit(1)).alias("_wanted"))
     judged = (top.join(wanted, "person_id")
               .join(truth.withColumn("_hit", F.lit(1.0)), ["person_id", item], "left")
-              .withColumn("_hit", F.coalesce(F.col("_hit"), F.lit(0.0))))
+              .withColumn("_hit", F.coalesce(F.col("_hit"), F.lit(0.0))).cache())   # read twice below
     ideal = F.aggregate(F.sequence(F.lit(1), F.least(F.lit(k), F.col("_wanted"))), F.lit(0.0),
                         lambda acc, r: acc + F.lit(1.0) / F.log2(r + F.lit(1)))
     per_person = (judged.groupBy("person_id", "_wanted")
@@ -238,6 +284,7 @@ def ranking_metrics(top: DataFrame, future: DataFrame, k: int, item: str, catalo
                          F.avg(F.col(f"_hits{k}") / F.col("_wanted")).alias("recall"),
                          F.avg(F.col("_dcg") / F.col("_ideal")).alias("ndcg")).first()
     recommended = judged.select(item).distinct().count()
+    judged.unpersist()
     curve = [float(row[f"p{cut}"] or 0.0) for cut in range(1, k + 1)]
     return {"precision_at_k": curve[-1], "recall_at_k": float(row["recall"] or 0.0),
             "ndcg_at_k": float(row["ndcg"] or 0.0), "coverage": recommended / catalogue if catalogue else 0.0,

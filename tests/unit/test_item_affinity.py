@@ -146,6 +146,61 @@ def test_within_categories_an_untouched_product_of_the_persons_category_beats_a_
     assert scores["tent-2"] == pytest.approx(2 * lean * (4 / 8) / 6)
 
 
+def _scores_by_formula(rows, category_of, prior, lent=None):
+    """Every product's grouped score for every person, computed directly from the formula
+    (grouped_scores' docstring); `lent`: {(person, sku): strength borrowed from neighbours}."""
+    own = {(p, i): s for p, i, s in rows}
+    people, skus = sorted({p for p, _, _ in rows}), sorted(category_of)
+    total = sum(own.values())
+    popularity = {i: sum(s for (_, j), s in own.items() if j == i) / total for i in skus}
+    group_popularity = {}
+    for i in skus:
+        group_popularity[category_of[i]] = group_popularity.get(category_of[i], 0.0) + popularity[i]
+    scores = {}
+    for p in people:
+        mine = sum(s for (q, _), s in own.items() if q == p)
+        for i in skus:
+            g = category_of[i]
+            in_group = sum(s for (q, j), s in own.items() if q == p and category_of[j] == g)
+            lean = (in_group + prior * group_popularity[g]) / (mine + prior)
+            strength = own.get((p, i), 0.0) + (lent or {}).get((p, i), 0.0)
+            scores[p, i] = (strength + prior * lean * popularity[i] / group_popularity[g]) / (mine + prior)
+    return scores
+
+
+@pytest.mark.parametrize("method", ["history", "co_occurrence"])
+def test_grouped_rankings_are_the_formulas_best_items_for_everyone(spark, method):
+    # Three categories (all among the most popular, so every product is a candidate).
+    category_of = {f"{g}{n}": g for g in "ABC" for n in range(4)}
+    rows = [("p1", "A0", 3.0), ("p1", "A1", 1.0), ("p1", "B2", 0.5), ("p2", "B0", 2.0), ("p2", "C3", 4.0),
+            ("p3", "A0", 1.0), ("p3", "A2", 2.0), ("p3", "C1", 1.5), ("p4", "C0", 5.0), ("p4", "B1", 0.25),
+            ("p5", "A3", 1.0), ("p5", "B0", 1.0), ("p5", "C0", 1.0), ("p6", "B3", 2.0), ("p6", "A1", 0.5),
+            ("p6", "C2", 1.0)]
+    groups = spark.createDataFrame(sorted(category_of.items()), "sku string, category string")
+    parameters = {"method": method, "prior_strength": 2.0, "neighbour_weight": 0.5, "neighbours": 20,
+                  "max_history": 20}
+    lent = None
+    if method == "co_occurrence":
+        # Cosine over people of who touched what: lent(p, j) = w * sum_i s(p, i) * sim(i, j).
+        touched = {}
+        for p, i, _ in rows:
+            touched.setdefault(i, set()).add(p)
+        lent = {}
+        for p, i, s in rows:
+            for j in touched:
+                both = len(touched[i] & touched[j])
+                if j != i and both:
+                    lent[p, j] = lent.get((p, j), 0.0) + 0.5 * s * both / math.sqrt(len(touched[i]) * len(touched[j]))
+    expected = _scores_by_formula(rows, category_of, 2.0, lent)
+    top = recommend(_strengths(spark, rows), parameters, 4, "sku", groups=groups).collect()
+    for p in sorted({r[0] for r in rows}):
+        best = sorted((sku for (q, sku) in expected if q == p),
+                      key=lambda sku: (-expected[p, sku], sku))[:4]
+        got = sorted((r for r in top if r["person_id"] == p), key=lambda r: r["rank"])
+        assert [r["sku"] for r in got] == best, p
+        assert [r["score"] for r in got] == pytest.approx([expected[p, sku] for sku in best]), p
+
+
 def test_products_take_the_category_their_single_product_events_name_most(spark):
     events = spark.createDataFrame([
         ("a", "e1", date(2026, 5, 1), 1.0, 0.0, 0.0, False, 0.0, ["X"], None, ["Tents"]),
