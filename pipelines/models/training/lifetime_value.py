@@ -133,13 +133,15 @@ class LifetimeValueTrainer(ConfiguredTrainer):
         judged_summary = self._keep(self.summary.join(self.judged.select("person_id"), "person_id")
                                     .persist(StorageLevel.MEMORY_AND_DISK))
         by_method: dict[str, dict] = {}
+        valued: dict[str, DataFrame] = {}
         for name, counts in counting.items():
-            by_method[probabilistic_method(name)] = holdout_errors(
-                judged_summary.transform(with_lifetime_value(counts, spend, float(horizon))), self.actual)
+            valued[name] = judged_summary.transform(with_lifetime_value(counts, spend, float(horizon))).cache()
+            by_method[probabilistic_method(name)] = holdout_errors(valued[name], self.actual)
         # The counting model that values buyers best gives P(alive) and purchases on every way.
         best_counts = min(counting, key=lambda n: by_method[probabilistic_method(n)]["holdout_mae"])
-        probabilistic = self._keep(judged_summary.transform(
-            with_lifetime_value(counting[best_counts], spend, float(horizon))).cache())
+        for name in [n for n in valued if n != best_counts]:
+            valued.pop(name).unpersist()
+        probabilistic = self._keep(valued[best_counts])
         earlier = holdout - timedelta(days=horizon)
         ctx.progress(f"fitting the gradient-boosted regressor on buyers as of {earlier}")
         training_rows = in_canonical_order(
