@@ -3,7 +3,6 @@ parameters they were drawn with on simulated buyers, and the shapes of their ans
 
 from __future__ import annotations
 
-
 import numpy as np
 import pandas as pd
 import pytest
