@@ -18,8 +18,9 @@ recommended to that person again, unless the conf says the catalogue is consumab
 
 Each candidate is judged on the interactions of a holdout window: precision@k, recall@k,
 NDCG@k and catalogue coverage, and precision at every cut 1..k for the report's plot.
-Everything is a Spark frame: nothing that grows with people or the catalogue reaches the
-driver, only the `n` most popular items and one count.
+Nothing that grows with people reaches the driver: only the `n` most popular items, one
+count, and for the grouped ranking what it reads of the catalogue (its items' groups and
+shares, the similarities), a catalogue's size.
 """
 
 from __future__ import annotations
@@ -28,9 +29,10 @@ from datetime import date, timedelta
 from typing import Mapping
 
 import pyspark.sql.functions as F
-from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import DataFrame, Window
 
-from pipelines.core.reproducible import EXACT, exact_sum
+from pipelines.core.reproducible import exact_sum
+from pipelines.models import grouped_ranking
 from pipelines.models.affinity import (als_top_categories, dimension_of, popularity, popularity_scores, ranked,
                                        shrunk_scores)
 
@@ -86,7 +88,7 @@ POPULAR_GROUPS = 3
 
 
 def grouped_scores(strengths: DataFrame, prior_strength: float, n: int, item: str, groups: DataFrame,
-                   borrowed: DataFrame | None = None) -> DataFrame:
+                   similarities: DataFrame | None = None, neighbour_weight: float = 0.0) -> DataFrame:
     """`shrunk_scores` with a prior that knows each item's group (a product's category):
     an item the person never touched scores by how much they lean to its group and how
     popular it is within it, not by its popularity overall.
@@ -95,74 +97,33 @@ def grouped_scores(strengths: DataFrame, prior_strength: float, n: int, item: st
         A(p, g)     = (s(p, g) + prior * pop(g)) / (S(p) + prior)   the person's share of the group
         w(j)        = pop(j) / pop(g(j))                              the item's share of its group
 
-    with s(p, j) the person's strength, or with `borrowed` (`borrowed_strengths`) their own
-    plus what their items lend to it. Candidates: the person's items, and the `n` most
-    popular items of each of their groups and of the POPULAR_GROUPS most popular; the `n`
-    best per person are returned. An item with no group is a group of its own.
+    with s(p, j) the person's strength, or with `similarities` their own plus what their
+    items lend to it (as `borrowed_strengths`). Candidates: the items the person touched or
+    was lent, and the `n` most popular items of each of their groups and of the
+    POPULAR_GROUPS most popular; the `n` best per person are returned. An item with no
+    group is a group of its own.
 
-    Each person's candidates are scored and sorted inside one row (their groups, their items,
-    the groups' leading items from a small broadcast map): after one aggregation by person
-    nothing is shuffled, where a row per candidate would shuffle people x groups x n rows."""
+    What the formula reads of the catalogue (items, groups, similarities: a catalogue's
+    size, never people) goes to the driver and to every task; each person's strengths
+    become one row, and the lending and the ranking run in numpy per batch of people
+    (pipelines/models/grouped_ranking.py). Nothing grows with people x items but the
+    arrays of one batch."""
     if prior_strength < 0:
         raise ValueError(f"prior_strength must be >= 0, got {prior_strength}")
-    prior = F.lit(float(prior_strength))
     shares = (popularity(strengths, item).join(groups.withColumnRenamed("category", "_group"), item, "left")
               .withColumn("_group", F.coalesce("_group", item)))
     group_shares = shares.groupBy("_group").agg(exact_sum("popularity").alias("_group_popularity"))
     items = (shares.join(group_shares, "_group")
-             .select(item, "_group", "_group_popularity",
-                     (F.col("popularity") / F.col("_group_popularity")).alias("_within")))
-    # A catalogue's size: group -> its `n` leading items, best first; and the most popular groups.
-    by_share = Window.partitionBy("_group").orderBy(F.desc("_within"), item)
-    leading = (items.withColumn("_n", F.row_number().over(by_share)).where(F.col("_n") <= n)
-               .groupBy("_group")
-               .agg(F.sort_array(F.collect_list(F.struct("_n", F.col(item).alias("item"), "_within"))).alias("_list"))
-               .agg(F.map_from_entries(F.collect_list(F.struct("_group", "_list"))).alias("_leading")))
-    popular = (group_shares.orderBy(F.desc("_group_popularity"), "_group").limit(POPULAR_GROUPS)
-               .agg(F.collect_list(F.struct(F.col("_group").alias("group"), F.lit(0.0).cast(EXACT).alias("strength"),
-                                            F.col("_group_popularity").alias("popularity"))).alias("_popular")))
-    own = (borrowed if borrowed is not None
-           else strengths.select("person_id", item, "strength", F.col("strength").alias("own")))
-    # Totals stay decimal until the person's: the same sums as adding every strength at once.
-    per_group = (own.join(F.broadcast(items), item)
-                 .groupBy("person_id", "_group")
-                 .agg(F.sum(F.col("own").cast(EXACT)).alias("_group_strength"),
-                      F.first("_group_popularity").alias("_group_popularity"),
-                      F.collect_list(F.struct(F.col(item).alias("item"), "strength", "_within")).alias("_items")))
-    people = (per_group.groupBy("person_id")
-              .agg(F.sum("_group_strength").cast("double").alias("_total"),
-                   F.collect_list(F.struct(F.col("_group").alias("group"), F.col("_group_strength").alias("strength"),
-                                           F.col("_group_popularity").alias("popularity"), "_items")).alias("_groups"))
-              .crossJoin(F.broadcast(leading)).crossJoin(F.broadcast(popular)))
-    denominator = F.col("_total") + prior
-
-    def leaning(group: Column) -> Column:
-        return (group["strength"].cast("double") + prior * group["popularity"]) / denominator
-
-    # Candidates as (item, -score): the person's items, and their groups' leading items
-    # scored as untouched. Sorted by item, an item both touched and leading comes first with
-    # its own (higher) score; the later copy is dropped by comparing neighbours, not by
-    # searching a list per candidate.
-    def own_score(g: Column, o: Column) -> Column:
-        return -(o["strength"] + prior * leaning(g) * o["_within"]) / denominator
-
-    owned = F.flatten(F.transform("_groups", lambda g: F.transform(
-        g["_items"], lambda o: F.struct(o["item"].alias("item"), own_score(g, o).alias("s")))))
-    their_groups = F.concat(
-        F.transform("_groups", lambda g: F.struct(g["group"].alias("group"), g["strength"].alias("strength"),
-                                                  g["popularity"].alias("popularity"))),
-        F.filter("_popular", lambda p: ~F.exists("_groups", lambda g: g["group"] == p["group"])))
-    # Every group is in the map (both come from the same strengths): no lookup is null.
-    leading_items = F.flatten(F.transform(their_groups, lambda g: F.transform(
-        F.element_at("_leading", g["group"]),
-        lambda c: F.struct(c["item"].alias("item"), (-prior * leaning(g) * c["_within"] / denominator).alias("s")))))
-    first_of_each = F.filter("_by_item", lambda c, i: F.coalesce(F.get("_by_item", i - 1)["item"] != c["item"],
-                                                                  F.lit(True)))
-    best = F.slice(F.sort_array(F.transform(first_of_each, lambda c: F.struct(c["s"], c["item"]))), 1, n)
-    return (people.select("person_id", "_total", "_groups", "_leading", "_popular")
-            .withColumn("_by_item", F.sort_array(F.concat(owned, leading_items)))
-            .select("person_id", F.explode(best).alias("_c"))
-            .select("person_id", F.col("_c.item").alias(item), (-F.col("_c.s")).alias("score")))
+             .select(F.col(item).alias("item"), F.col("_group").alias("group"),
+                     F.col("_group_popularity").alias("group_popularity"),
+                     (F.col("popularity") / F.col("_group_popularity")).alias("within")))
+    lending = (similarities.select(F.col(item).alias("item"), "neighbour", "similarity").toPandas()
+               if similarities is not None else None)
+    catalogue = grouped_ranking.catalogue(items.toPandas(), n, POPULAR_GROUPS, lending, neighbour_weight)
+    people = strengths.groupBy("person_id").agg(F.collect_list(item).alias("_items"),
+                                                F.collect_list("strength").alias("_strengths"))
+    return people.mapInPandas(grouped_ranking.rank_batches(catalogue, float(prior_strength), n, item),
+                              f"person_id string, {item} string, score double")
 
 
 def item_similarities(strengths: DataFrame, item: str, neighbours: int, max_history: int) -> DataFrame:
@@ -218,14 +179,16 @@ def candidate_scores(strengths: DataFrame, parameters: Mapping, n: int, item: st
     if method == "popularity":
         return popularity_scores(strengths, n, item)
     if method in ("history", "co_occurrence"):
-        borrowed = None
+        similarities = None
+        weight = float(parameters.get("neighbour_weight", 0.0))
         if method == "co_occurrence":
             similarities = item_similarities(strengths, item, int(parameters["neighbours"]),
                                              int(parameters["max_history"]))
-            borrowed = borrowed_strengths(strengths, similarities, float(parameters["neighbour_weight"]), item)
         prior = float(parameters["prior_strength"])
         if groups is not None:
-            return grouped_scores(strengths, prior, n, item, groups, borrowed)
+            return grouped_scores(strengths, prior, n, item, groups, similarities, weight)
+        borrowed = (borrowed_strengths(strengths, similarities, weight, item) if similarities is not None
+                    else None)
         return shrunk_scores(strengths, prior, n, item, borrowed)
     if method == "als":
         return (als_top_categories(strengths, n, int(parameters["rank"]), float(parameters["reg_param"]),

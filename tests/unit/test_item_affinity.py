@@ -4,9 +4,12 @@ is known (pipelines/models/item_affinity.py)."""
 import math
 from datetime import date
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from pipelines.core.errors import BadInputError
+from pipelines.models import grouped_ranking
 from pipelines.models.affinity import PRODUCTS, content, future_categories, interaction_strengths, strengths_as_of
 from pipelines.models.item_affinity import (events_window, exclusions_as_of, groups_as_of, one_off_purchases,
                                             product_categories, ranking_metrics, recommend)
@@ -199,6 +202,40 @@ def test_grouped_rankings_are_the_formulas_best_items_for_everyone(spark, method
         got = sorted((r for r in top if r["person_id"] == p), key=lambda r: r["rank"])
         assert [r["sku"] for r in got] == best, p
         assert [r["score"] for r in got] == pytest.approx([expected[p, sku] for sku in best]), p
+
+
+def test_a_persons_grouped_ranking_is_the_same_bits_in_any_batch_and_item_order():
+    # Scores are sums of floats: they must not depend on the batch a person lands in or on
+    # the order their items arrive in, or a rerun could publish other ranks.
+    rng = np.random.default_rng(3)
+    names = [f"sku{i:03d}" for i in range(40)]
+    groups = rng.integers(0, 5, len(names))
+    share = rng.random(len(names))
+    group_total = np.bincount(groups, weights=share)
+    items = pd.DataFrame({"item": names, "group": [f"g{g}" for g in groups],
+                          "within": share / group_total[groups], "group_popularity": group_total[groups] / share.sum()})
+    similar = pd.DataFrame([(a, b, rng.random()) for a in names for b in rng.choice(names, 6, replace=False) if a != b],
+                           columns=["item", "neighbour", "similarity"])
+    catalogue = grouped_ranking.catalogue(items, 5, 2, similar, 0.7)
+    people = [(list(rng.choice(names, rng.integers(1, 9), replace=False)), None) for _ in range(60)]
+    people = [(chosen, list(rng.random(len(chosen)) * 3)) for chosen, _ in people]
+
+    def ranked(batch):
+        person, item, score = grouped_ranking.rank(catalogue, 2.0, 5, [np.array(i) for i, _ in batch],
+                                                   [np.array(s) for _, s in batch])
+        return {(id(batch[p][0]), catalogue.items[i]): s for p, i, s in zip(person, item, score, strict=True)}
+
+    whole = ranked(people)
+    alone = {}
+    for chosen, strengths in people:
+        alone.update(ranked([(chosen, strengths)]))
+    shuffled = {}
+    for chosen, strengths in people:
+        order = rng.permutation(len(chosen))
+        result = ranked([([chosen[o] for o in order], [strengths[o] for o in order])])
+        shuffled.update({(id(chosen), item): score for (_, item), score in result.items()})
+    assert whole == alone == shuffled
+    assert len(whole) == 5 * len(people)
 
 
 def test_products_take_the_category_their_single_product_events_name_most(spark):
