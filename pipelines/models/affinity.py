@@ -33,6 +33,7 @@ from pyspark.ml.recommendation import ALS
 from pyspark.sql import Column, DataFrame, Window
 
 from pipelines.core.reproducible import exact_sum, in_canonical_order
+from pipelines.models import grouped_ranking
 
 # Interaction kind -> the silver events column counting it.
 INTERACTION_COLUMNS = {"product_views": "product_views", "cart_adds": "cart_adds", "purchases": "is_purchase"}
@@ -143,24 +144,37 @@ def popularity_scores(strengths: DataFrame, n: int, item: str) -> DataFrame:
 
 
 def shrunk_scores(strengths: DataFrame, prior_strength: float, n: int, item: str,
-                  borrowed: DataFrame | None = None) -> DataFrame:
-    """Each person's strengths (or `borrowed`: their own plus what similar items lend,
-    pipelines/models/item_affinity.py) over the items they touched and the `n` most
-    popular, shrunk towards popularity by `prior_strength`: the `history` score, and
-    `co_occurrence`'s with `borrowed`."""
+                  similarities: DataFrame | None = None, neighbour_weight: float = 0.0) -> DataFrame:
+    """(person_id, <item>, score) of each person's `n` best items: their strengths over the
+    items they touched and the `n` most popular, shrunk towards popularity by
+    `prior_strength` (the `history` score; `co_occurrence`'s with `similarities`, which
+    lend each person's strength to similar items, pipelines/models/item_affinity.py).
+
+    The grouped ranking with the whole catalogue as one group: a person's share of it is 1
+    and an item's share of it is its popularity, which leaves this formula."""
     if prior_strength < 0:
         raise ValueError(f"prior_strength must be >= 0, got {prior_strength}")
-    shares = popularity(strengths, item)
-    people = strengths.groupBy("person_id").agg(exact_sum("strength").alias("total"))
-    own = strengths if borrowed is None else borrowed
-    # Strengths and the popular items' zeros: summed in a fixed order, so the sum is exact.
-    union = own.select("person_id", item, "strength").unionByName(
-        people.select("person_id").crossJoin(F.broadcast(_popular(shares, n, item))).withColumn("strength", F.lit(0.0)))
-    candidates = union.groupBy("person_id", item).agg(exact_sum("strength").alias("strength"))
-    prior = F.lit(float(prior_strength))
-    return (candidates.join(shares, item).join(people, "person_id")
-            .select("person_id", item, ((F.col("strength") + prior * F.col("popularity"))
-                                        / (F.col("total") + prior)).alias("score")))
+    items = popularity(strengths, item).select(F.col(item).alias("item"), F.lit("").alias("group"),
+                                               F.lit(1.0).alias("group_popularity"),
+                                               F.col("popularity").alias("within"))
+    return ranked_in_batches(strengths, items, prior_strength, n, item, 1, similarities, neighbour_weight)
+
+
+def ranked_in_batches(strengths: DataFrame, items: DataFrame, prior_strength: float, n: int, item: str,
+                      popular_groups: int, similarities: DataFrame | None = None,
+                      neighbour_weight: float = 0.0) -> DataFrame:
+    """The grouped ranking (pipelines/models/grouped_ranking.py) of every person with
+    strengths: `items` has a row per item (`item`, `group`, `group_popularity`, `within`),
+    `similarities` (<item>, neighbour, similarity). What it reads of the catalogue (a
+    catalogue's size, never people) goes to the driver and to every task; each person's
+    strengths become one row, ranked in numpy with the other people of their batch."""
+    lending = (similarities.select(F.col(item).alias("item"), "neighbour", "similarity").toPandas()
+               if similarities is not None else None)
+    catalogue = grouped_ranking.catalogue(items.toPandas(), n, popular_groups, lending, neighbour_weight)
+    people = strengths.groupBy("person_id").agg(F.collect_list(item).alias("_items"),
+                                                F.collect_list("strength").alias("_strengths"))
+    return people.mapInPandas(grouped_ranking.rank_batches(catalogue, float(prior_strength), n, item),
+                              f"person_id string, {item} string, score double")
 
 
 def top_affinities(strengths: DataFrame, prior_strength: float, k: int, item: str = "category") -> DataFrame:

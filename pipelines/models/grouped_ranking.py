@@ -1,5 +1,6 @@
-"""The grouped ranking of products (item_affinity.grouped_scores) in numpy, a batch of
-people at a time.
+"""Affinity's ranking in numpy, a batch of people at a time: products' grouped ranking
+(item_affinity.grouped_scores), and the ungrouped one of categories and content sections
+(affinity.shrunk_scores: the whole catalogue as one group).
 
 Each person arrives as one row (their items and own strengths). What the formula needs of
 the catalogue (each item's group and share of it, the groups' popularity and leading items,

@@ -32,9 +32,8 @@ import pyspark.sql.functions as F
 from pyspark.sql import DataFrame, Window
 
 from pipelines.core.reproducible import exact_sum
-from pipelines.models import grouped_ranking
 from pipelines.models.affinity import (als_top_categories, dimension_of, popularity, popularity_scores, ranked,
-                                       shrunk_scores)
+                                       ranked_in_batches, shrunk_scores)
 
 CANDIDATES = ("popularity", "history", "co_occurrence", "als")
 # Candidate items per person beyond k, for those a person's exclusions remove: at most this
@@ -98,16 +97,13 @@ def grouped_scores(strengths: DataFrame, prior_strength: float, n: int, item: st
         w(j)        = pop(j) / pop(g(j))                              the item's share of its group
 
     with s(p, j) the person's strength, or with `similarities` their own plus what their
-    items lend to it (as `borrowed_strengths`). Candidates: the items the person touched or
-    was lent, and the `n` most popular items of each of their groups and of the
-    POPULAR_GROUPS most popular; the `n` best per person are returned. An item with no
-    group is a group of its own.
+    items lend to it:
 
-    What the formula reads of the catalogue (items, groups, similarities: a catalogue's
-    size, never people) goes to the driver and to every task; each person's strengths
-    become one row, and the lending and the ranking run in numpy per batch of people
-    (pipelines/models/grouped_ranking.py). Nothing grows with people x items but the
-    arrays of one batch."""
+        s'(p, j) = s(p, j) + neighbour_weight * sum over p's items i of s(p, i) * sim(i, j)
+
+    Candidates: the items the person touched or was lent, and the `n` most popular items
+    of each of their groups and of the POPULAR_GROUPS most popular; the `n` best per person
+    are returned (by `ranked_in_batches`). An item with no group is a group of its own."""
     if prior_strength < 0:
         raise ValueError(f"prior_strength must be >= 0, got {prior_strength}")
     shares = (popularity(strengths, item).join(groups.withColumnRenamed("category", "_group"), item, "left")
@@ -117,13 +113,8 @@ def grouped_scores(strengths: DataFrame, prior_strength: float, n: int, item: st
              .select(F.col(item).alias("item"), F.col("_group").alias("group"),
                      F.col("_group_popularity").alias("group_popularity"),
                      (F.col("popularity") / F.col("_group_popularity")).alias("within")))
-    lending = (similarities.select(F.col(item).alias("item"), "neighbour", "similarity").toPandas()
-               if similarities is not None else None)
-    catalogue = grouped_ranking.catalogue(items.toPandas(), n, POPULAR_GROUPS, lending, neighbour_weight)
-    people = strengths.groupBy("person_id").agg(F.collect_list(item).alias("_items"),
-                                                F.collect_list("strength").alias("_strengths"))
-    return people.mapInPandas(grouped_ranking.rank_batches(catalogue, float(prior_strength), n, item),
-                              f"person_id string, {item} string, score double")
+    return ranked_in_batches(strengths, items, prior_strength, n, item, POPULAR_GROUPS, similarities,
+                             neighbour_weight)
 
 
 def item_similarities(strengths: DataFrame, item: str, neighbours: int, max_history: int) -> DataFrame:
@@ -148,27 +139,6 @@ def item_similarities(strengths: DataFrame, item: str, neighbours: int, max_hist
             .drop("_n"))
 
 
-def borrowed_strengths(strengths: DataFrame, similarities: DataFrame, neighbour_weight: float,
-                       item: str) -> DataFrame:
-    """(person_id, <item>, strength, own): each person's own strength of an item (`own`, 0
-    for one they never touched) plus what their items lend it through `similarities`:
-
-        strength(p, j) = s(p, j) + neighbour_weight * sum over p's items i of s(p, i) * sim(i, j)
-
-    One broadcast join with the similarities (and every item with itself) and one sum per
-    person and item, on strengths partitioned by person: the borrowed rows, many per
-    strength, are never shuffled."""
-    lent = F.lit(float(neighbour_weight)) * F.col("similarity")
-    lends = similarities.select(item, "neighbour", lent.alias("_lent"), F.lit(0.0).alias("_kept"))
-    keeps = (strengths.select(item).distinct()
-             .select(item, F.col(item).alias("neighbour"), F.lit(1.0).alias("_lent"), F.lit(1.0).alias("_kept")))
-    return (strengths.repartition("person_id").join(F.broadcast(lends.unionByName(keeps)), item)
-            .groupBy("person_id", "neighbour")
-            .agg(exact_sum(F.col("strength") * F.col("_lent")).alias("strength"),
-                 exact_sum(F.col("strength") * F.col("_kept")).alias("own"))
-            .withColumnRenamed("neighbour", item))
-
-
 def candidate_scores(strengths: DataFrame, parameters: Mapping, n: int, item: str,
                      groups: DataFrame | None = None) -> DataFrame:
     """(person_id, <item>, score) of the `n` best items per person (or more) by the
@@ -187,9 +157,7 @@ def candidate_scores(strengths: DataFrame, parameters: Mapping, n: int, item: st
         prior = float(parameters["prior_strength"])
         if groups is not None:
             return grouped_scores(strengths, prior, n, item, groups, similarities, weight)
-        borrowed = (borrowed_strengths(strengths, similarities, weight, item) if similarities is not None
-                    else None)
-        return shrunk_scores(strengths, prior, n, item, borrowed)
+        return shrunk_scores(strengths, prior, n, item, similarities, weight)
     if method == "als":
         return (als_top_categories(strengths, n, int(parameters["rank"]), float(parameters["reg_param"]),
                                    float(parameters["alpha"]), int(parameters["seed"]), item)
