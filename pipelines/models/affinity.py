@@ -170,9 +170,11 @@ def ranked_in_batches(strengths: DataFrame, items: DataFrame, prior_strength: fl
     strengths become one row, ranked in numpy with the other people of their batch."""
     lending = (similarities.select(F.col(item).alias("item"), "neighbour", "similarity").toPandas()
                if similarities is not None else None)
-    catalogue = grouped_ranking.catalogue(items.toPandas(), n, popular_groups, lending, neighbour_weight)
-    people = strengths.groupBy("person_id").agg(F.collect_list(item).alias("_items"),
-                                                F.collect_list("strength").alias("_strengths"))
+    # Silver keeps no null item; one here would be ranked under the name "None".
+    catalogue = grouped_ranking.catalogue(items.where(F.col("item").isNotNull()).toPandas(), n, popular_groups,
+                                          lending, neighbour_weight)
+    people = (strengths.where(F.col(item).isNotNull()).groupBy("person_id")
+              .agg(F.collect_list(item).alias("_items"), F.collect_list("strength").alias("_strengths")))
     return people.mapInPandas(grouped_ranking.rank_batches(catalogue, float(prior_strength), n, item),
                               f"person_id string, {item} string, score double")
 
