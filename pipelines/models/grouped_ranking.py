@@ -85,14 +85,14 @@ def _spans(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
 
 def rank(cat: Catalogue, prior: float, n: int, items: list[np.ndarray],
          strengths: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """People's own items and strengths (one array each per person) -> (person, item,
-    score) of each person's `n` best items, best first, as indices into the inputs and
-    the catalogue. The score is grouped_scores' formula."""
+    """People's own items and strengths (one non-empty array each per person) -> (person,
+    item, score) of each person's `n` best items, best first, as indices into the inputs
+    and the catalogue. The score is grouped_scores' formula."""
     people = len(items)
     counts = np.fromiter((len(i) for i in items), dtype=np.int64, count=people)
-    cols = np.searchsorted(cat.items, np.concatenate(items).astype(str)) if counts.sum() else np.zeros(0, int)
-    own = sparse.csr_matrix((np.concatenate(strengths).astype(float) if counts.sum() else np.zeros(0),
-                             (np.repeat(np.arange(people), counts), cols)), shape=(people, len(cat.items)))
+    cols = np.searchsorted(cat.items, np.concatenate(items).astype(str))
+    own = sparse.csr_matrix((np.concatenate(strengths).astype(float), (np.repeat(np.arange(people), counts), cols)),
+                            shape=(people, len(cat.items)))
     own.sum_duplicates()
     denominator = np.asarray(own.sum(axis=1)).ravel() + prior
     lent = (own @ cat.kernel) if cat.kernel is not None else own

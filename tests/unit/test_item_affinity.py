@@ -217,8 +217,8 @@ def test_a_persons_grouped_ranking_is_the_same_bits_in_any_batch_and_item_order(
     similar = pd.DataFrame([(a, b, rng.random()) for a in names for b in rng.choice(names, 6, replace=False) if a != b],
                            columns=["item", "neighbour", "similarity"])
     catalogue = grouped_ranking.catalogue(items, 5, 2, similar, 0.7)
-    people = [(list(rng.choice(names, rng.integers(1, 9), replace=False)), None) for _ in range(60)]
-    people = [(chosen, list(rng.random(len(chosen)) * 3)) for chosen, _ in people]
+    chosen_lists = [list(rng.choice(names, rng.integers(1, 9), replace=False)) for _ in range(60)]
+    people = [(chosen, list(rng.random(len(chosen)) * 3)) for chosen in chosen_lists]
 
     def ranked(batch):
         person, item, score = grouped_ranking.rank(catalogue, 2.0, 5, [np.array(i) for i, _ in batch],
