@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Callable, Mapping
 
+import pandas as pd
 import pyspark.sql.functions as F
 from pyspark.ml.recommendation import ALS
 from pyspark.sql import Column, DataFrame, Window
@@ -144,7 +145,7 @@ def popularity_scores(strengths: DataFrame, n: int, item: str) -> DataFrame:
 
 
 def shrunk_scores(strengths: DataFrame, prior_strength: float, n: int, item: str,
-                  similarities: DataFrame | None = None, neighbour_weight: float = 0.0) -> DataFrame:
+                  similarities: pd.DataFrame | None = None, neighbour_weight: float = 0.0) -> DataFrame:
     """(person_id, <item>, score) of each person's `n` best items: their strengths over the
     items they touched and the `n` most popular, shrunk towards popularity by
     `prior_strength` (the `history` score; `co_occurrence`'s with `similarities`, which
@@ -161,18 +162,17 @@ def shrunk_scores(strengths: DataFrame, prior_strength: float, n: int, item: str
 
 
 def ranked_in_batches(strengths: DataFrame, items: DataFrame, prior_strength: float, n: int, item: str,
-                      popular_groups: int, similarities: DataFrame | None = None,
+                      popular_groups: int, similarities: pd.DataFrame | None = None,
                       neighbour_weight: float = 0.0) -> DataFrame:
     """The grouped ranking (pipelines/models/grouped_ranking.py) of every person with
     strengths: `items` has a row per item (`item`, `group`, `group_popularity`, `within`),
-    `similarities` (<item>, neighbour, similarity). What it reads of the catalogue (a
-    catalogue's size, never people) goes to the driver and to every task; each person's
-    strengths become one row, ranked in numpy with the other people of their batch."""
-    lending = (similarities.select(F.col(item).alias("item"), "neighbour", "similarity").toPandas()
-               if similarities is not None else None)
+    `similarities` a row per item and neighbour (`item`, `neighbour`, `similarity`). What
+    it reads of the catalogue (a catalogue's size, never people) goes to the driver and to
+    every task; each person's strengths become one row, ranked in numpy with the other
+    people of their batch."""
     # Silver keeps no null item; one here would be ranked under the name "None".
     catalogue = grouped_ranking.catalogue(items.where(F.col("item").isNotNull()).toPandas(), n, popular_groups,
-                                          lending, neighbour_weight)
+                                          similarities, neighbour_weight)
     people = (strengths.where(F.col(item).isNotNull()).groupBy("person_id")
               .agg(F.collect_list(item).alias("_items"), F.collect_list("strength").alias("_strengths")))
     return people.mapInPandas(grouped_ranking.rank_batches(catalogue, float(prior_strength), n, item),

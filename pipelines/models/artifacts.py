@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import mlflow.spark
+import pandas as pd
 
 from pipelines.models import registry
 from pipelines.models.counting_models import CountingModel, parameters_from_dict
@@ -20,6 +21,7 @@ AFFINITY_PARAMETERS = "affinity_parameters.json"       # prior strength, weights
 LIFETIME_VALUE_PARAMETERS = "lifetime_value_parameters.json"   # counting model, Gamma-Gamma, the value method
 SEGMENTS = "segments.json"                             # each segment's id, name and typical member
 PRECISION_CURVES = "holdout_precision_curves.json"     # product/content affinity: precision@1..k per candidate
+ITEM_SIMILARITIES = "item_similarities.parquet"        # a co-occurrence version's neighbours, as of its run date
 SEARCH = "hyperparameter_search.json"                  # every candidate of a training and its measure
 DECILES = "holdout_deciles.json"                       # a regressor's predicted and actual per decile
 JUDGED_REGRESSOR = "judged_model"    # lifetime value: the run tag naming the regressor its holdout judged
@@ -36,6 +38,12 @@ def probabilistic_method(counting_model: str) -> str:
 
 def affinity_parameters(run_id: str) -> dict:
     return registry.load_dict(run_id, AFFINITY_PARAMETERS)
+
+
+def item_similarities(run_id: str) -> pd.DataFrame | None:
+    """The neighbours a co-occurrence version lends through (`item`, `neighbour`,
+    `similarity`); None for other candidates, and for versions logged before they were kept."""
+    return registry.optional_table(run_id, ITEM_SIMILARITIES)
 
 
 @dataclass(frozen=True)

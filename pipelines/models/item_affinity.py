@@ -10,7 +10,8 @@ as category affinity (pipelines/models/affinity.py), by one of four candidates:
     co_occurrence   item to item: the person's strengths spread to the items that the same
                     people interacted with, by cosine similarity over people
                         s'(p, j) = s(p, j) + w * sum_{i != j} s(p, i) * sim(i, j)
-                    then shrunk towards popularity as `history` (w = 0 is `history`)
+                    then shrunk towards popularity as `history` (w = 0 is `history`); a
+                    version keeps the similarities as of its run date (`neighbours_of`)
     als             implicit-feedback ALS (Spark ML) on the strengths
 
 Products a person bought that nobody has ever bought twice (a fridge, a mattress) are not
@@ -28,6 +29,7 @@ from __future__ import annotations
 from datetime import date, timedelta
 from typing import Mapping
 
+import pandas as pd
 import pyspark.sql.functions as F
 from pyspark.sql import DataFrame, Window
 
@@ -87,7 +89,7 @@ POPULAR_GROUPS = 3
 
 
 def grouped_scores(strengths: DataFrame, prior_strength: float, n: int, item: str, groups: DataFrame,
-                   similarities: DataFrame | None = None, neighbour_weight: float = 0.0) -> DataFrame:
+                   similarities: pd.DataFrame | None = None, neighbour_weight: float = 0.0) -> DataFrame:
     """`shrunk_scores` with a prior that knows each item's group (a product's category):
     an item the person never touched scores by how much they lean to its group and how
     popular it is within it, not by its popularity overall.
@@ -139,21 +141,31 @@ def item_similarities(strengths: DataFrame, item: str, neighbours: int, max_hist
             .drop("_n"))
 
 
+def neighbours_of(strengths: DataFrame, item: str, parameters: Mapping) -> pd.DataFrame:
+    """Co-occurrence's neighbours with a version's parameters, as the ranking reads them: a
+    row per item and neighbour (`item`, `neighbour`, `similarity`; a catalogue's size times
+    `neighbours`, never people)."""
+    return (item_similarities(strengths, item, int(parameters["neighbours"]), int(parameters["max_history"]))
+            .select(F.col(item).alias("item"), "neighbour", "similarity").toPandas())
+
+
 def candidate_scores(strengths: DataFrame, parameters: Mapping, n: int, item: str,
-                     groups: DataFrame | None = None) -> DataFrame:
+                     groups: DataFrame | None = None, similarities: pd.DataFrame | None = None) -> DataFrame:
     """(person_id, <item>, score) of the `n` best items per person (or more) by the
     candidate `parameters["method"]` names, with its parameters. With `groups` ((item,
     category): products' categories), history and co-occurrence shrink towards the
-    person's categories (`grouped_scores`) rather than towards popularity overall."""
+    person's categories (`grouped_scores`) rather than towards popularity overall.
+    Co-occurrence lends through `similarities` (`neighbours_of`: a version's own), or
+    through the neighbours of these strengths when none are given."""
     method = parameters["method"]
     if method == "popularity":
         return popularity_scores(strengths, n, item)
     if method in ("history", "co_occurrence"):
-        similarities = None
         weight = float(parameters.get("neighbour_weight", 0.0))
-        if method == "co_occurrence":
-            similarities = item_similarities(strengths, item, int(parameters["neighbours"]),
-                                             int(parameters["max_history"]))
+        if method == "history":
+            similarities = None
+        elif similarities is None:
+            similarities = neighbours_of(strengths, item, parameters)
         prior = float(parameters["prior_strength"])
         if groups is not None:
             return grouped_scores(strengths, prior, n, item, groups, similarities, weight)
@@ -166,10 +178,11 @@ def candidate_scores(strengths: DataFrame, parameters: Mapping, n: int, item: st
 
 
 def recommend(strengths: DataFrame, parameters: Mapping, k: int, item: str,
-              exclusions: DataFrame | None = None, groups: DataFrame | None = None) -> DataFrame:
+              exclusions: DataFrame | None = None, groups: DataFrame | None = None,
+              similarities: pd.DataFrame | None = None) -> DataFrame:
     """(person_id, rank, <item>, score): each person's top `k` by the chosen candidate."""
-    return ranked(candidate_scores(strengths, parameters, candidate_depth(k, exclusions), item, groups), k, item,
-                  exclusions)
+    return ranked(candidate_scores(strengths, parameters, candidate_depth(k, exclusions), item, groups,
+                                   similarities), k, item, exclusions)
 
 
 def groups_as_of(events: DataFrame, parameters: Mapping, as_of: date) -> DataFrame | None:

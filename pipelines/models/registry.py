@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import tempfile
 import warnings
 
 import mlflow
 import mlflow.artifacts
 import mlflow.spark
+import pandas as pd
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
@@ -124,8 +126,27 @@ def load_dict(run_id: str, name: str) -> dict:
 
 
 def _optional_dict(run_id: str, name: str) -> dict | None:
-    names = {item.path for item in MlflowClient().list_artifacts(run_id)}
-    return load_dict(run_id, name) if name in names else None
+    return load_dict(run_id, name) if _has_artifact(run_id, name) else None
+
+
+def _has_artifact(run_id: str, name: str) -> bool:
+    return name in {item.path for item in MlflowClient().list_artifacts(run_id)}
+
+
+def log_table(rows: pd.DataFrame, name: str) -> None:
+    """`rows` as a Parquet artifact of the active run, named `name`."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, name)
+        rows.to_parquet(path, index=False)
+        mlflow.log_artifact(path)
+
+
+def optional_table(run_id: str, name: str) -> pd.DataFrame | None:
+    """A Parquet artifact `log_table` logged (None for runs without one)."""
+    if not _has_artifact(run_id, name):
+        return None
+    with tempfile.TemporaryDirectory() as folder:
+        return pd.read_parquet(mlflow.artifacts.download_artifacts(f"runs:/{run_id}/{name}", dst_path=folder))
 
 
 def drift_reference(run_id: str) -> dict | None:

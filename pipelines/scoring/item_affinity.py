@@ -10,6 +10,7 @@ from pyspark.sql import DataFrame
 
 from pipelines.core import lakehouse
 from pipelines.core.context import RunContext
+from pipelines.models import artifacts
 from pipelines.models.affinity import dimension_of, strengths_as_of
 from pipelines.models.item_affinity import events_window, exclusions_as_of, groups_as_of, recommend
 from pipelines.quality.gate import QualityChecks
@@ -36,7 +37,10 @@ def score(ctx: RunContext, checks: QualityChecks, features: DataFrame, key: str)
         excluded = excluded.persist(StorageLevel.MEMORY_AND_DISK)   # counted, then joined
     active = features.select("person_id")
     groups = groups_as_of(events, parameters, ctx.run_date)
-    rows = (recommend(strengths, parameters, k, item, excluded, groups).join(active, "person_id")
+    # A co-occurrence version lends through the neighbours it was trained with (versions
+    # logged before they were kept count them from tonight's strengths).
+    similarities = artifacts.item_similarities(champion.run_id) if parameters["method"] == "co_occurrence" else None
+    rows = (recommend(strengths, parameters, k, item, excluded, groups, similarities).join(active, "person_id")
             .transform(with_provenance(ctx.run_date, name, champion, ctx.clock, ctx.run_id)))
     path = cfg.table(key)
     lakehouse.replace_where(rows, path, f"score_date = '{ctx.run_date.isoformat()}'", partition_by=["score_date"])

@@ -1,18 +1,22 @@
-"""The sufficiency and promotion gates, and the retraining cadence, on a copy of the nightly
-lakehouse (each model's champion is v1). The gate tests train the convert model only."""
+"""The sufficiency and promotion gates, the retraining cadence, and what a version keeps
+beside its model, on a copy of the nightly lakehouse (each model's champion is v1). The
+gate tests train the convert model only."""
 
 from __future__ import annotations
 
 import shutil
-from datetime import timedelta
+from datetime import date, timedelta
 
 import pyspark.sql.functions as F
 import pytest
+from mlflow import MlflowClient
 
 from pipelines.core import lakehouse
 from pipelines.cli import main
 from pipelines.core.config import load_config
-from pipelines.models import registry
+from pipelines.models import artifacts, registry
+from pipelines.models.affinity import PRODUCTS, strengths_as_of
+from pipelines.models.item_affinity import events_window, exclusions_as_of, groups_as_of, neighbours_of, recommend
 
 from .conftest import RUN_DATE
 
@@ -116,3 +120,42 @@ def test_affinity_and_segments_that_fail_their_gates_are_registered_but_not_prom
         new = registry.version_trained_for(name, NEXT_DAY)
         assert int(new.version) == 2 and "not promoted" in new.tags[registry.PROMOTION_TAG]
         assert int(registry.champion(name).version) == 1
+
+
+def test_a_co_occurrence_version_keeps_its_neighbours_and_its_nights_lend_through_them(spark, copy, tmp_path):
+    cfg, args = copy
+    co_occurrence = [*args, "--set", "models.product_affinity.candidates=[co_occurrence]",
+                     "--set", "models.product_affinity.promotion.max_precision_drop=1.0"]
+    assert main(["train", "--model", "product_affinity", "--run-date", NEXT_DAY, *co_occurrence]) == 0
+    new = registry.version_trained_for("product_affinity", NEXT_DAY)
+    assert int(registry.champion("product_affinity").version) == int(new.version) == 2
+    parameters = artifacts.affinity_parameters(new.run_id)
+    assert parameters["method"] == "co_occurrence"
+    day = date.fromisoformat(NEXT_DAY)
+    events = events_window(lakehouse.read(spark, cfg.table("silver_events")), parameters, day)
+    strengths = strengths_as_of(events, parameters, day, PRODUCTS).cache()
+    kept = artifacts.item_similarities(new.run_id)
+    counted = neighbours_of(strengths, "sku", parameters)
+    assert len(kept) > 100
+    assert kept.sort_values(["item", "neighbour"]).reset_index(drop=True).equals(
+        counted.sort_values(["item", "neighbour"]).reset_index(drop=True)), "the neighbours as of its run date"
+
+    # Other neighbours put in the version's place: the night ranks with those, not tonight's.
+    other = kept.assign(neighbour=kept["neighbour"].to_numpy()[::-1])
+    other_file = tmp_path / artifacts.ITEM_SIMILARITIES
+    other.to_parquet(other_file, index=False)
+    MlflowClient().log_artifact(new.run_id, str(other_file))
+    assert main(["features", "--run-date", NEXT_DAY, *args]) == 0
+    assert main(["score", "--run-date", NEXT_DAY, *args]) == 0
+
+    active = (lakehouse.read(spark, cfg.table("features")).where(F.col("as_of_date") == F.lit(day))
+              .select("person_id"))
+
+    def top(similarities):
+        ranked = recommend(strengths, parameters, 10, "sku", exclusions_as_of(events, parameters, day),
+                           groups_as_of(events, parameters, day), similarities).join(active, "person_id")
+        return {tuple(r) for r in ranked.select("person_id", "rank", "sku").collect()}
+    scored = {tuple(r) for r in lakehouse.read(spark, cfg.table("product_affinity"))
+              .where(F.col("score_date") == F.lit(day)).select("person_id", "rank", "sku").collect()}
+    assert scored == top(other) != top(kept)
+    strengths.unpersist()

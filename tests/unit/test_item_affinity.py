@@ -11,8 +11,8 @@ import pytest
 from pipelines.core.errors import BadInputError
 from pipelines.models import grouped_ranking
 from pipelines.models.affinity import PRODUCTS, content, future_categories, interaction_strengths, strengths_as_of
-from pipelines.models.item_affinity import (events_window, exclusions_as_of, groups_as_of, one_off_purchases,
-                                            product_categories, ranking_metrics, recommend)
+from pipelines.models.item_affinity import (events_window, exclusions_as_of, groups_as_of, neighbours_of,
+                                            one_off_purchases, product_categories, ranking_metrics, recommend)
 from pipelines.models.training.affinity import half_life_choices
 
 STRENGTHS = "person_id string, sku string, strength double"
@@ -58,6 +58,23 @@ def test_co_occurrence_recommends_what_people_with_the_same_products_chose(spark
     # With no weight on neighbours, co-occurrence is history.
     assert _top(recommend(strengths, {"method": "co_occurrence", "neighbour_weight": 0.0, **base}, 2, "sku")) \
         == history
+
+
+def test_co_occurrence_lends_through_a_versions_own_neighbours_when_given_them(spark):
+    rows = [(f"xy{i}", sku, 1.0) for i in range(6) for sku in ("X", "Y")]
+    rows += [(f"z{i}", "Z", 1.0) for i in range(10)] + [("a", "X", 1.0)]
+    strengths = _strengths(spark, rows)
+    parameters = {"method": "co_occurrence", "prior_strength": 1.0, "neighbour_weight": 1.0,
+                  "neighbours": 10, "max_history": 10}
+    kept = neighbours_of(strengths, "sku", parameters)
+    assert sorted(map(tuple, kept[["item", "neighbour"]].values)) == [("X", "Y"), ("Y", "X")]
+    assert kept["similarity"].tolist() == pytest.approx([6 / math.sqrt(7 * 6)] * 2)
+    counted = _top(recommend(strengths, parameters, 2, "sku"))
+    assert _top(recommend(strengths, parameters, 2, "sku", similarities=kept)) == counted
+    # Neighbours a version kept from other nights are the ones lent through, not tonight's.
+    elsewhere = pd.DataFrame({"item": ["X"], "neighbour": ["W"], "similarity": [1.0]})
+    assert counted["a"] == ["X", "Y"]
+    assert _top(recommend(strengths, parameters, 2, "sku", similarities=elsewhere))["a"] == ["X", "Z"]
 
 
 def test_als_recommends_the_product_that_completes_a_persons_taste(spark):

@@ -9,7 +9,8 @@ same way, in time order:
                                           the last horizon; the best precision@k is registered
 
 The version is an MLflow pyfunc model of the chosen candidate and its parameters (its
-items are ranked from tonight's interactions at scoring), and becomes champion through
+items are ranked from tonight's interactions at scoring; a co-occurrence version also
+keeps its items' neighbours as of its run date), and becomes champion through
 the affinity gate: precision@k above popularity's, no worse than the champion's.
 """
 
@@ -28,7 +29,8 @@ from pipelines.core.errors import BadInputError
 from pipelines.core.plots import precision_figure
 from pipelines.models import artifacts, registry
 from pipelines.models.affinity import Dimension, dimension_of, future_categories, strengths_as_of
-from pipelines.models.item_affinity import CANDIDATES, exclusions_as_of, groups_as_of, ranking_metrics, recommend
+from pipelines.models.item_affinity import (CANDIDATES, exclusions_as_of, groups_as_of, neighbours_of, ranking_metrics,
+                                           recommend)
 from pipelines.models.specs import PRODUCT_AFFINITY, dimension
 from pipelines.models.training.affinity import PrecisionGate, strength_choices, strength_text
 from pipelines.models.training.lifecycle import Candidate, ConfiguredTrainer
@@ -217,11 +219,20 @@ class ItemAffinityTrainer(PrecisionGate, ConfiguredTrainer):
                   **{key: value for key, value in parameters.items() if key != "interaction_weights"},
                   **{f"weight_{kind}": w for kind, w in self.base["interaction_weights"].items()}}
         curves = {m: judged[m]["precision_curve"] for m in judged}
+        tables = {}
+        if best == "co_occurrence":
+            # The neighbours are part of the version, like a model's weights: the nights it
+            # scores lend through these rather than counting co-occurring pairs again.
+            tonight = strengths_as_of(self.events.frame, parameters, ctx.run_date, self.dimension)
+            tables[artifacts.ITEM_SIMILARITIES] = neighbours_of(tonight, self.item, parameters)
+            ctx.progress(f"{self.key}: {len(tables[artifacts.ITEM_SIMILARITIES])} neighbour pairs as of "
+                         f"{ctx.run_date} kept with the version")
         return Candidate(
             metrics=metrics, params=params, log_model=lambda name: _log_model(name, parameters),
             artifacts={artifacts.SEARCH: {"validation_as_of": self.validation.isoformat(), "candidates": self.search},
                        artifacts.AFFINITY_PARAMETERS: parameters,
                        artifacts.PRECISION_CURVES: {"k": k, "candidates": curves}},
+            tables=tables,
             figures={"holdout_precision_at_k.png": precision_figure(curves, f"{self.item}s")},
             outputs={"parameters": parameters, "chosen_candidate": best, "precision_curves": curves,
                      "holdout_judged": {m: {name: value for name, value in judged[m].items()

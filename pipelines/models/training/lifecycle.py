@@ -47,6 +47,7 @@ class Candidate:
     params: dict[str, Any]                     # MLflow parameters: what was read, chosen and fitted
     log_model: Callable[[str], Any]            # logs the model under a registered name; its ModelInfo
     artifacts: dict[str, dict] = field(default_factory=dict)   # JSON artifacts by file name
+    tables: dict[str, Any] = field(default_factory=dict)       # Parquet artifacts (pandas frames) by file name
     figures: dict[str, Any] = field(default_factory=dict)      # matplotlib figures by artifact path
     outputs: dict[str, Any] = field(default_factory=dict)      # more for the summary and report
 
@@ -147,6 +148,8 @@ def _log(ctx: RunContext, trainer: Trainer, candidate: Candidate, experiment_id:
         mlflow.log_metrics(candidate.metrics)
         for file_name, content in candidate.artifacts.items():
             mlflow.log_dict(content, file_name)
+        for file_name, rows in candidate.tables.items():
+            registry.log_table(rows, file_name)
         for path, figure in candidate.figures.items():
             mlflow.log_figure(figure, path)
             plots.close(figure)
