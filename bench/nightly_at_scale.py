@@ -4,13 +4,15 @@
     .venv/bin/python bench/nightly_at_scale.py --events 100000 1000000
 
 For each size (a number of events; people in proportion, over `bench.days` days):
-generate the landing files (timed apart), then run three nights, each as its own
+generate the landing files (timed apart), then run four nights, each as its own
 `enrich nightly` process so that its memory is its own:
 
 - night 1 on an empty lakehouse: every landing file ingested, every model trained, every
   person scored and published (the worst case, a first load);
 - night 2, the next day: no new files, models reused (retraining is weekly), every person's
   features, scores and profile rows rebuilt (a night without training);
+- night 3, the day after: 1% new events (every hundredth landing event again, with a new
+  id, on the day before: known people's next day), models reused;
 - the first load again, into an empty lakehouse sharing night 1's model registry, so that
   no model is trained: the first night without training, measured as a night of its own.
 
@@ -24,6 +26,7 @@ a long large size never costs the smaller ones' figures.
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import math
 import os
@@ -61,6 +64,9 @@ TARGET_EVENTS = 1_000_000
 TARGET_WITHOUT_TRAINING_S = 180
 TARGET_WITH_TRAINING_S = 600
 MAX_GROWTH_PER_10X = 12.0
+# The usual night and one with new events, judged on the largest size (issue: performance, round two).
+TARGET_USUAL_NIGHT_S = 90
+TARGET_NEW_EVENTS_RATIO = 1.5
 # Feature building against DuckDB, judged on the largest size if it is near 10M events.
 TARGET_DUCKDB_EVENTS = 10_000_000
 TARGET_DUCKDB_RATIO = 4.0
@@ -148,6 +154,40 @@ def _enrich(argv: list[str], log: Path) -> dict[str, int]:
     return memory.mib()
 
 
+# A night with new events: this share of the landing events again, as the day before its run date.
+NEW_EVENTS_SHARE = 0.01
+
+
+def new_events_file(landing: Path, day: date, share: float = NEW_EVENTS_SHARE) -> int:
+    """Every (1/share)-th event of the landing files again, with a new id and its time of day
+    on `day`, into one new landing file: the day's events of people already known (as most
+    of a real night's are). Returns how many."""
+    every = round(1 / share)
+    written, seen = 0, 0
+    target = landing / f"part-new-{day.isoformat()}.json.gz"
+    with gzip.open(target, "wt") as out:
+        for path in sorted(landing.glob("part-0*.json.gz")):
+            with gzip.open(path, "rt") as lines:
+                for line in lines:
+                    seen += 1
+                    if seen % every:
+                        continue
+                    try:
+                        event = json.loads(line)
+                    except ValueError:   # one of the generator's deliberately broken records
+                        seen -= 1        # the next line is due instead
+                        continue
+                    if not isinstance(event, dict) or not isinstance(event.get("timestamp"), str) \
+                            or "T" not in event["timestamp"]:
+                        seen -= 1
+                        continue
+                    event["_id"] = f"new-{day.isoformat()}-{written}"
+                    event["timestamp"] = f"{day.isoformat()}T{event['timestamp'].split('T', 1)[1]}"
+                    out.write(json.dumps(event, separators=(",", ":")) + "\n")
+                    written += 1
+    return written
+
+
 def _one_size(target_events: int, events_per_person: float, days: int, min_labels: int, work: Path) -> dict:
     root = work / f"events-{target_events}" / "lakehouse"
     shutil.rmtree(root.parent, ignore_errors=True)
@@ -160,10 +200,16 @@ def _one_size(target_events: int, events_per_person: float, days: int, min_label
              "--seed", "7", *lake], log)
     generate_seconds = round(time.monotonic() - started, 1)
     nights = {}
-    for night, day in (("first", RUN_DATE), ("next", RUN_DATE + timedelta(days=1))):
+    for night, day in (("first", RUN_DATE), ("next", RUN_DATE + timedelta(days=1)),
+                       ("new_events", RUN_DATE + timedelta(days=2))):
+        if night == "new_events":
+            added = new_events_file(root / "landing" / "events", day - timedelta(days=1))
+            print(f"{target_events:,} events, {added:,} new events for the night after ...", flush=True)
         print(f"{target_events:,} events, {night} night ...", flush=True)
         memory = _enrich(["nightly", "--run-date", day.isoformat(), *lake], log)
         nights[night] = {"run_date": day.isoformat(), "peak_rss_mib": memory}
+        if night == "new_events":
+            nights[night]["new_events"] = added
     # The first load again, into an empty lakehouse that shares night 1's model registry: the
     # train step finds the versions trained for this date and reuses them. The night without
     # training, run as a night of its own rather than computed as night 1 less its train step.
@@ -231,7 +277,8 @@ def _write(results: dict) -> str:
              "Measured: " + "; ".join(_when(s) for s in sizes) + ".", ""]
     for night, title in (("first", "Night 1: first load, every model trained"),
                          ("reload", "Night 1 again without training: the first load, models already trained"),
-                         ("next", "Night 2: the next day, models reused")):
+                         ("next", "Night 2: the next day, no new files, models reused"),
+                         ("new_events", f"Night 3: the day after, {NEW_EVENTS_SHARE:.0%} new events, models reused")):
         lines += [f"## {title}", "", header, rule]
         lines += [f"| {step} | {_cells(sizes, night, lambda n, step=step: n['seconds'].get(step, '-'))} |"
                   for step in STEP_ORDER]
@@ -349,6 +396,18 @@ def _targets(sizes: list[dict]) -> list[str]:
                   f"- the whole night with training: {whole} s against {TARGET_WITH_TRAINING_S} s: "
                   f"{verdict(whole, TARGET_WITH_TRAINING_S)}", ""]
     largest = max(sizes, key=lambda s: s["events"])
+    nights = largest["nights"]
+    if "new_events" in nights:
+        ratio = round(nights["new_events"]["total_seconds"] / nights["next"]["total_seconds"], 2)
+        lines += [f"On {largest['events']:,} events (models reused):", "",
+                  f"- a night with {nights['new_events']['new_events']:,} new events ({NEW_EVENTS_SHARE:.0%}): "
+                  f"{nights['new_events']['total_seconds']} s, {ratio}x the night with none "
+                  f"({nights['next']['total_seconds']} s) against {TARGET_NEW_EVENTS_RATIO}x: "
+                  f"{verdict(ratio, TARGET_NEW_EVENTS_RATIO)}",
+                  f"- the usual night (no new files): {nights['next']['total_seconds']} s against "
+                  f"{TARGET_USUAL_NIGHT_S} s at 10M events: "
+                  f"{verdict(nights['next']['total_seconds'], TARGET_USUAL_NIGHT_S)}",
+                  ""]
     features = largest["side_by_side"].get("features_vs_duckdb")
     if features and abs(math.log(largest["events"] / TARGET_DUCKDB_EVENTS)) <= math.log(2):
         first_runs = features.get("first_run_ratio")
