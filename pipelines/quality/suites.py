@@ -12,7 +12,7 @@ its metrics in Spark; the driver receives only summary numbers and a few sample 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -186,9 +186,30 @@ def validate(df: DataFrame, suite: gx.ExpectationSuite, parameters: dict[str, An
              run_name: str | None = None, index_limit: int | None = None) -> list[ExpectationOutcome]:
     """Validate `df` with `suite`; one outcome per expectation. With `docs_dir` (and
     `results_dir`), the result is also kept and rendered into the GX Data Docs site there,
-    whose index lists the `index_limit` most recent results."""
+    whose index lists the `index_limit` most recent results.
+
+    Sampling bad values costs a Spark query per check, so the suite runs first without
+    samples (counts and observed values only); the checks that failed then run again, alone
+    and without Data Docs, for up to `sample_size` of their bad values. A night whose checks
+    all pass never samples."""
     if bool(docs_dir) != bool(results_dir):
         raise ValueError("docs_dir and results_dir go together")
+    outcomes = _outcomes(_run(df, suite, parameters, 0, docs_dir, results_dir, run_name, index_limit), suite.name)
+    failed = [o.check for o in outcomes if not o.success]
+    if not failed or sample_size < 1:
+        return outcomes
+    again = gx.ExpectationSuite(name=suite.name, expectations=[
+        expectation.configuration.to_json_dict() for expectation in suite.expectations
+        if expectation.meta["check"] in failed])
+    samples = {o.check: o.samples for o in _outcomes(_run(df, again, parameters, sample_size), suite.name)}
+    return [replace(o, samples=samples.get(o.check, [])[:sample_size]) for o in outcomes]
+
+
+def _run(df: DataFrame, suite: gx.ExpectationSuite, parameters: dict[str, Any], sample_size: int,
+         docs_dir: str | None = None, results_dir: str | None = None, run_name: str | None = None,
+         index_limit: int | None = None) -> list:
+    """One GX checkpoint of `suite` on `df`: its expectation results, with up to
+    `sample_size` bad values each (none: no sampling query)."""
     context = _context(docs_dir, results_dir, index_limit)
     batch_definition = (context.data_sources.add_spark(name="enrich")
                         .add_dataframe_asset(name=suite.name)
@@ -197,24 +218,28 @@ def validate(df: DataFrame, suite: gx.ExpectationSuite, parameters: dict[str, An
     definition = context.validation_definitions.add(
         gx.ValidationDefinition(name=suite.name, data=batch_definition, suite=suite))
     actions = [gx.checkpoint.UpdateDataDocsAction(name="data_docs")] if docs_dir else []
+    result_format = ({"result_format": "SUMMARY", "partial_unexpected_count": sample_size} if sample_size
+                     else {"result_format": "BASIC", "partial_unexpected_count": 0})
     checkpoint = context.checkpoints.add(gx.Checkpoint(
-        name=suite.name, validation_definitions=[definition], actions=actions,
-        result_format={"result_format": "SUMMARY", "partial_unexpected_count": sample_size}))
+        name=suite.name, validation_definitions=[definition], actions=actions, result_format=result_format))
     run = checkpoint.run(batch_parameters={"dataframe": df}, expectation_parameters=parameters,
                          run_id=RunIdentifier(run_name=run_name) if run_name else None)
     (result,) = run.run_results.values()
+    return result.results
+
+
+def _outcomes(results: list, suite_name: str) -> list[ExpectationOutcome]:
     outcomes = []
-    for item in result.results:
+    for item in results:
         config = item.expectation_config
         check = config.meta["check"]
         problem = _exception_message(item.exception_info)
         if problem:
-            raise BadInputError(f"suite {suite.name}: check {check} could not run: {problem}")
-        samples = [json.loads(json.dumps(v, default=str))
-                   for v in (item.result.get("partial_unexpected_list") or [])[:sample_size]]
+            raise BadInputError(f"suite {suite_name}: check {check} could not run: {problem}")
+        samples = [json.loads(json.dumps(v, default=str)) for v in (item.result.get("partial_unexpected_list") or [])]
         gx_severity = str(getattr(config.severity, "value", config.severity)).lower()
         outcomes.append(ExpectationOutcome(
-            suite=suite.name, check=check, expectation=_label(config),
+            suite=suite_name, check=check, expectation=_label(config),
             severity="error" if gx_severity == "critical" else "warning",
             success=bool(item.success), observed=_observed(item.result), samples=samples))
     return outcomes
