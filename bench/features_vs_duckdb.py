@@ -59,7 +59,8 @@ WITH before AS (
   GROUP BY person_id
 )
 SELECT p.*, coalesce(c.distinct_categories, 0) AS distinct_categories,
-  CAST(coalesce(p.last_purchase, {lookback_days + 1}) AS DOUBLE) AS days_since_last_purchase,
+  CAST(least(coalesce(p.last_purchase, {lookback_days + 1}), {lookback_days + 1}) AS DOUBLE)
+    AS days_since_last_purchase,
   CASE WHEN p.lifetime_purchases > 0 THEN p.lifetime_revenue / p.lifetime_purchases ELSE 0 END AS avg_order_value
 FROM per_person p LEFT JOIN categories c USING (person_id)
 WHERE p.days_since_last_event <= {lookback_days}

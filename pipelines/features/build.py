@@ -77,9 +77,11 @@ def person_features(as_of: date, windows: Sequence[int], lookback_days: int) -> 
         return (per_person.join(categories, "person_id", "left")
                 .withColumn("distinct_categories", F.coalesce(F.col("distinct_categories"), F.lit(0)))
                 .where(F.col("days_since_last_event") <= lookback_days)
-                # No purchase yet: one day past the look-back, so "longer ago" stays ordered.
+                # No purchase in the look-back (none yet, or only before it): one day past it,
+                # so "longer ago" stays ordered and the value stays in range on long histories.
                 .withColumn("days_since_last_purchase",
-                            F.coalesce(F.col("_last_purchase"), F.lit(lookback_days + 1)).cast("double"))
+                            F.least(F.coalesce(F.col("_last_purchase"), F.lit(lookback_days + 1)),
+                                    F.lit(lookback_days + 1)).cast("double"))
                 .withColumn("avg_order_value",
                             F.when(F.col("lifetime_purchases") > 0,
                                    F.col("lifetime_revenue") / F.col("lifetime_purchases")).otherwise(F.lit(0.0)))

@@ -64,11 +64,16 @@ def test_people_outside_the_lookback_get_no_row_and_non_buyers_get_the_sentinel(
     events = spark.createDataFrame([
         _event("old", date(2025, 1, 1)),
         _event("browser", date(2026, 2, 1), views=1.0),
+        # Bought once, before the look-back, and came back since: as if they had never bought.
+        _event("returning", date(2025, 1, 1), purchase=True, revenue=20.0),
+        _event("returning", date(2026, 2, 1), views=1.0),
     ], SILVER)
     rows = {r["person_id"]: r for r in events.transform(person_features(AS_OF, [7], 90)).collect()}
-    assert set(rows) == {"browser"}
+    assert set(rows) == {"browser", "returning"}
     assert rows["browser"]["days_since_last_purchase"] == 91
     assert rows["browser"]["avg_order_value"] == 0.0
+    assert rows["returning"]["days_since_last_purchase"] == 91
+    assert (rows["returning"]["lifetime_purchases"], rows["returning"]["tenure_days"]) == (1, 424)
 
 
 def test_labels_cover_the_horizon_starting_on_the_as_of_date(spark):
