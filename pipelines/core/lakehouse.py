@@ -9,7 +9,9 @@ import json
 import os
 from typing import Mapping, Sequence
 
+import pyspark.sql.functions as F
 from delta.tables import DeltaTable
+from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 
 from pipelines.core.errors import BadInputError
@@ -49,13 +51,18 @@ def last_commit(spark: SparkSession, path: str) -> tuple[int, dict[str, int]]:
     current = version(spark, path)
     if current is None:
         raise BadInputError(f"table not found: {path}")
-    text = read_text(spark, f"{path.rstrip('/')}/_delta_log/{current:020d}.json")
+    return current, commit_metrics(spark, path, current)
+
+
+def commit_metrics(spark: SparkSession, path: str, at: int) -> dict[str, int]:
+    """The operation metrics version `at` of the table recorded in its commit file."""
+    text = read_text(spark, f"{path.rstrip('/')}/_delta_log/{at:020d}.json")
     for line in text.splitlines():
         action = json.loads(line)
         if "commitInfo" in action:
             metrics = action["commitInfo"].get("operationMetrics") or {}
-            return current, {name: int(value) for name, value in metrics.items()}
-    raise RuntimeError(f"no commitInfo in version {current} of the Delta log of {path}")
+            return {name: int(value) for name, value in metrics.items()}
+    raise RuntimeError(f"no commitInfo in version {at} of the Delta log of {path}")
 
 
 def rows_changed(spark: SparkSession, path: str, before: int | None,
@@ -122,17 +129,34 @@ def append(df: DataFrame, path: str, partition_by: Sequence[str] = (), merge_sch
     writer.save(path)
 
 
+# A batch this small or smaller is checked against the table by sending its keys to every
+# task (tens of megabytes at most) rather than by MERGE, which shuffles the whole table's keys.
+SMALL_BATCH_ROWS = 1_000_000
+
+
 def insert_new(df: DataFrame, path: str, keys: Sequence[str], partition_by: Sequence[str] = (),
-               properties: Mapping[str, str] | None = None) -> None:
-    """MERGE that inserts rows whose `keys` are not in the table yet; existing rows stay.
+               properties: Mapping[str, str] | None = None, batch_rows: int | None = None) -> None:
+    """Insert the rows whose `keys` are not in the table yet; existing rows stay.
 
     Creates the table on first use, with `properties` (e.g. the change feed). The frame must
     already be unique on `keys`. Columns new to the table are added to it (rows written
     before hold null in them), so a release that derives more columns extends old tables.
+
+    A MERGE joins the batch to the table by shuffling both; a night's batch against years
+    of rows paid to shuffle every key of the table. With `batch_rows` (an upper bound on the
+    frame's rows) at most SMALL_BATCH_ROWS, the batch's keys go to every task instead, the
+    table's keys are read once without a shuffle, and the new rows are appended: one commit,
+    as the MERGE's, and as exactly-once under the run lock (a rerun finds them present).
     """
     spark = df.sparkSession
     if not exists(spark, path):
         _writer(df, "overwrite", partition_by).options(**(properties or {})).save(path)
+        return
+    if batch_rows is not None and batch_rows <= SMALL_BATCH_ROWS:
+        batch = df.persist(StorageLevel.MEMORY_AND_DISK)   # read for its keys, then for its rows
+        present = read(spark, path).select(*keys).join(F.broadcast(batch.select(*keys)), list(keys), "left_semi")
+        append(batch.join(present, list(keys), "left_anti"), path, partition_by, merge_schema=True)
+        batch.unpersist()
         return
     condition = " AND ".join(f"t.`{k}` = s.`{k}`" for k in keys)
     (DeltaTable.forPath(spark, path).alias("t")

@@ -147,7 +147,7 @@ def _ingest_kind(ctx: RunContext, bronze: BronzeKind, required: Sequence[str]) -
     before = lakehouse.version(spark, path)
     unique = without(good, repeats)
     lakehouse.insert_new(unique, path, keys=["_id"], partition_by=bronze.partition_by,
-                         properties=bronze.properties)
+                         properties=bronze.properties, batch_rows=unique_count)
     inserted = _inserted_rows(spark, path, before)
     # A re-delivered record whose content changed under an `_id` bronze holds: the first stays,
     # and the changed ones are counted apart, so a correction sent as a redelivery is seen.
@@ -210,6 +210,19 @@ def _inserted_since(spark: SparkSession, path: str, synced: int | None) -> DataF
                                                                 "_commit_timestamp")
 
 
+def _rows_inserted_since(spark: SparkSession, path: str, synced: int | None) -> int | None:
+    """How many rows the commits after version `synced` inserted at most, from the Delta log;
+    None when no version is synced yet (the whole table is new to silver)."""
+    if synced is None:
+        return None
+    total = 0
+    for version in range(synced + 1, (lakehouse.version(spark, path) or synced) + 1):
+        metrics = lakehouse.commit_metrics(spark, path, version)
+        # An insert records its rows; another operation (a forget's delete) adds none.
+        total += metrics.get("numTargetRowsInserted", metrics.get("numOutputRows", 0))
+    return total
+
+
 def build_silver(ctx: RunContext) -> dict[str, int]:
     """Resolve the identities of records new to bronze, then bring silver up to date.
 
@@ -260,7 +273,8 @@ def build_silver(ctx: RunContext) -> dict[str, int]:
         current = assignments.unionByName(graph.join(assignments, ["namespace", "id"], "left_anti"))
         flat = new_events.transform(resolved_person(current, rules.priority)).transform(flatten_events)
         before = lakehouse.version(spark, events_path)
-        lakehouse.insert_new(flat, events_path, keys=["event_id"])
+        lakehouse.insert_new(flat, events_path, keys=["event_id"],
+                             batch_rows=_rows_inserted_since(spark, cfg.table(EVENTS.table), synced.get(EVENTS.name)))
         # From the Delta log, not a second pass over the batch.
         counts["silver_new_events"] = _inserted_rows(spark, events_path, before)
     _upsert_graph(spark, assignments, graph_path)

@@ -1,3 +1,4 @@
+import pyspark.sql.functions as F
 from delta.tables import DeltaTable
 
 from pipelines.core import lakehouse
@@ -38,3 +39,22 @@ def test_rows_changed_counts_only_a_commit_made_after_the_version_given(spark, t
     lakehouse.insert_new(spark.range(3, 9), path, keys=["id"])
     assert lakehouse.rows_changed(spark, path, 0, ["numTargetRowsInserted", "numOutputRows"]) == (4, 1)
     assert lakehouse.rows_changed(spark, path, 0, ["numDeletedRows"]) == (None, 1)
+
+
+def test_a_small_batch_inserts_the_same_rows_as_the_merge_in_one_commit(spark, tmp_path):
+    rows = {}
+    for way, batch_rows in (("merge", None), ("small", 6)):
+        path = str(tmp_path / way)
+        lakehouse.append(spark.range(0, 5).withColumn("part", F.col("id") % 2), path, partition_by=["part"])
+        # 3 and 4 are there already; the batch brings a column the table does not have yet.
+        batch = spark.range(3, 9).withColumn("part", F.col("id") % 2).withColumn("note", F.lit("new"))
+        lakehouse.insert_new(batch, path, keys=["id"], partition_by=["part"], batch_rows=batch_rows)
+        assert lakehouse.rows_changed(spark, path, 0, ["numTargetRowsInserted", "numOutputRows"]) == (4, 1)
+        rows[way] = sorted(tuple(r) for r in lakehouse.read(spark, path).select("id", "part", "note").collect())
+        assert DeltaTable.forPath(spark, path).detail().first()["partitionColumns"] == ["part"]
+    assert rows["small"] == rows["merge"] == (
+        [(i, i % 2, None) for i in range(5)] + [(i, i % 2, "new") for i in range(5, 9)])
+    # Again: nothing left to insert, and nothing inserted twice.
+    lakehouse.insert_new(spark.range(3, 9).withColumn("part", F.col("id") % 2).withColumn("note", F.lit("new")),
+                         str(tmp_path / "small"), keys=["id"], partition_by=["part"], batch_rows=6)
+    assert lakehouse.read(spark, str(tmp_path / "small")).count() == 9
