@@ -146,16 +146,19 @@ def insert_new(df: DataFrame, path: str, keys: Sequence[str], partition_by: Sequ
     of rows paid to shuffle every key of the table. With `batch_rows` (an upper bound on the
     frame's rows) at most SMALL_BATCH_ROWS, the batch's keys go to every task instead, the
     table's keys are read once without a shuffle, and the new rows are appended: one commit,
-    as the MERGE's, and as exactly-once under the run lock (a rerun finds them present).
+    as the MERGE's, and as exactly-once under the run lock (a rerun finds them present). An
+    empty batch (`batch_rows` 0) of an existing table commits nothing.
     """
     spark = df.sparkSession
     if not exists(spark, path):
         _writer(df, "overwrite", partition_by).options(**(properties or {})).save(path)
         return
+    if batch_rows == 0:
+        return   # nothing to insert: no commit
     if batch_rows is not None and batch_rows <= SMALL_BATCH_ROWS:
         batch = df.persist(StorageLevel.MEMORY_AND_DISK)   # read for its keys, then for its rows
         present = read(spark, path).select(*keys).join(F.broadcast(batch.select(*keys)), list(keys), "left_semi")
-        append(batch.join(present, list(keys), "left_anti"), path, partition_by, merge_schema=True)
+        append(batch.join(F.broadcast(present), list(keys), "left_anti"), path, partition_by, merge_schema=True)
         batch.unpersist()
         return
     condition = " AND ".join(f"t.`{k}` = s.`{k}`" for k in keys)

@@ -261,9 +261,10 @@ def build_silver(ctx: RunContext) -> dict[str, int]:
     ctx.progress(f"identity: {counts['identities_added']} new identities, {counts['people_merged']} people "
                  f"merged, {counts['identity_cuts']} links cut")
 
-    lakehouse.insert_new(merges, cfg.table("identity_merges"), keys=["merged_person_id"])
+    lakehouse.insert_new(merges, cfg.table("identity_merges"), keys=["merged_person_id"],
+                         batch_rows=counts["people_merged"])
     lakehouse.insert_new(cuts, cfg.table("identity_cuts"), keys=["namespace", "id", "reason", "run_date"],
-                         properties=lakehouse.stats_on("run_date"))
+                         properties=lakehouse.stats_on("run_date"), batch_rows=counts["identity_cuts"])
     if lakehouse.exists(spark, events_path) and counts["people_merged"]:
         (DeltaTable.forPath(spark, events_path).alias("t")
          .merge(merges.alias("m"), "t.person_id = m.merged_person_id")
@@ -278,7 +279,10 @@ def build_silver(ctx: RunContext) -> dict[str, int]:
         # From the Delta log, not a second pass over the batch.
         counts["silver_new_events"] = _inserted_rows(spark, events_path, before)
     _upsert_graph(spark, assignments, graph_path)
-    _rebuild_profiles(ctx, rules)
+    # A profile's person moves only when it is new or one of its identities moved (a merge):
+    # the identities a batch of events adds are none of a profile's.
+    if new_profiles is not None or counts["people_merged"] or not lakehouse.exists(spark, cfg.table("silver_profiles")):
+        _rebuild_profiles(ctx, rules)
     properties = ", ".join(f"'{SYNCED_PROPERTY}{name}' = '{v}'" for name, v in versions.items() if v is not None)
     spark.sql(f"ALTER TABLE delta.`{graph_path}` SET TBLPROPERTIES ({properties})")
     return counts
