@@ -157,9 +157,12 @@ def insert_new(df: DataFrame, path: str, keys: Sequence[str], partition_by: Sequ
         return   # nothing to insert: no commit
     if batch_rows is not None and batch_rows <= SMALL_BATCH_ROWS:
         batch = df.persist(StorageLevel.MEMORY_AND_DISK)   # read for its keys, then for its rows
-        present = read(spark, path).select(*keys).join(F.broadcast(batch.select(*keys)), list(keys), "left_semi")
-        append(batch.join(F.broadcast(present), list(keys), "left_anti"), path, partition_by, merge_schema=True)
-        batch.unpersist()
+        try:
+            present = (read(spark, path).select(*keys)
+                       .join(F.broadcast(batch.select(*keys)), list(keys), "left_semi"))
+            append(batch.join(F.broadcast(present), list(keys), "left_anti"), path, partition_by, merge_schema=True)
+        finally:
+            batch.unpersist()
         return
     condition = " AND ".join(f"t.`{k}` = s.`{k}`" for k in keys)
     (DeltaTable.forPath(spark, path).alias("t")

@@ -212,11 +212,15 @@ def _inserted_since(spark: SparkSession, path: str, synced: int | None) -> DataF
 
 def _rows_inserted_since(spark: SparkSession, path: str, synced: int | None) -> int | None:
     """How many rows the commits after version `synced` inserted at most, from the Delta log;
-    None when no version is synced yet (the whole table is new to silver)."""
+    None when no version is synced yet (the whole table is new to silver) or a commit's file
+    is gone."""
     if synced is None:
         return None
     total = 0
     for version in range(synced + 1, (lakehouse.version(spark, path) or synced) + 1):
+        # Delta drops commit files older than its log retention: then the size is unknown.
+        if not lakehouse.folder_exists(spark, f"{path.rstrip('/')}/_delta_log/{version:020d}.json"):
+            return None
         metrics = lakehouse.commit_metrics(spark, path, version)
         # An insert records its rows; another operation (a forget's delete) adds none.
         total += metrics.get("numTargetRowsInserted", metrics.get("numOutputRows", 0))
