@@ -163,29 +163,31 @@ def new_events_file(landing: Path, day: date, share: float = NEW_EVENTS_SHARE) -
     on `day`, into one new landing file: the day's events of people already known (as most
     of a real night's are). Returns how many."""
     every = round(1 / share)
-    written, seen = 0, 0
+    written, since = 0, 0
     target = landing / f"part-new-{day.isoformat()}.json.gz"
     with gzip.open(target, "wt") as out:
         for path in sorted(landing.glob("part-0*.json.gz")):
             with gzip.open(path, "rt") as lines:
                 for line in lines:
-                    seen += 1
-                    if seen % every:
-                        continue
-                    try:
-                        event = json.loads(line)
-                    except ValueError:   # one of the generator's deliberately broken records
-                        seen -= 1        # the next line is due instead
-                        continue
-                    if not isinstance(event, dict) or not isinstance(event.get("timestamp"), str) \
-                            or "T" not in event["timestamp"]:
-                        seen -= 1
+                    since += 1
+                    event = _timed_event(line) if since >= every else None
+                    if event is None:   # not due, or one of the generator's broken records: the next is due
                         continue
                     event["_id"] = f"new-{day.isoformat()}-{written}"
                     event["timestamp"] = f"{day.isoformat()}T{event['timestamp'].split('T', 1)[1]}"
                     out.write(json.dumps(event, separators=(",", ":")) + "\n")
-                    written += 1
+                    written, since = written + 1, 0
     return written
+
+
+def _timed_event(line: str) -> dict | None:
+    """A landing line as an event with an ISO timestamp; None for a line that is not one."""
+    try:
+        event = json.loads(line)
+    except ValueError:
+        return None
+    stamp = event.get("timestamp") if isinstance(event, dict) else None
+    return event if isinstance(stamp, str) and "T" in stamp else None
 
 
 def _one_size(target_events: int, events_per_person: float, days: int, min_labels: int, work: Path) -> dict:

@@ -210,14 +210,14 @@ def _inserted_since(spark: SparkSession, path: str, synced: int | None) -> DataF
                                                                 "_commit_timestamp")
 
 
-def _rows_inserted_since(spark: SparkSession, path: str, synced: int | None) -> int | None:
-    """How many rows the commits after version `synced` inserted at most, from the Delta log;
-    None when no version is synced yet (the whole table is new to silver) or a commit's file
-    is gone."""
-    if synced is None:
+def _rows_inserted_since(spark: SparkSession, path: str, synced: int | None, latest: int | None) -> int | None:
+    """How many rows the commits after version `synced` up to `latest` inserted at most,
+    from the Delta log; None when no version is synced yet (the whole table is new to
+    silver) or a commit's file is gone."""
+    if synced is None or latest is None:
         return None
     total = 0
-    for version in range(synced + 1, (lakehouse.version(spark, path) or synced) + 1):
+    for version in range(synced + 1, latest + 1):
         # Delta drops commit files older than its log retention: then the size is unknown.
         if not lakehouse.folder_exists(spark, f"{path.rstrip('/')}/_delta_log/{version:020d}.json"):
             return None
@@ -279,7 +279,8 @@ def build_silver(ctx: RunContext) -> dict[str, int]:
         flat = new_events.transform(resolved_person(current, rules.priority)).transform(flatten_events)
         before = lakehouse.version(spark, events_path)
         lakehouse.insert_new(flat, events_path, keys=["event_id"],
-                             batch_rows=_rows_inserted_since(spark, cfg.table(EVENTS.table), synced.get(EVENTS.name)))
+                             batch_rows=_rows_inserted_since(spark, cfg.table(EVENTS.table), synced.get(EVENTS.name),
+                                                             versions[EVENTS.name]))
         # From the Delta log, not a second pass over the batch.
         counts["silver_new_events"] = _inserted_rows(spark, events_path, before)
     _upsert_graph(spark, assignments, graph_path)
