@@ -33,9 +33,11 @@ from tools.standalone_cluster import PROJECT, ExecutorKiller, StandaloneCluster,
 from tests.conftest import SMALL_NIGHT
 
 # The faulty nights get the clean night's landing files and options, and the test session's
-# partitioning and planning, so values compare one for one.
+# partitioning and planning, so values compare one for one; and its Delta snapshot
+# partitions, without which every read of a table's log runs Delta's default fifty tasks.
 SESSION_SETTINGS = ("spark.sql.shuffle.partitions", "spark.default.parallelism", "spark.sql.adaptive.enabled",
-                    "spark.sql.codegen.wholeStage", "spark.sql.codegen.factoryMode")
+                    "spark.sql.codegen.wholeStage", "spark.sql.codegen.factoryMode",
+                    "spark.databricks.delta.snapshotPartitions")
 
 
 def as_the_test_session(spark) -> list[str]:
