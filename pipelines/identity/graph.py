@@ -53,10 +53,15 @@ class IdentityRules:
 
 @dataclass
 class Resolution:
-    """What a batch changes: graph rows to upsert, merges made, links and merges refused."""
+    """What a batch changes: graph rows to upsert, merges made, links and merges refused;
+    `graph_unchanged` when the batch can change no row of the graph (see `_changes_nothing`)."""
     assignments: DataFrame   # GRAPH_COLUMNS for new identities and for identities that moved
     merges: DataFrame        # merged_person_id, surviving_person_id, identities_moved, run_date
     cuts: DataFrame          # namespace, id, reason, run_date
+    graph_unchanged: bool = False
+
+
+MERGES_SCHEMA = "merged_person_id string, surviving_person_id string, identities_moved bigint, run_date date"
 
 
 def person_id_of(namespace: Column, identity: Column) -> Column:
@@ -240,19 +245,40 @@ def _components_of(nodes: DataFrame, edges: DataFrame, local_max_links: int) -> 
     return nodes.join(components, "node", "left").withColumn("component", F.coalesce("component", "node"))
 
 
+def _changes_nothing(stars: DataFrame, known: DataFrame) -> bool:
+    """Whether every identity of the batch is known and each record's identities are one
+    person's: then nothing is new, links nothing apart and merges nobody. A night of
+    returning people is mostly such a batch; one query answers it, where the resolution
+    runs some forty."""
+    def person(side: str) -> DataFrame:
+        return known.select(F.col("namespace").alias(f"{side}_ns"), F.col("id").alias(f"{side}_id"),
+                            F.col("person_id").alias(f"{side}_person"))
+    # Each identity of a record is the `b` of a star from the record's anchor `a` (itself too).
+    return (stars.join(person("a"), ["a_ns", "a_id"], "left").join(person("b"), ["b_ns", "b_id"], "left")
+            .where(F.col("a_person").isNull() | F.col("b_person").isNull()
+                   | (F.col("a_person") != F.col("b_person")))
+            .isEmpty())
+
+
 def resolve(graph: DataFrame, records: DataFrame, rules: IdentityRules, run_date: date) -> Resolution:
     """Link the identities of new `records` (with `identityMap`) into the current `graph`."""
     day = F.lit(run_date).cast("date")
     stars = record_stars(records, rules.priority).localCheckpoint()
     batch, links = star_identities(stars), star_links(stars)
     shared = _shared_identities(links, rules)
+    known = graph.join(batch, ["namespace", "id"], "left_semi").select("namespace", "id", "person_id")
+    if _changes_nothing(stars, known):
+        # What the full resolution gives such a batch: no assignment or merge; the shared
+        # identities it met are still cut (a person over a cap lowered since, say).
+        return Resolution(assignments=graph.select(*GRAPH_COLUMNS).limit(0),
+                          merges=graph.sparkSession.createDataFrame([], MERGES_SCHEMA),
+                          cuts=shared.withColumn("run_date", day), graph_unchanged=True)
     followed = (links
                 .join(shared.select(F.col("namespace").alias("a_ns"), F.col("id").alias("a_id")), ["a_ns", "a_id"],
                       "left_anti")
                 .join(shared.select(F.col("namespace").alias("b_ns"), F.col("id").alias("b_id")), ["b_ns", "b_id"],
                       "left_anti"))
 
-    known = graph.join(batch, ["namespace", "id"], "left_semi").select("namespace", "id", "person_id")
     nodes = (batch.join(known, ["namespace", "id"], "left")
              .withColumn("node", F.when(F.col("person_id").isNotNull(), F.concat_ws(_SEP, F.lit("P"), "person_id"))
                          .otherwise(F.concat_ws(_SEP, F.lit("I"), "namespace", "id")))).localCheckpoint()

@@ -283,7 +283,8 @@ def build_silver(ctx: RunContext) -> dict[str, int]:
                                                              versions[EVENTS.name]))
         # From the Delta log, not a second pass over the batch.
         counts["silver_new_events"] = _inserted_rows(spark, events_path, before)
-    _upsert_graph(spark, assignments, graph_path)
+    if not resolution.graph_unchanged or not lakehouse.exists(spark, graph_path):
+        _upsert_graph(spark, assignments, graph_path)
     # A profile's person moves only when it is new or one of its identities moved (a merge):
     # the identities a batch of events adds are none of a profile's.
     if new_profiles is not None or counts["people_merged"] or not lakehouse.exists(spark, cfg.table("silver_profiles")):

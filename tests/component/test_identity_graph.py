@@ -96,6 +96,22 @@ def test_a_rerun_of_the_same_records_changes_nothing(spark):
     assert sorted(again.collect()) == sorted(graph.collect())
 
 
+def test_a_batch_of_known_people_leaves_the_graph_as_it_is_and_a_new_link_does_not(spark):
+    graph, _ = _run(spark, _empty(spark), DAY1, ("ECID:e1", "CRMID:c1"), ("ECID:e2",), ("Email:b@x", "ECID:e3"))
+    # Returning people, each record within one person: nothing for the resolution to do.
+    again, resolution = _run(spark, graph, DAY2, ("ECID:e1",), ("CRMID:c1", "ECID:e1"), ("ECID:e3", "Email:b@x"))
+    assert resolution.graph_unchanged
+    assert (resolution.assignments.count(), resolution.merges.count(), resolution.cuts.count()) == (0, 0, 0)
+    assert sorted(again.collect()) == sorted(graph.collect())
+    # Known identities of two people in one record, or one identity never seen: resolved in full.
+    merged, resolution = _run(spark, graph, DAY2, ("ECID:e1", "ECID:e2"))
+    assert not resolution.graph_unchanged and resolution.merges.count() == 1
+    assert frozenset({"ECID:e1", "ECID:e2", "CRMID:c1"}) in _people(merged)
+    grown, resolution = _run(spark, graph, DAY2, ("ECID:e2", "ECID:e4"))
+    assert not resolution.graph_unchanged
+    assert frozenset({"ECID:e2", "ECID:e4"}) in _people(grown)
+
+
 def test_a_shared_device_seen_with_many_customers_in_one_run_links_none_of_them(spark):
     logins = [("ECID:kiosk", f"CRMID:c{i}", f"ECID:own{i}") for i in range(8)]
     cap_only = IdentityRules(priority=RULES.priority, unique_namespaces=[], max_identities_per_person=5)
