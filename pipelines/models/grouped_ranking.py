@@ -65,16 +65,27 @@ def catalogue(items: pd.DataFrame, n: int, popular_groups: int,
     popular = np.lexsort((np.arange(len(group_names)), -group_popularity))[:popular_groups]
     kernel = None
     if similarities is not None:
-        rows = np.searchsorted(names, similarities["item"].to_numpy(dtype=str))
-        cols = np.searchsorted(names, similarities["neighbour"].to_numpy(dtype=str))
-        lent = neighbour_weight * similarities["similarity"].to_numpy(dtype=float)
+        rows, item_found = _positions(names, similarities["item"].to_numpy(dtype=str))
+        cols, neighbour_found = _positions(names, similarities["neighbour"].to_numpy(dtype=str))
+        # A version's kept neighbours are of its run date: an item no one has touched since
+        # is not in tonight's catalogue, and lends and borrows nothing.
+        found = item_found & neighbour_found
+        lent = neighbour_weight * similarities["similarity"].to_numpy(dtype=float)[found]
         size = len(names)
         kernel = (sparse.identity(size, format="csr")
-                  + sparse.csr_matrix((lent, (rows, cols)), shape=(size, size))).tocsr()
+                  + sparse.csr_matrix((lent, (rows[found], cols[found])), shape=(size, size))).tocsr()
         kernel.sort_indices()
     return Catalogue(items=names, group_of=group_of, within=within, group_popularity=group_popularity,
                      leading_start=np.concatenate([[0], np.cumsum(counts)]), leading_items=kept,
                      popular_groups=popular, kernel=kernel)
+
+
+def _positions(names: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each value's index in the sorted `names`, and whether it is there at all."""
+    at = np.searchsorted(names, values)
+    found = at < len(names)
+    found[found] = names[at[found]] == values[found]
+    return at, found
 
 
 def _spans(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:

@@ -75,6 +75,10 @@ def test_co_occurrence_lends_through_a_versions_own_neighbours_when_given_them(s
     elsewhere = pd.DataFrame({"item": ["X"], "neighbour": ["W"], "similarity": [1.0]})
     assert counted["a"] == ["X", "Y"]
     assert _top(recommend(strengths, parameters, 2, "sku", similarities=elsewhere))["a"] == ["X", "Z"]
+    # A kept neighbour no one has touched tonight ("XX", between X and Y by name) lends
+    # nothing, and to no other product in its place.
+    gone = pd.DataFrame({"item": ["X", "XX"], "neighbour": ["XX", "Z"], "similarity": [1.0, 1.0]})
+    assert _top(recommend(strengths, parameters, 2, "sku", similarities=gone))["a"] == ["X", "Z"]
 
 
 def test_als_recommends_the_product_that_completes_a_persons_taste(spark):
