@@ -7,6 +7,7 @@ from __future__ import annotations
 import shutil
 from datetime import date, timedelta
 
+import mlflow.pyfunc
 import pyspark.sql.functions as F
 import pytest
 from mlflow import MlflowClient
@@ -139,6 +140,15 @@ def test_a_co_occurrence_version_keeps_its_neighbours_and_its_nights_lend_throug
     assert len(kept) > 100
     assert kept.sort_values(["item", "neighbour"]).reset_index(drop=True).equals(
         counted.sort_values(["item", "neighbour"]).reset_index(drop=True)), "the neighbours as of its run date"
+
+    # Loaded through MLflow, the version ranks with its kept neighbours too, not with those
+    # of the input it is given.
+    loaded = mlflow.pyfunc.load_model(f"models:/product_affinity/{new.version}")
+    few = strengths.join(strengths.select("person_id").distinct().orderBy("person_id").limit(20), "person_id")
+    predicted = loaded.predict(few.select("person_id", "sku", "strength").toPandas())
+    expected = recommend(few, parameters, 10, "sku", similarities=kept).orderBy("person_id", "rank").toPandas()
+    assert len(predicted) > 0
+    assert predicted[["person_id", "rank", "sku"]].values.tolist() == expected[["person_id", "rank", "sku"]].values.tolist()
 
     # Other neighbours put in the version's place: the night ranks with those, not tonight's.
     other = kept.assign(neighbour=kept["neighbour"].to_numpy()[::-1])

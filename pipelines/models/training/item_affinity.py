@@ -16,6 +16,8 @@ the affinity gate: precision@k above popularity's, no worse than the champion's.
 
 from __future__ import annotations
 
+import os
+import tempfile
 from datetime import timedelta
 
 import mlflow.pyfunc
@@ -47,6 +49,13 @@ class ItemAffinityModel(mlflow.pyfunc.PythonModel):
 
     def __init__(self, parameters: dict):
         self.parameters = parameters
+        self.similarities: pd.DataFrame | None = None
+
+    def load_context(self, context) -> None:
+        # A co-occurrence version lends through the neighbours kept with it, as the nights do;
+        # without them (other candidates, versions logged before) they are counted from the input.
+        path = (context.artifacts or {}).get(artifacts.ITEM_SIMILARITIES)
+        self.similarities = pd.read_parquet(path) if path else None
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         spark = SparkSession.builder.getOrCreate()
@@ -55,7 +64,8 @@ class ItemAffinityModel(mlflow.pyfunc.PythonModel):
         # A `category` column names each product's category, for a version that ranks within them.
         groups = (spark.createDataFrame(model_input[[item, "category"]].drop_duplicates(item))
                   if "category" in model_input.columns and self.parameters.get("within_categories") else None)
-        top = recommend(strengths, self.parameters, int(self.parameters["top_k"]), item, groups=groups)
+        top = recommend(strengths, self.parameters, int(self.parameters["top_k"]), item, groups=groups,
+                        similarities=getattr(self, "similarities", None))
         return top.orderBy("person_id", "rank").toPandas()
 
 
@@ -228,7 +238,8 @@ class ItemAffinityTrainer(PrecisionGate, ConfiguredTrainer):
             ctx.progress(f"{self.key}: {len(tables[artifacts.ITEM_SIMILARITIES])} neighbour pairs as of "
                          f"{ctx.run_date} kept with the version")
         return Candidate(
-            metrics=metrics, params=params, log_model=lambda name: _log_model(name, parameters),
+            metrics=metrics, params=params,
+            log_model=lambda name: _log_model(name, parameters, tables.get(artifacts.ITEM_SIMILARITIES)),
             artifacts={artifacts.SEARCH: {"validation_as_of": self.validation.isoformat(), "candidates": self.search},
                        artifacts.AFFINITY_PARAMETERS: parameters,
                        artifacts.PRECISION_CURVES: {"k": k, "candidates": curves}},
@@ -261,11 +272,18 @@ def _setting(parameters: dict) -> tuple:
     return parameters["half_life_days"], tuple(sorted(parameters["interaction_weights"].items()))
 
 
-def _log_model(name: str, parameters: dict):
+def _log_model(name: str, parameters: dict, similarities: pd.DataFrame | None = None):
+    """The pyfunc model; a co-occurrence version's neighbours go into the model too, so
+    that loading it through MLflow ranks as the nights do."""
     item = parameters["item"]
     example = pd.DataFrame({"person_id": ["a", "a", "b"], item: ["x", "y", "x"], "strength": [3.0, 1.0, 0.5]})
     output = pd.DataFrame({"person_id": ["a"], "rank": [1], item: ["x"], "score": [0.5]})
-    return mlflow.pyfunc.log_model(name="model", python_model=ItemAffinityModel(parameters),
-                                   registered_model_name=name, input_example=example,
-                                   signature=registry.signature(example, output),
-                                   pip_requirements=["pandas", "pyspark"])
+    with tempfile.TemporaryDirectory() as folder:
+        files = {}
+        if similarities is not None:
+            files[artifacts.ITEM_SIMILARITIES] = os.path.join(folder, artifacts.ITEM_SIMILARITIES)
+            similarities.to_parquet(files[artifacts.ITEM_SIMILARITIES], index=False)
+        return mlflow.pyfunc.log_model(name="model", python_model=ItemAffinityModel(parameters),
+                                       artifacts=files or None, registered_model_name=name, input_example=example,
+                                       signature=registry.signature(example, output),
+                                       pip_requirements=["pandas", "pyarrow", "pyspark"])
