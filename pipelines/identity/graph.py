@@ -247,7 +247,7 @@ def _components_of(nodes: DataFrame, edges: DataFrame, local_max_links: int) -> 
 
 def _changes_nothing(stars: DataFrame, known: DataFrame) -> bool:
     """Whether every identity of the batch is known and each record's identities are one
-    person's: then nothing is new, links nothing apart and merges nobody. A night of
+    person's: then no identity is new, no link joins two people and nobody merges. A night of
     returning people is mostly such a batch; one query answers it, where the resolution
     runs some forty."""
     def person(side: str) -> DataFrame:
