@@ -77,11 +77,17 @@ def rows_changed(spark: SparkSession, path: str, before: int | None,
 
 
 def _writer(df: DataFrame, mode: str, partition_by: Sequence[str]):
-    """A Delta writer whose rows of one partition value sit in one task, so each partition
-    value gets one file, not one per task."""
+    """A Delta writer that gives each partition value files of Delta's optimized-write bin
+    size (`spark.databricks.delta.optimizeWrite.binSize`), not one file per task.
+
+    Shuffling the rows by the partition column instead sends a whole night (one score date)
+    to one task: a single core would write every person's rows however large the cluster.
+    The optimized write spreads a value's rows over several shuffle partitions and writes
+    one file per bin, so a large night is written by many tasks and a small one still
+    makes one file."""
     if not partition_by:
         return df.write.format("delta").mode(mode)
-    return df.repartition(*partition_by).write.format("delta").mode(mode).partitionBy(*partition_by)
+    return df.write.format("delta").mode(mode).option("optimizeWrite", "true").partitionBy(*partition_by)
 
 
 # Delta keeps each file's minimum and maximum of the first 32 columns in its log, which

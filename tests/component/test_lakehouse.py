@@ -2,6 +2,7 @@ import pyspark.sql.functions as F
 from delta.tables import DeltaTable
 
 from pipelines.core import lakehouse
+from pipelines.core.session import settings_applied
 
 
 def test_version_follows_every_commit_past_a_checkpoint_and_is_none_before_the_first(spark, tmp_path):
@@ -58,3 +59,20 @@ def test_a_small_batch_inserts_the_same_rows_as_the_merge_in_one_commit(spark, t
     lakehouse.insert_new(spark.range(3, 9).withColumn("part", F.col("id") % 2).withColumn("note", F.lit("new")),
                          str(tmp_path / "small"), keys=["id"], partition_by=["part"], batch_rows=6)
     assert lakehouse.read(spark, str(tmp_path / "small")).count() == 9
+
+
+def test_a_date_larger_than_a_bin_is_written_as_several_files_and_a_small_one_as_one(spark, tmp_path):
+    # Rows of one score date, as a night writes them; a 1 MB bin makes this date several bins.
+    night = (spark.range(60_000).withColumn("person_id", F.sha2(F.col("id").cast("string"), 256))
+             .withColumn("score_date", F.lit("2026-06-03").cast("date")))
+    path = tmp_path / "scores"
+    with settings_applied(spark, {"spark.databricks.delta.optimizeWrite.binSize": "1"}):
+        lakehouse.replace_where(night, str(path), "score_date = '2026-06-03'", partition_by=["score_date"])
+    assert len(list((path / "score_date=2026-06-03").glob("*.parquet"))) > 1
+    # The next night is small: one file for its date, the first night's rows kept.
+    lakehouse.replace_where(night.limit(100).withColumn("score_date", F.lit("2026-06-04").cast("date")), str(path),
+                            "score_date = '2026-06-04'", partition_by=["score_date"])
+    assert len(list((path / "score_date=2026-06-04").glob("*.parquet"))) == 1
+    rows = {row["score_date"].isoformat(): row["count"]
+            for row in lakehouse.read(spark, str(path)).groupBy("score_date").count().collect()}
+    assert rows == {"2026-06-03": 60_000, "2026-06-04": 100}
