@@ -14,7 +14,7 @@ from pipelines.models import artifacts
 from pipelines.models.affinity import dimension_of, strengths_as_of
 from pipelines.models.item_affinity import events_window, exclusions_as_of, groups_as_of, recommend
 from pipelines.quality.gate import QualityChecks
-from pipelines.scoring.affinity import ranked_rows_view
+from pipelines.scoring.affinity import people_ranked, ranked_rows_view
 from pipelines.scoring.champions import affinity_champion
 from pipelines.scoring.scores import with_provenance
 
@@ -48,7 +48,7 @@ def score(ctx: RunContext, checks: QualityChecks, features: DataFrame, key: str)
         if frame is not None:
             frame.unpersist()
     stored = lakehouse.read(spark, path).where(F.col("score_date") == F.lit(ctx.run_date))
-    people = stored.select("person_id").distinct().count()
+    people = people_ranked(stored)
     ctx.progress(f"{people} people's top {k} {item}s with {name} v{champion.version} ({parameters['method']})")
     checks.run_suite(key, stored.transform(ranked_rows_view(active, k, item)))
     return {f"{key}.people_scored": people, f"{key}.model_version": int(champion.version)}
