@@ -162,7 +162,7 @@ def _extra_features(ctx: RunContext, specs: list[ModelSpec]) -> DataFrame | None
 def _score(ctx: RunContext, spec: ModelSpec, champion, model,
            eligible: DataFrame) -> tuple[DataFrame, DataFrame]:
     """One model's rows for gold/scores (lazy), and the cached probabilities and factors they
-    come from. Factors need gradient-boosted trees straight on the model's inputs or the
+    come from (with the model's inputs, when it gives factors). Factors need gradient-boosted trees straight on the model's inputs or the
     standardised logistic regression; other models' rows have an empty list."""
     keep = ["person_id", "as_of_date", SCORE_COLUMN]
     ensemble = explainer(model)
@@ -172,15 +172,19 @@ def _score(ctx: RunContext, spec: ModelSpec, champion, model,
         # An empty list, not null: the model gives no factors, none were lost.
         scored = probabilities.withColumn("factors", F.array().cast(FACTORS_TYPE)).cache()
     else:
+        # The inputs stay in the cached rows for the drift checks, which would otherwise
+        # build the eligible rows (features and customer base) a second time.
+        inputs = [column for column in ensemble.inputs if column not in keep]
         try:
-            explain = with_factors(ensemble, ctx.cfg.get("scoring.factors"), keep=keep)
+            explain = with_factors(ensemble, ctx.cfg.get("scoring.factors"), keep=keep + inputs)
         except ValueError as err:
             raise BadInputError(str(err)) from err
         scored = probabilities.transform(explain).cache()
     cuts = percentile_cut_points(scored, SCORE_COLUMN)
     buckets = ctx.cfg.get("scoring.buckets")
-    rows = (scored.transform(with_score_columns(cuts, int(buckets["medium_from_percentile"]),
-                                                int(buckets["high_from_percentile"])))
+    rows = (scored.select(*keep, "factors")
+            .transform(with_score_columns(cuts, int(buckets["medium_from_percentile"]),
+                                          int(buckets["high_from_percentile"])))
             .transform(with_provenance(ctx.run_date, spec.registered_name, champion, ctx.clock, ctx.run_id)))
     return rows, scored
 
@@ -257,7 +261,9 @@ def _judge_drift(ctx: RunContext, checks: QualityChecks, spec: ModelSpec, champi
                      "trained by this release is champion")], 0.0)
         return KEEP
     inputs = [column for column in reference if column != score_column]
-    population = [eligible.select(*inputs), probabilities.select(score_column)]
+    # Each column from the first frame holding it: the cached scores (with the model's
+    # inputs when it gives factors), then the eligible rows for the rest.
+    population = [probabilities, eligible.select(*inputs)]
     outcomes = drift_outcomes(reference, population, ctx.cfg.get("quality.drift"), score_column, spec.key)
     beyond = any(o.blocks and o.check.endswith(f"psi_{score_column}") for o in outcomes)
     if not beyond or spec.required:
