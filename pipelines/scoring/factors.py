@@ -14,8 +14,10 @@ feature i in such a game is
 where d is the number of distinct features on the path and e_k the k-th coefficient of
 prod_{j != i} (z_j + o_j t). Summed over leaves and trees this is exact: the base value
 (every z) plus a person's contributions equals the model's log-odds for that person.
-Paths are at most max_depth long, so the work per person is small and fixed, and it runs
-in Spark over batches of rows (numpy, no Python loop per person).
+Paths are at most max_depth long, so a leaf's game has at most 2^max_depth outcomes (which
+of its features a person follows): its Shapley values are tabulated once, when the model is
+read, and each person's are looked up. It runs in Spark over batches of rows (numpy and
+Arrow, no Python loop per person).
 
 A logistic regression on standardised inputs (the baseline, when it wins its holdout) is
 explained exactly too: its log-odds is the intercept plus, per input, the coefficient
@@ -25,12 +27,12 @@ Shapley value.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from math import factorial
 from typing import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
-import pandas as pd
+import pyarrow as pa
 from pyspark.ml import PipelineModel
 from pyspark.ml.classification import GBTClassificationModel, LogisticRegressionModel
 from pyspark.ml.feature import StandardScalerModel, VectorAssembler
@@ -50,11 +52,14 @@ FACTORS_TYPE = T.ArrayType(FACTOR_TYPE)
 @dataclass(frozen=True)
 class LeafPath:
     """One leaf: its weighted value on the log-odds scale and, per distinct feature on the
-    path to it, the splits it takes (threshold, goes left) and the cover share of those splits."""
+    path to it, the splits it takes (threshold, goes left) and the cover share of those splits.
+    `shapley` holds each feature's contribution for each pattern of the features a row
+    follows (`leaf_shapley_values`): a leaf has at most 2^max_depth patterns, whatever the rows."""
     value: float
     features: tuple[int, ...]
     splits: tuple[tuple[tuple[float, bool], ...], ...]
     zero: tuple[float, ...]
+    shapley: np.ndarray = field(compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -153,39 +158,54 @@ def _leaf(value: float, path: list[tuple[int, float, bool, float]]) -> LeafPath:
             splits[feature], zero[feature] = [], 1.0
         splits[feature].append((threshold, goes_left))
         zero[feature] *= share
-    return LeafPath(value=value, features=tuple(features),
-                    splits=tuple(tuple(splits[f]) for f in features), zero=tuple(zero[f] for f in features))
+    zeros = tuple(zero[f] for f in features)
+    return LeafPath(value=value, features=tuple(features), splits=tuple(tuple(splits[f]) for f in features),
+                    zero=zeros, shapley=leaf_shapley_values(value, zeros))
 
 
 def _shapley_weights(d: int) -> list[float]:
     return [factorial(k) * factorial(d - k - 1) / factorial(d) for k in range(d)]
 
 
+def leaf_shapley_values(value: float, zero: Sequence[float]) -> np.ndarray:
+    """(2^d, d): feature i's Shapley value in one leaf's game (module docstring) for each
+    pattern of the d features on its path a row can follow; bit j of the pattern's index
+    is set when the row satisfies every split on the j-th feature."""
+    d = len(zero)
+    ones = ((np.arange(1 << d)[:, None] >> np.arange(d)) & 1).astype(float)
+    weights = _shapley_weights(d)
+    table = np.zeros((1 << d, d))
+    for i in range(d):
+        coefficients = [np.ones(1 << d)]
+        for j in range(d):
+            if j == i:
+                continue
+            z, o = zero[j], ones[:, j]
+            coefficients = ([coefficients[0] * z]
+                            + [coefficients[k] * z + coefficients[k - 1] * o for k in range(1, len(coefficients))]
+                            + [coefficients[-1] * o])
+        weighted = sum(c * w for c, w in zip(coefficients, weights, strict=True))
+        table[:, i] = value * (ones[:, i] - zero[i]) * weighted
+    return table
+
+
 def contributions(ensemble: TreeEnsemble, x: np.ndarray) -> np.ndarray:
-    """Per row of `x` (rows x inputs), each input's contribution to the log-odds."""
-    phi = np.zeros(x.shape, dtype=float)
+    """Per row of `x` (rows x inputs), each input's contribution to the log-odds: per leaf,
+    the row's pattern of followed features picks its values from the leaf's table."""
+    # Column-major: every operation below reads or adds one input's column.
+    x = np.asfortranarray(x, dtype=float)
+    phi = np.zeros(x.shape, dtype=float, order="F")
     for leaf in ensemble.leaves:
-        d = len(leaf.features)
-        if d == 0:
+        if not leaf.features:
             continue
-        ones = []
-        for feature, splits in zip(leaf.features, leaf.splits, strict=True):
+        pattern = np.zeros(x.shape[0], dtype=np.intp)
+        for bit, (feature, splits) in enumerate(zip(leaf.features, leaf.splits, strict=True)):
             follows = np.ones(x.shape[0], dtype=bool)
             for threshold, goes_left in splits:
                 follows &= (x[:, feature] <= threshold) if goes_left else (x[:, feature] > threshold)
-            ones.append(follows.astype(float))
-        weights = _shapley_weights(d)
-        for i in range(d):
-            coefficients = [np.ones(x.shape[0])]
-            for j in range(d):
-                if j == i:
-                    continue
-                z, o = leaf.zero[j], ones[j]
-                coefficients = ([coefficients[0] * z]
-                                + [coefficients[k] * z + coefficients[k - 1] * o for k in range(1, len(coefficients))]
-                                + [coefficients[-1] * o])
-            weighted = sum(c * w for c, w in zip(coefficients, weights, strict=True))
-            phi[:, leaf.features[i]] += leaf.value * (ones[i] - leaf.zero[i]) * weighted
+            pattern |= follows.astype(np.intp) << bit
+        for i, feature in enumerate(leaf.features):
+            phi[:, feature] += leaf.shapley[:, i].take(pattern)
     return phi
 
 
@@ -194,18 +214,40 @@ def importance_label(contribution: np.ndarray, high_from: float, medium_from: fl
     return np.where(size >= high_from, "high", np.where(size >= medium_from, "medium", "low"))
 
 
-def top_factors(ensemble: Explainer, x: np.ndarray, top_n: int, high_from: float,
-                medium_from: float) -> list[list[dict]]:
-    """Per row, the `top_n` inputs with the largest absolute contributions, largest first."""
+def top_factor_arrays(ensemble: Explainer, x: np.ndarray, top_n: int, high_from: float,
+                      medium_from: float) -> tuple[np.ndarray, ...]:
+    """Per row, the `top_n` inputs with the largest absolute contributions, largest first,
+    as (rows x top_n) arrays: input index, contribution, the input's value, importance."""
     phi = ensemble.contributions(x)
     order = np.argsort(-np.abs(phi), axis=1, kind="stable")[:, :top_n]
     rows = np.arange(x.shape[0])[:, None]
     chosen, values = phi[rows, order], x[rows, order]
-    labels = importance_label(chosen, high_from, medium_from)
+    return order, chosen, values, importance_label(chosen, high_from, medium_from)
+
+
+def top_factors(ensemble: Explainer, x: np.ndarray, top_n: int, high_from: float,
+                medium_from: float) -> list[list[dict]]:
+    """`top_factor_arrays` as a list of factors per row."""
+    order, chosen, values, labels = top_factor_arrays(ensemble, x, top_n, high_from, medium_from)
     return [[{"feature": ensemble.inputs[f], "value": float(v), "contribution": float(c),
               "direction": "raises" if c >= 0 else "lowers", "importance": str(label)}
              for f, v, c, label in zip(order[r], values[r], chosen[r], labels[r], strict=True)]
             for r in range(x.shape[0])]
+
+
+def factor_lists(ensemble: Explainer, x: np.ndarray, top_n: int, high_from: float, medium_from: float) -> pa.Array:
+    """`top_factors` as an Arrow list of FACTOR_TYPE structs per row, built a column at a
+    time (no loop over rows)."""
+    order, chosen, values, labels = top_factor_arrays(ensemble, x, top_n, high_from, medium_from)
+    rows, width = order.shape
+    contribution = chosen.ravel()
+    factors = pa.StructArray.from_arrays(
+        [pa.array(np.asarray(ensemble.inputs, dtype=object)[order.ravel()], pa.string()),
+         pa.array(values.ravel(), pa.float64()), pa.array(contribution, pa.float64()),
+         pa.array(np.where(contribution >= 0, "raises", "lowers").astype(object), pa.string()),
+         pa.array(labels.ravel().astype(object), pa.string())],
+        names=FACTOR_TYPE.fieldNames())
+    return pa.ListArray.from_arrays(pa.array(np.arange(0, rows * width + 1, width, dtype=np.int32)), factors)
 
 
 def with_factors(ensemble: Explainer, settings: Mapping, keep: Sequence[str],
@@ -219,14 +261,16 @@ def with_factors(ensemble: Explainer, settings: Mapping, keep: Sequence[str],
         raise ValueError(f"scoring.factors needs top_n >= 1 and 0 <= medium <= high, got {dict(settings)}")
     inputs = list(ensemble.inputs)
 
-    def _batches(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    def _batches(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for batch in batches:
-            x = batch[inputs].to_numpy(dtype=float)
-            out = batch[list(keep)].copy()
-            out[output] = top_factors(ensemble, x, top_n, high_from, medium_from)
-            yield out
+            # A null input becomes NaN, which satisfies no split.
+            x = np.column_stack([batch.column(name).cast(pa.float64()).to_numpy(zero_copy_only=False)
+                                 for name in inputs]) if batch.num_rows else np.zeros((0, len(inputs)))
+            yield pa.RecordBatch.from_arrays(
+                [batch.column(name) for name in keep] + [factor_lists(ensemble, x, top_n, high_from, medium_from)],
+                names=[*keep, output])
 
     def _apply(df: DataFrame) -> DataFrame:
         schema = T.StructType([df.schema[name] for name in keep] + [T.StructField(output, FACTORS_TYPE)])
-        return df.select(*keep, *[c for c in inputs if c not in keep]).mapInPandas(_batches, schema)
+        return df.select(*keep, *[c for c in inputs if c not in keep]).mapInArrow(_batches, schema)
     return _apply
