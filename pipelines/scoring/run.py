@@ -162,8 +162,9 @@ def _extra_features(ctx: RunContext, specs: list[ModelSpec]) -> DataFrame | None
 def _score(ctx: RunContext, spec: ModelSpec, champion, model,
            eligible: DataFrame) -> tuple[DataFrame, DataFrame]:
     """One model's rows for gold/scores (lazy), and the cached probabilities and factors they
-    come from (with the model's inputs, when it gives factors). Factors need gradient-boosted trees straight on the model's inputs or the
-    standardised logistic regression; other models' rows have an empty list."""
+    come from (with the model's inputs, when it gives factors). Factors need gradient-boosted
+    trees straight on the model's inputs or the standardised logistic regression; other
+    models' rows have an empty list."""
     keep = ["person_id", "as_of_date", SCORE_COLUMN]
     ensemble = explainer(model)
     probabilities = model.transform(eligible).select(*keep[:2], positive_probability().alias(SCORE_COLUMN),
