@@ -168,12 +168,12 @@ def profile_rows(scores: DataFrame, primary_identities: DataFrame, prefixes: Map
     per_model = [F.max(F.when(F.col("model_name") == F.lit(name), F.col(column))).cast(kind).alias(f"{prefix}_{column}")
                  for name, prefix in prefixes.items() for column, kind in MODEL_FIELDS]
     wide = scores.groupBy("person_id").agg(*per_model) if per_model else scores.select("person_id").distinct()
-    # Everyone an insight covers tonight: a night whose propensities were all skipped still
-    # publishes lifetime values, segments and engagement.
-    people = reduce(DataFrame.union, [scores.select("person_id")] + [f.select("person_id") for f in attributes])
-    joined = people.distinct().join(wide, "person_id", "left").join(primary_identities, "person_id", "left")
-    for frame in attributes:
-        joined = joined.join(frame, "person_id", "left")
+    # Everyone an insight covers tonight, by full joins of frames of a row per person: a
+    # night whose propensities were all skipped still publishes lifetime values, segments
+    # and engagement, and each gold table is read once (a separate list of everyone's ids
+    # read every table twice).
+    joined = (reduce(lambda left, right: left.join(right, "person_id", "full"), [wide, *attributes])
+              .join(primary_identities, "person_id", "left"))
     joined = (joined.withColumn("score_date", F.lit(stamp.score_date).cast("date"))
               .withColumn("as_of_date", F.lit(stamp.score_date).cast("date"))
               .withColumn("scored_at", F.lit(stamp.scored_at).cast("timestamp"))

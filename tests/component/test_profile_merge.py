@@ -178,6 +178,24 @@ def test_changes_over_versions_written_without_the_change_feed_are_refused_namin
         changes_since(spark, path, taken)
 
 
+def test_each_person_any_insight_covers_gets_one_row_with_only_what_covers_them(spark):
+    scores = spark.createDataFrame(
+        [("a", "convert_propensity", 0.8, 80, 95, "high", 3)],
+        "person_id string, model_name string, probability double, score int, percentile int, bucket string, "
+        "model_version int").selectExpr("*", FACTORS_SQL)
+    values = spark.createDataFrame([("b", 250.0, 2.5, 0.9, 99, 4)], "person_id string, expected_value double, "
+                                   "expected_purchases double, p_alive double, value_percentile int, model_version int")
+    engagement = spark.createDataFrame([("b", 40), ("c", 5)], "person_id string, engagement_score int")
+    identities = spark.createDataFrame([("c", "CRMID", "c-c"), ("d", "CRMID", "c-d")], "person_id string, "
+                                       "primary_identity_namespace string, primary_identity_id string")
+    rows = {r["person_id"]: (r["convert_score"], r["ltv_expected_value"], r["engagement_score"],
+                             r["primary_identity_id"])
+            for r in profile_rows(scores, identities, {"convert_propensity": "convert"},
+                                  [value_attributes(values, "ltv", "EUR"), engagement], STAMP).collect()}
+    # d has an identity and no insight tonight: no row.
+    assert rows == {"a": (80, None, None, None), "b": (None, 250.0, 40, None), "c": (None, None, 5, "c-c")}
+
+
 def test_a_night_without_scores_still_publishes_the_other_insights(spark):
     scores = spark.createDataFrame([], "person_id string, model_name string, probability double, score int, "
                                    "percentile int, bucket string, model_version int").selectExpr("*", FACTORS_SQL)
