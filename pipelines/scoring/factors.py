@@ -225,19 +225,9 @@ def top_factor_arrays(ensemble: Explainer, x: np.ndarray, top_n: int, high_from:
     return order, chosen, values, importance_label(chosen, high_from, medium_from)
 
 
-def top_factors(ensemble: Explainer, x: np.ndarray, top_n: int, high_from: float,
-                medium_from: float) -> list[list[dict]]:
-    """`top_factor_arrays` as a list of factors per row."""
-    order, chosen, values, labels = top_factor_arrays(ensemble, x, top_n, high_from, medium_from)
-    return [[{"feature": ensemble.inputs[f], "value": float(v), "contribution": float(c),
-              "direction": "raises" if c >= 0 else "lowers", "importance": str(label)}
-             for f, v, c, label in zip(order[r], values[r], chosen[r], labels[r], strict=True)]
-            for r in range(x.shape[0])]
-
-
 def factor_lists(ensemble: Explainer, x: np.ndarray, top_n: int, high_from: float, medium_from: float) -> pa.Array:
-    """`top_factors` as an Arrow list of FACTOR_TYPE structs per row, built a column at a
-    time (no loop over rows)."""
+    """Per row, its top factors as an Arrow list of FACTOR_TYPE structs (feature, value,
+    contribution, direction, importance), built a column at a time (no loop over rows)."""
     order, chosen, values, labels = top_factor_arrays(ensemble, x, top_n, high_from, medium_from)
     rows, width = order.shape
     contribution = chosen.ravel()
@@ -248,6 +238,12 @@ def factor_lists(ensemble: Explainer, x: np.ndarray, top_n: int, high_from: floa
          pa.array(labels.ravel().astype(object), pa.string())],
         names=FACTOR_TYPE.fieldNames())
     return pa.ListArray.from_arrays(pa.array(np.arange(0, rows * width + 1, width, dtype=np.int32)), factors)
+
+
+def top_factors(ensemble: Explainer, x: np.ndarray, top_n: int, high_from: float,
+                medium_from: float) -> list[list[dict]]:
+    """`factor_lists` as Python: a list of factor dicts per row."""
+    return factor_lists(ensemble, x, top_n, high_from, medium_from).to_pylist()
 
 
 def with_factors(ensemble: Explainer, settings: Mapping, keep: Sequence[str],
