@@ -25,7 +25,7 @@ from pipelines.core import lakehouse
 from pipelines.core.errors import GateError
 from pipelines.core.context import RunContext
 from pipelines.core.clock import utc_now
-from pipelines.quality.suites import ExpectationOutcome, load_suite, validate
+from pipelines.quality.suites import ExpectationOutcome, columns_read, load_suite, validate
 
 DQ_SCHEMA = T.StructType([
     T.StructField("run_id", T.StringType()),
@@ -82,6 +82,10 @@ class QualityChecks:
         # cache is what they all read; left lazy, each concurrent job computed the whole plan
         # itself. At most one partition per core: the profile table's view came as a union of
         # 128 shuffle partitions, and every GX job paid 128 tasks for 28k rows.
+        # Only the columns the expectations read are cached (and so read from the table).
+        read = columns_read(suite)
+        if read is not None:
+            df = df.select(*([c for c in df.columns if c in read] or df.columns[:1]))
         df = df.coalesce(self.ctx.spark.sparkContext.defaultParallelism).persist(StorageLevel.MEMORY_AND_DISK)
         df.count()
         try:

@@ -84,6 +84,27 @@ def load_suite(path: Path, severities: Mapping[str, str], default_severity: str)
         raise BadInputError(f"expectation suite {path} is not a valid GX suite: {err}") from err
 
 
+# Where an expectation names the columns it reads; any other argument is a value.
+COLUMN_ARGUMENTS = ("column", "column_A", "column_B", "column_list")
+VALUE_ARGUMENTS = {"min_value", "max_value", "strict_min", "strict_max", "value_set", "or_equal", "regex",
+                   "regex_list", "mostly", "ignore_row_if", "parse_strings_as_datetimes", "result_format"}
+
+
+def columns_read(suite: gx.ExpectationSuite) -> set[str] | None:
+    """The columns `suite`'s expectations read, or None when that cannot be told from their
+    arguments (a row condition, an argument not known here, the table's column names)."""
+    columns = set()
+    for expectation in suite.expectations:
+        config = expectation.configuration
+        unknown = set(config.kwargs) - VALUE_ARGUMENTS - set(COLUMN_ARGUMENTS)
+        if config.type.startswith("expect_table_column") or unknown:
+            return None
+        for name in COLUMN_ARGUMENTS:
+            value = config.kwargs.get(name)
+            columns.update([value] if isinstance(value, str) else value or [])
+    return columns
+
+
 def _label(config) -> str:
     column = config.kwargs.get("column")
     if column is None and "column_A" in config.kwargs:

@@ -10,7 +10,7 @@ import json
 import pytest
 
 from pipelines.core.errors import BadInputError
-from pipelines.quality.suites import load_suite, validate
+from pipelines.quality.suites import columns_read, load_suite, validate
 from tests.quality_cases import SCORES, SUITE_DIR, SUITES, failed_checks, row_with
 
 
@@ -46,6 +46,27 @@ NOT_NULL = {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": 
 def test_a_suite_or_severity_that_does_not_fit_is_a_configuration_error(tmp_path, expectations, severities, message):
     with pytest.raises(BadInputError, match=message):
         load_suite(_write_suite(tmp_path, expectations), severities, "error")
+
+
+def test_a_suite_reads_the_columns_its_expectations_name_or_every_column_when_that_cannot_be_told(tmp_path):
+    pair = {"type": "expect_column_pair_values_a_to_be_greater_than_b",
+            "kwargs": {"column_A": "a", "column_B": "b", "or_equal": True}, "meta": {"check": "a_over_b"}}
+    compound = {"type": "expect_compound_columns_to_be_unique", "kwargs": {"column_list": ["c", "d"]},
+                "meta": {"check": "cd_unique"}}
+    rows = {"type": "expect_table_row_count_to_be_between", "kwargs": {"min_value": 1}, "meta": {"check": "has_rows"}}
+    suite = load_suite(_write_suite(tmp_path, [NOT_NULL, pair, compound, rows]), {}, "error")
+    assert columns_read(suite) == {"x", "a", "b", "c", "d"}
+    conditioned = dict(NOT_NULL, kwargs={"column": "x", "row_condition": 'col("y") > 0', "condition_parser": "spark"})
+    every_column = {"type": "expect_table_columns_to_match_set", "kwargs": {"column_set": ["x"]},
+                    "meta": {"check": "columns"}}
+    for expectations in ([NOT_NULL, conditioned], [NOT_NULL, every_column]):
+        assert columns_read(load_suite(_write_suite(tmp_path, expectations), {}, "error")) is None
+
+
+@pytest.mark.parametrize("suite_name", sorted(SUITES))
+def test_each_shipped_suite_names_the_columns_it_reads(suite_name):
+    # The quality gate caches only those columns of a night's table before GX reads it.
+    assert columns_read(load_suite(SUITE_DIR / f"{suite_name}.json", {}, "error"))
 
 
 def test_a_check_on_a_missing_column_is_reported_not_passed(spark, tmp_path):
