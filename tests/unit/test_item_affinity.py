@@ -81,6 +81,16 @@ def test_co_occurrence_lends_through_a_versions_own_neighbours_when_given_them(s
     assert _top(recommend(strengths, parameters, 2, "sku", similarities=gone))["a"] == ["X", "Z"]
 
 
+@pytest.mark.parametrize("method", ["popularity", "history"])
+def test_only_the_people_among_are_ranked_by_everyones_popularity(spark, method):
+    # c alone makes Y the most popular product; c is not among those ranked tonight.
+    strengths = _strengths(spark, [("a", "X", 1.0), ("b", "Z", 1.0), ("c", "Y", 9.0)])
+    among = spark.createDataFrame([("a",), ("b",), ("d",)], "person_id string")
+    top = _top(recommend(strengths, {"method": method, "prior_strength": 1.0}, 2, "sku", among=among))
+    assert sorted(top) == ["a", "b"]
+    assert top["a"][0 if method == "popularity" else 1] == "Y"
+
+
 def test_als_recommends_the_product_that_completes_a_persons_taste(spark):
     # Two tastes: {A, B, C} and {D, E, F}, each shared by eight people; a has touched A and B.
     rows = [(f"g{i}", sku, 3.0) for i in range(8) for sku in "ABC"]
@@ -172,7 +182,7 @@ def test_within_categories_an_untouched_product_of_the_persons_category_beats_a_
 
 def _scores_by_formula(rows, category_of, prior, lent=None):
     """Every product's grouped score for every person, computed directly from the formula
-    (grouped_scores' docstring); `lent`: {(person, sku): strength borrowed from neighbours}."""
+    (grouped_top's docstring); `lent`: {(person, sku): strength borrowed from neighbours}."""
     own = {(p, i): s for p, i, s in rows}
     people, skus = sorted({p for p, _, _ in rows}), sorted(category_of)
     total = sum(own.values())
@@ -225,6 +235,27 @@ def test_grouped_rankings_are_the_formulas_best_items_for_everyone(spark, method
         assert [r["score"] for r in got] == pytest.approx([expected[p, sku] for sku in best]), p
 
 
+def test_a_persons_exclusions_leave_their_next_best_items_in_final_ranks(spark):
+    category_of = {f"{g}{n}": g for g in "ABC" for n in range(4)}
+    rows = [("p1", "A0", 3.0), ("p1", "A1", 1.0), ("p1", "B2", 0.5), ("p2", "B0", 2.0), ("p2", "C3", 4.0),
+            ("p3", "A0", 1.0), ("p3", "A2", 2.0), ("p3", "C1", 1.5)]
+    groups = spark.createDataFrame(sorted(category_of.items()), "sku string, category string")
+    # p1 loses their two best, p2 one best and a product no one touched tonight; p3 nothing.
+    excluded = {"p1": {"A0", "A1"}, "p2": {"C3", "gone"}}
+    exclusions = spark.createDataFrame([(p, sku) for p, skus in sorted(excluded.items()) for sku in sorted(skus)],
+                                       "person_id string, sku string")
+    expected = _scores_by_formula(rows, category_of, 2.0)
+    top = recommend(_strengths(spark, rows), {"method": "history", "prior_strength": 2.0}, 4, "sku",
+                    exclusions, groups).collect()
+    for p in ("p1", "p2", "p3"):
+        best = sorted((sku for (q, sku) in expected if q == p and sku not in excluded.get(p, ())),
+                      key=lambda sku: (-expected[p, sku], sku))[:4]
+        got = sorted((r for r in top if r["person_id"] == p), key=lambda r: r["rank"])
+        assert [r["rank"] for r in got] == [1, 2, 3, 4], p
+        assert [r["sku"] for r in got] == best, p
+        assert [r["score"] for r in got] == pytest.approx([expected[p, sku] for sku in best]), p
+
+
 def test_a_persons_grouped_ranking_is_the_same_bits_in_any_batch_and_item_order():
     # Scores are sums of floats: they must not depend on the batch a person lands in or on
     # the order their items arrive in, or a rerun could publish other ranks.
@@ -242,8 +273,8 @@ def test_a_persons_grouped_ranking_is_the_same_bits_in_any_batch_and_item_order(
     people = [(chosen, list(rng.random(len(chosen)) * 3)) for chosen in chosen_lists]
 
     def ranked(batch):
-        person, item, score = grouped_ranking.rank(catalogue, 2.0, 5, [np.array(i) for i, _ in batch],
-                                                   [np.array(s) for _, s in batch])
+        person, _, item, score = grouped_ranking.rank(catalogue, 2.0, 5, [np.array(i) for i, _ in batch],
+                                                      [np.array(s) for _, s in batch])
         return {(id(batch[p][0]), catalogue.items[i]): s for p, i, s in zip(person, item, score, strict=True)}
 
     whole = ranked(people)
