@@ -125,13 +125,17 @@ def rank(cat: Catalogue, prior: float, n: int, items: list[np.ndarray], strength
     # The person's (borrowed) strengths, and their groups' leading items as untouched.
     b_leaning = leaning[np.searchsorted(keys, b_person * g + cat.group_of[b_item])]
     b_score = (b_strength + prior * b_leaning * cat.within[b_item]) / denominator[b_person]
-    lengths = cat.leading_start[pair_group + 1] - cat.leading_start[pair_group]
+    size = len(cat.items)
+    x_keys = _excluded_keys(cat, excluded, size) if excluded is not None else np.empty(0, dtype=np.int64)
+    # A group's untouched items score in its leading order, so no more of them can reach a
+    # person's top n than n plus what the person excludes: the rest are never candidates.
+    lengths = np.minimum(cat.leading_start[pair_group + 1] - cat.leading_start[pair_group],
+                         n + np.bincount(x_keys // size, minlength=people)[pair_person])
     l_item = cat.leading_items[_spans(cat.leading_start[pair_group], lengths)]
     l_person = np.repeat(pair_person, lengths)
     l_score = prior * np.repeat(leaning, lengths) * cat.within[l_item] / denominator[l_person]
     # An item both touched (or lent to) and leading keeps its own, higher score: the leading
     # copy is dropped. The borrowed keys are in order (person, then item), so a search finds it.
-    size = len(cat.items)
     b_keys = b_person * size + b_item
     l_keys = l_person * size + l_item
     if len(b_keys):
@@ -141,8 +145,8 @@ def rank(cat: Catalogue, prior: float, n: int, items: list[np.ndarray], strength
     person = np.concatenate([b_person, l_person[untouched]])
     item = np.concatenate([b_item, l_item[untouched]])
     score = np.concatenate([b_score, l_score[untouched]])
-    if excluded is not None:
-        kept = ~np.isin(person * size + item, _excluded_keys(cat, excluded, size))
+    if len(x_keys):
+        kept = ~np.isin(person * size + item, x_keys)
         person, item, score = person[kept], item[kept], score[kept]
     order = np.lexsort((item, -score, person))
     person, item, score = person[order], item[order], score[order]

@@ -290,6 +290,34 @@ def test_a_persons_grouped_ranking_is_the_same_bits_in_any_batch_and_item_order(
     assert len(whole) == 5 * len(people)
 
 
+def test_a_persons_ranks_need_only_k_plus_their_exclusions_of_each_groups_leading_items():
+    # Each group leads with up to k + most-excluded items; a person with fewer exclusions
+    # reads fewer of them. Their ranks must be those of a catalogue that leads with everything.
+    rng = np.random.default_rng(5)
+    names = [f"sku{i:03d}" for i in range(60)]
+    groups = rng.integers(0, 2, len(names))
+    share = rng.random(len(names))
+    group_total = np.bincount(groups, weights=share)
+    items = pd.DataFrame({"item": names, "group": [f"g{g}" for g in groups],
+                          "within": share / group_total[groups], "group_popularity": group_total[groups] / share.sum()})
+    k, most_excluded = 3, 6
+    chosen = [np.array(rng.choice(names, rng.integers(1, 6), replace=False)) for _ in range(80)]
+    # Weak strengths and a strong prior: untouched leading items fill most top k.
+    strengths = [rng.random(len(c)) * 0.05 for c in chosen]
+    # Exclusions drawn from each group's leading items, where they cost a person candidates.
+    leading = [names[i] for g in range(2) for i in sorted(np.flatnonzero(groups == g), key=lambda i: -share[i])[:6]]
+    excluded = [None if p % 3 == 0 else np.array(rng.choice(leading, rng.integers(0, most_excluded + 1), replace=False))
+                for p in range(len(chosen))]
+    shallow = grouped_ranking.rank(grouped_ranking.catalogue(items, k + most_excluded, 1), 5.0, k, chosen, strengths,
+                                   excluded)
+    deep = grouped_ranking.rank(grouped_ranking.catalogue(items, len(names), 1), 5.0, k, chosen, strengths, excluded)
+    for got, expected in zip(shallow, deep, strict=True):
+        np.testing.assert_array_equal(got, expected)
+    person, _, item, _ = deep
+    assert np.bincount(person).tolist() == [k] * len(chosen)
+    assert not any(names[i] in (excluded[p] if excluded[p] is not None else ()) for p, i in zip(person, item))
+
+
 def test_products_take_the_category_their_single_product_events_name_most(spark):
     events = spark.createDataFrame([
         ("a", "e1", date(2026, 5, 1), 1.0, 0.0, 0.0, False, 0.0, ["X"], None, ["Tents"]),
