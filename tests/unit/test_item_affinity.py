@@ -315,7 +315,8 @@ def test_a_persons_ranks_need_only_k_plus_their_exclusions_of_each_groups_leadin
         np.testing.assert_array_equal(got, expected)
     person, _, item, _ = deep
     assert np.bincount(person).tolist() == [k] * len(chosen)
-    assert not any(names[i] in (excluded[p] if excluded[p] is not None else ()) for p, i in zip(person, item))
+    never = [set() if e is None else set(e) for e in excluded]
+    assert not any(names[i] in never[p] for p, i in zip(person, item, strict=True))
 
 
 def test_products_take_the_category_their_single_product_events_name_most(spark):
