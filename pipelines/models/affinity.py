@@ -144,12 +144,10 @@ def popularity_scores(strengths: DataFrame, n: int, item: str) -> DataFrame:
             .join(shares, item).select("person_id", item, F.col("popularity").alias("score")))
 
 
-def shrunk_top(strengths: DataFrame, prior_strength: float, k: int, item: str,
-               similarities: pd.DataFrame | None = None, neighbour_weight: float = 0.0,
-               exclusions: DataFrame | None = None, depth: int | None = None,
-               among: DataFrame | None = None) -> DataFrame:
-    """(person_id, rank, <item>, score) of each person's `k` best items: their strengths
-    over the items they touched and the most popular, shrunk towards popularity by
+def shrunk_scores(strengths: DataFrame, prior_strength: float, n: int, item: str,
+                  similarities: pd.DataFrame | None = None, neighbour_weight: float = 0.0) -> DataFrame:
+    """(person_id, <item>, score) of each person's `n` best items: their strengths over the
+    items they touched and the `n` most popular, shrunk towards popularity by
     `prior_strength` (the `history` score; `co_occurrence`'s with `similarities`, which
     lend each person's strength to similar items, pipelines/models/item_affinity.py).
 
@@ -160,50 +158,35 @@ def shrunk_top(strengths: DataFrame, prior_strength: float, k: int, item: str,
     items = popularity(strengths, item).select(F.col(item).alias("item"), F.lit("").alias("group"),
                                                F.lit(1.0).alias("group_popularity"),
                                                F.col("popularity").alias("within"))
-    return ranked_in_batches(strengths, items, prior_strength, k, item, 1, similarities, neighbour_weight,
-                             exclusions, depth, among)
+    return ranked_in_batches(strengths, items, prior_strength, n, item, 1, similarities, neighbour_weight)
 
 
-def ranked_in_batches(strengths: DataFrame, items: DataFrame, prior_strength: float, k: int, item: str,
+def ranked_in_batches(strengths: DataFrame, items: DataFrame, prior_strength: float, n: int, item: str,
                       popular_groups: int, similarities: pd.DataFrame | None = None,
-                      neighbour_weight: float = 0.0, exclusions: DataFrame | None = None,
-                      depth: int | None = None, among: DataFrame | None = None) -> DataFrame:
+                      neighbour_weight: float = 0.0) -> DataFrame:
     """The grouped ranking (pipelines/models/grouped_ranking.py) of every person with
-    strengths (of those `among` lists by person_id, when given) -> (person_id, rank,
-    <item>, score), their `k` best but the (person_id, <item>) pairs in `exclusions`.
-    Popularity is everyone's, `among` or not. `items` has a row per item (`item`, `group`,
-    `group_popularity`, `within`), `similarities` a row per item and neighbour (`item`,
-    `neighbour`, `similarity`); each group offers its `depth` (default `k`) leading items
-    to the people it concerns, so that `k` remain after a person's exclusions.
-
-    What it reads of the catalogue (a catalogue's size, never people) goes to the driver and
-    to every task; each person's strengths and exclusions become one row, ranked in numpy
-    with the other people of their batch, so the ranks come out final: no window over the
-    candidates and no join to take the exclusions out."""
+    strengths: `items` has a row per item (`item`, `group`, `group_popularity`, `within`),
+    `similarities` a row per item and neighbour (`item`, `neighbour`, `similarity`). What
+    it reads of the catalogue (a catalogue's size, never people) goes to the driver and to
+    every task; each person's strengths become one row, ranked in numpy with the other
+    people of their batch."""
     # Silver keeps no null item; one here would be ranked under the name "None".
-    catalogue = grouped_ranking.catalogue(items.where(F.col("item").isNotNull()).toPandas(), depth or k,
-                                          popular_groups, similarities, neighbour_weight)
+    catalogue = grouped_ranking.catalogue(items.where(F.col("item").isNotNull()).toPandas(), n, popular_groups,
+                                          similarities, neighbour_weight)
     people = (strengths.where(F.col(item).isNotNull()).groupBy("person_id")
               .agg(F.collect_list(item).alias("_items"), F.collect_list("strength").alias("_strengths")))
-    if among is not None:   # a row per person here, k per person after the ranking
-        people = people.join(among, "person_id", "left_semi")
-    if exclusions is not None:
-        people = people.join(exclusions.groupBy("person_id").agg(F.collect_list(item).alias("_excluded")),
-                             "person_id", "left")
-    return people.mapInPandas(grouped_ranking.rank_batches(catalogue, float(prior_strength), k, item),
-                              f"person_id string, rank int, {item} string, score double")
+    return people.mapInPandas(grouped_ranking.rank_batches(catalogue, float(prior_strength), n, item),
+                              f"person_id string, {item} string, score double")
 
 
-def top_affinities(strengths: DataFrame, prior_strength: float, k: int, item: str = "category",
-                   among: DataFrame | None = None) -> DataFrame:
+def top_affinities(strengths: DataFrame, prior_strength: float, k: int, item: str = "category") -> DataFrame:
     """(person_id, <item>, strength) -> (person_id, rank, <item>, affinity), the `k`
     items of highest affinity per person. An item the person never touched scores by
     popularity alone, so only the `k` most popular can reach a top k: those are the
-    candidates beside the person's own. With `among`, only the people it lists by
-    person_id are ranked (popularity is still everyone's)."""
+    candidates beside the person's own."""
     if k < 1:
         raise ValueError(f"affinity needs k >= 1, got {k}")
-    return shrunk_top(strengths, prior_strength, k, item, among=among).withColumnRenamed("score", "affinity")
+    return ranked(shrunk_scores(strengths, prior_strength, k, item), k, item).withColumnRenamed("score", "affinity")
 
 
 def popularity_top(strengths: DataFrame, k: int, item: str = "category") -> DataFrame:

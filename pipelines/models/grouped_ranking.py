@@ -1,6 +1,6 @@
 """Affinity's ranking in numpy, a batch of people at a time: products' grouped ranking
-(item_affinity.grouped_top), and the ungrouped one of categories and content sections
-(affinity.shrunk_top: the whole catalogue as one group).
+(item_affinity.grouped_scores), and the ungrouped one of categories and content sections
+(affinity.shrunk_scores: the whole catalogue as one group).
 
 Each person arrives as one row (their items and own strengths). What the formula needs of
 the catalogue (each item's group and share of it, the groups' popularity and leading items,
@@ -94,13 +94,11 @@ def _spans(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     return np.arange(lengths.sum()) - offsets + np.repeat(starts, lengths)
 
 
-def rank(cat: Catalogue, prior: float, n: int, items: list[np.ndarray], strengths: list[np.ndarray],
-         excluded: list[np.ndarray | None] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def rank(cat: Catalogue, prior: float, n: int, items: list[np.ndarray],
+         strengths: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """People's own items and strengths (one non-empty array each per person) -> (person,
-    rank, item, score) of each person's `n` best items, best first (rank 1), as indices into
-    the inputs and the catalogue, leaving out the items `excluded` names for each person
-    (None: none; an item outside the catalogue is never ranked anyway). The score is
-    grouped_top's formula."""
+    item, score) of each person's `n` best items, best first, as indices into the inputs
+    and the catalogue. The score is grouped_scores' formula."""
     people = len(items)
     counts = np.fromiter((len(i) for i in items), dtype=np.int64, count=people)
     cols = np.searchsorted(cat.items, np.concatenate(items).astype(str))
@@ -125,17 +123,13 @@ def rank(cat: Catalogue, prior: float, n: int, items: list[np.ndarray], strength
     # The person's (borrowed) strengths, and their groups' leading items as untouched.
     b_leaning = leaning[np.searchsorted(keys, b_person * g + cat.group_of[b_item])]
     b_score = (b_strength + prior * b_leaning * cat.within[b_item]) / denominator[b_person]
-    size = len(cat.items)
-    x_keys = _excluded_keys(cat, excluded, size) if excluded is not None else np.empty(0, dtype=np.int64)
-    # A group's untouched items score in its leading order, so no more of them can reach a
-    # person's top n than n plus what the person excludes: the rest are never candidates.
-    lengths = np.minimum(cat.leading_start[pair_group + 1] - cat.leading_start[pair_group],
-                         n + np.bincount(x_keys // size, minlength=people)[pair_person])
+    lengths = cat.leading_start[pair_group + 1] - cat.leading_start[pair_group]
     l_item = cat.leading_items[_spans(cat.leading_start[pair_group], lengths)]
     l_person = np.repeat(pair_person, lengths)
     l_score = prior * np.repeat(leaning, lengths) * cat.within[l_item] / denominator[l_person]
     # An item both touched (or lent to) and leading keeps its own, higher score: the leading
     # copy is dropped. The borrowed keys are in order (person, then item), so a search finds it.
+    size = len(cat.items)
     b_keys = b_person * size + b_item
     l_keys = l_person * size + l_item
     if len(b_keys):
@@ -145,36 +139,21 @@ def rank(cat: Catalogue, prior: float, n: int, items: list[np.ndarray], strength
     person = np.concatenate([b_person, l_person[untouched]])
     item = np.concatenate([b_item, l_item[untouched]])
     score = np.concatenate([b_score, l_score[untouched]])
-    if len(x_keys):
-        kept = ~np.isin(person * size + item, x_keys)
-        person, item, score = person[kept], item[kept], score[kept]
     order = np.lexsort((item, -score, person))
     person, item, score = person[order], item[order], score[order]
     place = np.arange(len(person)) - np.searchsorted(person, person)
     best = place < n
-    return person[best], place[best] + 1, item[best], score[best]
-
-
-def _excluded_keys(cat: Catalogue, excluded: list[np.ndarray | None], size: int) -> np.ndarray:
-    """person * size + item of each excluded item that is in the catalogue (None: nothing
-    excluded for that person)."""
-    counts = np.fromiter((0 if e is None else len(e) for e in excluded), dtype=np.int64, count=len(excluded))
-    if not counts.any():
-        return np.empty(0, dtype=np.int64)
-    at, found = _positions(cat.items, np.concatenate([e for e in excluded if e is not None]).astype(str))
-    return (np.repeat(np.arange(len(excluded)), counts) * size + at)[found]
+    return person[best], item[best], score[best]
 
 
 def rank_batches(cat: Catalogue, prior: float, n: int, item: str):
-    """A mapInPandas function: batches of (person_id, _items, _strengths[, _excluded]) ->
-    rows of (person_id, rank, <item>, score), each person's `n` best but the excluded."""
+    """A mapInPandas function: batches of (person_id, _items, _strengths) -> rows of
+    (person_id, <item>, score), each person's `n` best."""
     def _apply(batches):
         for batch in batches:
             for start in range(0, len(batch), PEOPLE_PER_STEP):
                 part = batch.iloc[start:start + PEOPLE_PER_STEP]
-                excluded = list(part["_excluded"]) if "_excluded" in part else None
-                person, place, chosen, score = rank(cat, prior, n, list(part["_items"]), list(part["_strengths"]),
-                                                    excluded)
-                yield pd.DataFrame({"person_id": part["person_id"].to_numpy()[person], "rank": place.astype(np.int32),
+                person, chosen, score = rank(cat, prior, n, list(part["_items"]), list(part["_strengths"]))
+                yield pd.DataFrame({"person_id": part["person_id"].to_numpy()[person],
                                     item: cat.items[chosen], "score": score})
     return _apply

@@ -35,12 +35,11 @@ from pyspark.sql import DataFrame, Window
 
 from pipelines.core.reproducible import exact_sum
 from pipelines.models.affinity import (als_top_categories, dimension_of, popularity, popularity_scores, ranked,
-                                       ranked_in_batches, shrunk_top)
+                                       ranked_in_batches, shrunk_scores)
 
 CANDIDATES = ("popularity", "history", "co_occurrence", "als")
-# Candidate items per person (or per category) beyond k, for those a person's exclusions
-# remove: at most this many times k (a person who bought more one-off products than that
-# may get fewer than k).
+# Candidate items per person beyond k, for those a person's exclusions remove: at most this
+# many times k (a person who bought more one-off products than that may get fewer than k).
 MAX_EXCLUDED_PER_K = 4
 
 
@@ -89,11 +88,9 @@ def product_categories(events: DataFrame, as_of: date, lookback_days: int | None
 POPULAR_GROUPS = 3
 
 
-def grouped_top(strengths: DataFrame, prior_strength: float, k: int, item: str, groups: DataFrame,
-                similarities: pd.DataFrame | None = None, neighbour_weight: float = 0.0,
-                exclusions: DataFrame | None = None, depth: int | None = None,
-                among: DataFrame | None = None) -> DataFrame:
-    """`shrunk_top` with a prior that knows each item's group (a product's category):
+def grouped_scores(strengths: DataFrame, prior_strength: float, n: int, item: str, groups: DataFrame,
+                   similarities: pd.DataFrame | None = None, neighbour_weight: float = 0.0) -> DataFrame:
+    """`shrunk_scores` with a prior that knows each item's group (a product's category):
     an item the person never touched scores by how much they lean to its group and how
     popular it is within it, not by its popularity overall.
 
@@ -106,10 +103,9 @@ def grouped_top(strengths: DataFrame, prior_strength: float, k: int, item: str, 
 
         s'(p, j) = s(p, j) + neighbour_weight * sum over p's items i of s(p, i) * sim(i, j)
 
-    Candidates: the items the person touched or was lent, and the `depth` (default `k`)
-    most popular items of each of their groups and of the POPULAR_GROUPS most popular; the
-    `k` best per person but their `exclusions` are returned (by `ranked_in_batches`), as
-    (person_id, rank, <item>, score). An item with no group is a group of its own."""
+    Candidates: the items the person touched or was lent, and the `n` most popular items
+    of each of their groups and of the POPULAR_GROUPS most popular; the `n` best per person
+    are returned (by `ranked_in_batches`). An item with no group is a group of its own."""
     if prior_strength < 0:
         raise ValueError(f"prior_strength must be >= 0, got {prior_strength}")
     shares = (popularity(strengths, item).join(groups.withColumnRenamed("category", "_group"), item, "left")
@@ -119,8 +115,8 @@ def grouped_top(strengths: DataFrame, prior_strength: float, k: int, item: str, 
              .select(F.col(item).alias("item"), F.col("_group").alias("group"),
                      F.col("_group_popularity").alias("group_popularity"),
                      (F.col("popularity") / F.col("_group_popularity")).alias("within")))
-    return ranked_in_batches(strengths, items, prior_strength, k, item, POPULAR_GROUPS, similarities,
-                             neighbour_weight, exclusions, depth, among)
+    return ranked_in_batches(strengths, items, prior_strength, n, item, POPULAR_GROUPS, similarities,
+                             neighbour_weight)
 
 
 def item_similarities(strengths: DataFrame, item: str, neighbours: int, max_history: int) -> DataFrame:
@@ -153,18 +149,17 @@ def neighbours_of(strengths: DataFrame, item: str, parameters: Mapping) -> pd.Da
             .select(F.col(item).alias("item"), "neighbour", "similarity").toPandas())
 
 
-def recommend(strengths: DataFrame, parameters: Mapping, k: int, item: str,
-              exclusions: DataFrame | None = None, groups: DataFrame | None = None,
-              similarities: pd.DataFrame | None = None, among: DataFrame | None = None) -> DataFrame:
-    """(person_id, rank, <item>, score): each person's top `k` but their `exclusions`
-    (of the people `among` lists by person_id, when given; popularity is everyone's), by
-    the candidate `parameters["method"]` names, with its parameters. With `groups` ((item,
+def candidate_scores(strengths: DataFrame, parameters: Mapping, n: int, item: str,
+                     groups: DataFrame | None = None, similarities: pd.DataFrame | None = None) -> DataFrame:
+    """(person_id, <item>, score) of the `n` best items per person (or more) by the
+    candidate `parameters["method"]` names, with its parameters. With `groups` ((item,
     category): products' categories), history and co-occurrence shrink towards the
-    person's categories (`grouped_top`) rather than towards popularity overall.
+    person's categories (`grouped_scores`) rather than towards popularity overall.
     Co-occurrence lends through `similarities` (`neighbours_of`: a version's own), or
     through the neighbours of these strengths when none are given."""
     method = parameters["method"]
-    depth = candidate_depth(k, exclusions)
+    if method == "popularity":
+        return popularity_scores(strengths, n, item)
     if method in ("history", "co_occurrence"):
         weight = float(parameters.get("neighbour_weight", 0.0))
         if method == "history":
@@ -173,18 +168,21 @@ def recommend(strengths: DataFrame, parameters: Mapping, k: int, item: str,
             similarities = neighbours_of(strengths, item, parameters)
         prior = float(parameters["prior_strength"])
         if groups is not None:
-            return grouped_top(strengths, prior, k, item, groups, similarities, weight, exclusions, depth, among)
-        return shrunk_top(strengths, prior, k, item, similarities, weight, exclusions, depth, among)
-    if method == "popularity":
-        candidates = popularity_scores(strengths, depth, item)
-    elif method == "als":
-        candidates = (als_top_categories(strengths, depth, int(parameters["rank"]), float(parameters["reg_param"]),
-                                         float(parameters["alpha"]), int(parameters["seed"]), item)
-                      .select("person_id", item, F.col("affinity").alias("score")))
-    else:
-        raise ValueError(f"unknown affinity method {method!r}; known: {', '.join(CANDIDATES)}")
-    top = ranked(candidates, k, item, exclusions)
-    return top if among is None else top.join(among, "person_id", "left_semi")
+            return grouped_scores(strengths, prior, n, item, groups, similarities, weight)
+        return shrunk_scores(strengths, prior, n, item, similarities, weight)
+    if method == "als":
+        return (als_top_categories(strengths, n, int(parameters["rank"]), float(parameters["reg_param"]),
+                                   float(parameters["alpha"]), int(parameters["seed"]), item)
+                .select("person_id", item, F.col("affinity").alias("score")))
+    raise ValueError(f"unknown affinity method {method!r}; known: {', '.join(CANDIDATES)}")
+
+
+def recommend(strengths: DataFrame, parameters: Mapping, k: int, item: str,
+              exclusions: DataFrame | None = None, groups: DataFrame | None = None,
+              similarities: pd.DataFrame | None = None) -> DataFrame:
+    """(person_id, rank, <item>, score): each person's top `k` by the chosen candidate."""
+    return ranked(candidate_scores(strengths, parameters, candidate_depth(k, exclusions), item, groups,
+                                   similarities), k, item, exclusions)
 
 
 def groups_as_of(events: DataFrame, parameters: Mapping, as_of: date) -> DataFrame | None:

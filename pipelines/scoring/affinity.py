@@ -29,7 +29,7 @@ def score(ctx: RunContext, checks: QualityChecks, features: DataFrame) -> dict:
     strengths = strengths_as_of(lakehouse.read(spark, cfg.table("silver_events"), "ingest"), parameters,
                                 ctx.run_date).persist(StorageLevel.MEMORY_AND_DISK)
     active = features.select("person_id")
-    rows = (top_affinities(strengths, float(parameters["prior_strength"]), k, among=active)
+    rows = (top_affinities(strengths, float(parameters["prior_strength"]), k).join(active, "person_id")
             .transform(with_provenance(ctx.run_date, name, champion, ctx.clock, ctx.run_id)))
     path = cfg.table("affinity")
     lakehouse.replace_where(rows, path, f"score_date = '{ctx.run_date.isoformat()}'", partition_by=["score_date"])

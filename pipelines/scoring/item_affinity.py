@@ -40,7 +40,7 @@ def score(ctx: RunContext, checks: QualityChecks, features: DataFrame, key: str)
     # A co-occurrence version lends through the neighbours it was trained with (versions
     # logged before they were kept count them from tonight's strengths).
     similarities = artifacts.item_similarities(champion.run_id) if parameters["method"] == "co_occurrence" else None
-    rows = (recommend(strengths, parameters, k, item, excluded, groups, similarities, among=active)
+    rows = (recommend(strengths, parameters, k, item, excluded, groups, similarities).join(active, "person_id")
             .transform(with_provenance(ctx.run_date, name, champion, ctx.clock, ctx.run_id)))
     path = cfg.table(key)
     lakehouse.replace_where(rows, path, f"score_date = '{ctx.run_date.isoformat()}'", partition_by=["score_date"])

@@ -81,16 +81,6 @@ def test_co_occurrence_lends_through_a_versions_own_neighbours_when_given_them(s
     assert _top(recommend(strengths, parameters, 2, "sku", similarities=gone))["a"] == ["X", "Z"]
 
 
-@pytest.mark.parametrize("method", ["popularity", "history"])
-def test_only_the_people_among_are_ranked_by_everyones_popularity(spark, method):
-    # c alone makes Y the most popular product; c is not among those ranked tonight.
-    strengths = _strengths(spark, [("a", "X", 1.0), ("b", "Z", 1.0), ("c", "Y", 9.0)])
-    among = spark.createDataFrame([("a",), ("b",), ("d",)], "person_id string")
-    top = _top(recommend(strengths, {"method": method, "prior_strength": 1.0}, 2, "sku", among=among))
-    assert sorted(top) == ["a", "b"]
-    assert top["a"][0 if method == "popularity" else 1] == "Y"
-
-
 def test_als_recommends_the_product_that_completes_a_persons_taste(spark):
     # Two tastes: {A, B, C} and {D, E, F}, each shared by eight people; a has touched A and B.
     rows = [(f"g{i}", sku, 3.0) for i in range(8) for sku in "ABC"]
@@ -182,7 +172,7 @@ def test_within_categories_an_untouched_product_of_the_persons_category_beats_a_
 
 def _scores_by_formula(rows, category_of, prior, lent=None):
     """Every product's grouped score for every person, computed directly from the formula
-    (grouped_top's docstring); `lent`: {(person, sku): strength borrowed from neighbours}."""
+    (grouped_scores' docstring); `lent`: {(person, sku): strength borrowed from neighbours}."""
     own = {(p, i): s for p, i, s in rows}
     people, skus = sorted({p for p, _, _ in rows}), sorted(category_of)
     total = sum(own.values())
@@ -273,8 +263,8 @@ def test_a_persons_grouped_ranking_is_the_same_bits_in_any_batch_and_item_order(
     people = [(chosen, list(rng.random(len(chosen)) * 3)) for chosen in chosen_lists]
 
     def ranked(batch):
-        person, _, item, score = grouped_ranking.rank(catalogue, 2.0, 5, [np.array(i) for i, _ in batch],
-                                                      [np.array(s) for _, s in batch])
+        person, item, score = grouped_ranking.rank(catalogue, 2.0, 5, [np.array(i) for i, _ in batch],
+                                                   [np.array(s) for _, s in batch])
         return {(id(batch[p][0]), catalogue.items[i]): s for p, i, s in zip(person, item, score, strict=True)}
 
     whole = ranked(people)
@@ -288,35 +278,6 @@ def test_a_persons_grouped_ranking_is_the_same_bits_in_any_batch_and_item_order(
         shuffled.update({(id(chosen), item): score for (_, item), score in result.items()})
     assert whole == alone == shuffled
     assert len(whole) == 5 * len(people)
-
-
-def test_a_persons_ranks_need_only_k_plus_their_exclusions_of_each_groups_leading_items():
-    # Each group leads with up to k + most-excluded items; a person with fewer exclusions
-    # reads fewer of them. Their ranks must be those of a catalogue that leads with everything.
-    rng = np.random.default_rng(5)
-    names = [f"sku{i:03d}" for i in range(60)]
-    groups = rng.integers(0, 2, len(names))
-    share = rng.random(len(names))
-    group_total = np.bincount(groups, weights=share)
-    items = pd.DataFrame({"item": names, "group": [f"g{g}" for g in groups],
-                          "within": share / group_total[groups], "group_popularity": group_total[groups] / share.sum()})
-    k, most_excluded = 3, 6
-    chosen = [np.array(rng.choice(names, rng.integers(1, 6), replace=False)) for _ in range(80)]
-    # Weak strengths and a strong prior: untouched leading items fill most top k.
-    strengths = [rng.random(len(c)) * 0.05 for c in chosen]
-    # Exclusions drawn from each group's leading items, where they cost a person candidates.
-    leading = [names[i] for g in range(2) for i in sorted(np.flatnonzero(groups == g), key=lambda i: -share[i])[:6]]
-    excluded = [None if p % 3 == 0 else np.array(rng.choice(leading, rng.integers(0, most_excluded + 1), replace=False))
-                for p in range(len(chosen))]
-    shallow = grouped_ranking.rank(grouped_ranking.catalogue(items, k + most_excluded, 1), 5.0, k, chosen, strengths,
-                                   excluded)
-    deep = grouped_ranking.rank(grouped_ranking.catalogue(items, len(names), 1), 5.0, k, chosen, strengths, excluded)
-    for got, expected in zip(shallow, deep, strict=True):
-        np.testing.assert_array_equal(got, expected)
-    person, _, item, _ = deep
-    assert np.bincount(person).tolist() == [k] * len(chosen)
-    never = [set() if e is None else set(e) for e in excluded]
-    assert not any(names[i] in never[p] for p, i in zip(person, item, strict=True))
 
 
 def test_products_take_the_category_their_single_product_events_name_most(spark):
