@@ -192,6 +192,18 @@ def _scores_by_formula(rows, category_of, prior, lent=None):
     return scores
 
 
+def _assert_formula_ranks(top, expected, people, k, excluded=None):
+    """Each person's rows in `top` are their `k` best by the formula's `expected` scores,
+    ranked 1..k, leaving out what `excluded` ({person: items}) names for them."""
+    for p in people:
+        best = sorted((sku for (q, sku) in expected if q == p and sku not in (excluded or {}).get(p, ())),
+                      key=lambda sku: (-expected[p, sku], sku))[:k]
+        got = sorted((r for r in top if r["person_id"] == p), key=lambda r: r["rank"])
+        assert [r["rank"] for r in got] == list(range(1, k + 1)), p
+        assert [r["sku"] for r in got] == best, p
+        assert [r["score"] for r in got] == pytest.approx([expected[p, sku] for sku in best]), p
+
+
 @pytest.mark.parametrize("method", ["history", "co_occurrence"])
 def test_grouped_rankings_are_the_formulas_best_items_for_everyone(spark, method):
     # Three categories (all among the most popular, so every product is a candidate).
@@ -217,12 +229,7 @@ def test_grouped_rankings_are_the_formulas_best_items_for_everyone(spark, method
                     lent[p, j] = lent.get((p, j), 0.0) + 0.5 * s * both / math.sqrt(len(touched[i]) * len(touched[j]))
     expected = _scores_by_formula(rows, category_of, 2.0, lent)
     top = recommend(_strengths(spark, rows), parameters, 4, "sku", groups=groups).collect()
-    for p in sorted({r[0] for r in rows}):
-        best = sorted((sku for (q, sku) in expected if q == p),
-                      key=lambda sku: (-expected[p, sku], sku))[:4]
-        got = sorted((r for r in top if r["person_id"] == p), key=lambda r: r["rank"])
-        assert [r["sku"] for r in got] == best, p
-        assert [r["score"] for r in got] == pytest.approx([expected[p, sku] for sku in best]), p
+    _assert_formula_ranks(top, expected, sorted({r[0] for r in rows}), 4)
 
 
 def test_a_persons_exclusions_leave_their_next_best_items_in_final_ranks(spark):
@@ -237,13 +244,7 @@ def test_a_persons_exclusions_leave_their_next_best_items_in_final_ranks(spark):
     expected = _scores_by_formula(rows, category_of, 2.0)
     top = recommend(_strengths(spark, rows), {"method": "history", "prior_strength": 2.0}, 4, "sku",
                     exclusions, groups).collect()
-    for p in ("p1", "p2", "p3"):
-        best = sorted((sku for (q, sku) in expected if q == p and sku not in excluded.get(p, ())),
-                      key=lambda sku: (-expected[p, sku], sku))[:4]
-        got = sorted((r for r in top if r["person_id"] == p), key=lambda r: r["rank"])
-        assert [r["rank"] for r in got] == [1, 2, 3, 4], p
-        assert [r["sku"] for r in got] == best, p
-        assert [r["score"] for r in got] == pytest.approx([expected[p, sku] for sku in best]), p
+    _assert_formula_ranks(top, expected, ["p1", "p2", "p3"], 4, excluded)
 
 
 def test_a_persons_grouped_ranking_is_the_same_bits_in_any_batch_and_item_order():
